@@ -1,0 +1,29 @@
+"""The `jsarchive` command line: thin over the library API (one module per command group)."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline import __version__
+from pipeline.cli.demo_cmd import demo_cmd
+from pipeline.cli.keygen_cmd import keygen_cmd
+from pipeline.cli.ls_cmd import ls_cmd
+from pipeline.cli.stream_cmd import stream_group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="jsarchive")
+def main() -> None:
+    """Archive NATS JetStream streams into object storage and restore them from it.
+
+    \b
+    Exit codes: 0 ok, 1 other failure, 2 bad usage, 3 not found, 4 integrity failure,
+    5 no usable key, 6 conflict (already exists), 7 cannot connect, 8 refused by the server,
+    9 transfer broke off, 130 interrupted.
+    """
+
+
+main.add_command(stream_group)
+main.add_command(ls_cmd)
+main.add_command(keygen_cmd)
+main.add_command(demo_cmd)

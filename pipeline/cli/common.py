@@ -1,0 +1,237 @@
+"""What every command shares: natscli's connection flags, key flags, sizes, output, progress and error exits."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from pipeline.errors import Interrupted, JsArchiveError
+from pipeline.jetstream import ConnectOptions
+from pipeline.keys import KeyRing
+from pipeline.progress import NoProgress, Progress
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``262144``, ``256KiB``, ``256KB``, ``256k``, ``1MiB``: units are powers of 1024, as natscli treats them."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a size (e.g. 262144, 256KiB, 1MiB)")
+    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
+
+
+class SizeType(click.ParamType):
+    name = "SIZE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        return parse_size(value)
+
+
+SIZE = SizeType()
+
+
+def connection_options(f: Callable) -> Callable:
+    """natscli's connection flags and environment variables."""
+    opts = [
+        click.option("-s", "--server", "server", envvar="NATS_URL", help="NATS server URL(s), comma separated [$NATS_URL]"),
+        click.option("--user", envvar="NATS_USER", help="username or token [$NATS_USER]"),
+        click.option("--password", envvar="NATS_PASSWORD", help="password [$NATS_PASSWORD]"),
+        click.option("--creds", envvar="NATS_CREDS", help="user credentials file [$NATS_CREDS]"),
+        click.option("--nkey", envvar="NATS_NKEY", help="user NKEY seed file [$NATS_NKEY]"),
+        click.option("--tlscert", envvar="NATS_CERT", help="TLS client certificate [$NATS_CERT]"),
+        click.option("--tlskey", envvar="NATS_KEY", help="TLS client key [$NATS_KEY]"),
+        click.option("--tlsca", envvar="NATS_CA", help="TLS CA certificate [$NATS_CA]"),
+        click.option("--tlsfirst", is_flag=True, help="TLS handshake before the NATS protocol"),
+        click.option("--js-domain", help="JetStream domain"),
+        click.option("--js-api-prefix", help="JetStream API subject prefix"),
+        click.option("--inbox-prefix", help="custom inbox prefix"),
+        click.option("--context", "context_name", envvar="NATS_CONTEXT", help="natscli context to use [$NATS_CONTEXT]"),
+        click.option("--timeout", "conn_timeout", type=float, default=5.0, show_default=True,
+                     envvar="NATS_TIMEOUT", help="connect timeout in seconds"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def connect_options(kw: dict) -> ConnectOptions:
+    user = kw.pop("user")
+    password = kw.pop("password")
+    token = None
+    if user and not password:
+        # natscli: --user without --password is a token
+        token, user = user, None
+    return ConnectOptions(
+        servers=kw.pop("server"),
+        user=user,
+        password=password,
+        token=token,
+        creds=kw.pop("creds"),
+        nkey=kw.pop("nkey"),
+        tls_cert=kw.pop("tlscert"),
+        tls_key=kw.pop("tlskey"),
+        tls_ca=kw.pop("tlsca"),
+        tls_first=kw.pop("tlsfirst"),
+        js_domain=kw.pop("js_domain"),
+        js_api_prefix=kw.pop("js_api_prefix"),
+        inbox_prefix=kw.pop("inbox_prefix"),
+        context=kw.pop("context_name"),
+        timeout=kw.pop("conn_timeout"),
+    )
+
+
+def key_options(write: bool) -> Callable:
+    def deco(f: Callable) -> Callable:
+        opts = [
+            click.option("--identity", "-i", "identity_files", multiple=True, metavar="FILE",
+                         help="age identity file (opens backups; also writes to its public key)"),
+            click.option("--key-file", "key_files", multiple=True, metavar="FILE",
+                         help="raw 256-bit key file (64 hex digits); $JSARCHIVE_KEY is used too"),
+        ]
+        if write:
+            opts = [
+                click.option("--recipient", "-r", "recipients", multiple=True, metavar="AGE1…",
+                             help="age recipient that can open the backup (repeatable)"),
+                click.option("--recipients-file", "-R", "recipients_files", multiple=True, metavar="FILE",
+                             help="file of age recipients, one a line"),
+                *opts,
+            ]
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco
+
+
+def key_ring(kw: dict) -> KeyRing:
+    return KeyRing.load(
+        recipients=list(kw.pop("recipients", ())),
+        recipients_files=list(kw.pop("recipients_files", ())),
+        identity_files=list(kw.pop("identity_files", ())),
+        key_files=list(kw.pop("key_files", ())),
+    )
+
+
+def output_options(f: Callable) -> Callable:
+    f = click.option("--json", "as_json", is_flag=True, help="print the result as JSON")(f)
+    f = click.option("--no-progress", is_flag=True, help="no progress bar (log lines instead)")(f)
+    return f
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class LogProgress:
+    """Log lines on stderr: for schedulers, pipes and --no-progress."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every = every
+        self.task = ""
+        self.total: int | None = None
+        self.done = 0
+        self.t0 = self.last = 0.0
+
+    def start(self, task: str, total: int | None) -> None:
+        self.task, self.total, self.done = task, total, 0
+        self.t0 = self.last = time.monotonic()
+        self.log(f"{task}: started" + (f" ({human_bytes(total)})" if total else ""))
+
+    def advance(self, nbytes: int) -> None:
+        self.done += nbytes
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.log(f"{self.task}: {human_bytes(self.done)} ({self._rate(now)})")
+
+    def finish(self) -> None:
+        self.log(f"{self.task}: {human_bytes(self.done)} transferred ({self._rate(time.monotonic())})")
+
+    def _rate(self, now: float) -> str:
+        return f"{human_bytes(self.done / max(now - self.t0, 1e-6))}/s"
+
+    def log(self, message: str) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)
+
+
+class RichProgress:
+    """A progress bar on a terminal (stderr, so stdout stays clean for results)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress as RP,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self._bar = RP(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                       TransferSpeedColumn(), TimeElapsedColumn(), console=self.console, transient=False)
+        self._task: Any = None
+
+    def start(self, task: str, total: int | None) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task(task, total=total)
+
+    def advance(self, nbytes: int) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, nbytes)
+
+    def finish(self) -> None:
+        if self._task is not None:
+            t = self._bar.tasks[0]
+            self._bar.update(self._task, total=t.completed)
+        self._bar.stop()
+
+    def log(self, message: str) -> None:
+        self.console.print(message)
+
+
+def make_progress(no_progress: bool, as_json: bool) -> Progress:
+    if as_json and no_progress:
+        return NoProgress()
+    if no_progress or not sys.stderr.isatty() or not sys.stdout.isatty():
+        return LogProgress()
+    return RichProgress()
+
+
+def handle_errors(f: Callable) -> Callable:
+    """Turn library errors into one line on stderr (or a JSON error object) and the documented exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json", False)
+        try:
+            return f(*args, **kwargs)
+        except KeyboardInterrupt:
+            err: JsArchiveError = Interrupted("interrupted")
+        except JsArchiveError as e:
+            err = e
+        if as_json:
+            emit_json({"ok": False, "error": {"kind": err.kind, "exit_code": err.exit_code, "message": str(err)}})
+        click.echo(f"jsarchive: error: {err}", err=True)
+        sys.exit(err.exit_code)
+
+    return wrapper

@@ -1,0 +1,38 @@
+"""`jsarchive ls`: the backups in an archive, newest first."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.cli.common import emit_json, handle_errors, human_bytes
+from pipeline.listing import list_backups
+
+
+@click.command("ls")
+@click.argument("url")
+@click.option("--stream", help="only backups of this stream")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@handle_errors
+def ls_cmd(url: str, stream: str | None, as_json: bool) -> None:
+    """List the backups in the archive at URL, newest first."""
+    rows = list_backups(url, stream)
+    if as_json:
+        emit_json({"ok": True, "backups": [r.to_json() for r in rows]})
+        return
+    if not rows:
+        click.echo(f"no backups in {url}" + (f" for stream {stream}" if stream else ""), err=True)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("ID", "STREAM", "CREATED (UTC)", "MESSAGES", "SIZE", "STORED", "RATIO", "FORMAT", "ENCRYPTED"):
+        table.add_column(col, justify="right" if col in ("MESSAGES", "SIZE", "STORED", "RATIO") else "left")
+    for r in rows:
+        if r.problem:
+            table.add_row(r.manifest_id[:12], r.stream, r.created, "", "", "", "", "", f"[red]{r.problem}[/red]")
+            continue
+        table.add_row(r.manifest_id[:12], r.stream, r.created.replace("T", " ")[:19], f"{r.messages:,}",
+                      human_bytes(r.bytes), human_bytes(r.stored_bytes), f"{r.ratio:.2f}", r.snapshot_format,
+                      "yes" if r.encrypted else "NO")
+    Console(width=200).print(table)

@@ -1,0 +1,71 @@
+"""One exception family, each kind with the exit code a scheduler can act on (documented in the README)."""
+
+from __future__ import annotations
+
+
+class JsArchiveError(Exception):
+    """Base class: ``str(err)`` is the one message shown to the user."""
+
+    exit_code = 1
+    kind = "error"
+
+
+class UsageError(JsArchiveError):
+    """Bad arguments or configuration detected before anything was touched."""
+
+    exit_code = 2
+    kind = "usage"
+
+
+class NotFoundError(JsArchiveError):
+    """A stream, backup or archive that was named does not exist."""
+
+    exit_code = 3
+    kind = "not_found"
+
+
+class IntegrityError(JsArchiveError):
+    """Stored bytes do not match what the manifest promises (flipped bit, truncation, tampering)."""
+
+    exit_code = 4
+    kind = "integrity"
+
+
+class KeyUnavailable(JsArchiveError):
+    """No configured key can open the backup, or no key was configured for a new one."""
+
+    exit_code = 5
+    kind = "key"
+
+
+class ConflictError(JsArchiveError):
+    """The target already exists (stream name in use, object already present)."""
+
+    exit_code = 6
+    kind = "conflict"
+
+
+class ConnectionFailed(JsArchiveError):
+    """The NATS server or the object store could not be reached."""
+
+    exit_code = 7
+    kind = "connection"
+
+
+class ServerRefused(JsArchiveError):
+    """The server refused the operation: placement, version, limits, permissions."""
+
+    exit_code = 8
+    kind = "server"
+
+
+class TransferFailed(JsArchiveError):
+    """The snapshot or restore transfer broke off midway (server stopped, timeout, sink failure)."""
+
+    exit_code = 9
+    kind = "transfer"
+
+
+class Interrupted(JsArchiveError):
+    exit_code = 130
+    kind = "interrupted"

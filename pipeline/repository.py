@@ -1,0 +1,141 @@
+"""The archive layout in a sink: where data, manifests and refs live; listing; resolving "latest" and short ids.
+
+```
+data/<backup-id>                          sealed blocks, back to back
+manifests/<sha256>                        the manifest, named by the hash of its bytes (the commit point)
+refs/<stream>/<UTC-time>-<backup-id>      content: the manifest's sha256 (for listing without reading data)
+```
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from pipeline import manifest as mf
+from pipeline.errors import ConnectionFailed, IntegrityError, NotFoundError, UsageError
+from sinks import ObjectNotFound, Sink, SinkError, open_sink
+
+DATA = "data/"
+MANIFESTS = "manifests/"
+REFS = "refs/"
+_REF_NAME = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{32})$")
+_HEX = re.compile(r"^[0-9a-f]+$")
+MIN_ID_PREFIX = 6
+
+
+def ref_time(created: dt.datetime) -> str:
+    return created.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+@dataclass(frozen=True)
+class Ref:
+    stream: str
+    time: str  # YYYYmmddTHHMMSSZ
+    backup_id: str
+    key: str
+
+
+class Repository:
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    @classmethod
+    def open(cls, url: str) -> Repository:
+        try:
+            return cls(open_sink(url))
+        except SinkError as e:
+            raise UsageError(str(e)) from None
+
+    @property
+    def url(self) -> str:
+        return self.sink.url
+
+    # -- keys --------------------------------------------------------------------------------------------------
+    @staticmethod
+    def data_key(backup_id: str) -> str:
+        return f"{DATA}{backup_id}"
+
+    @staticmethod
+    def manifest_key(manifest_id: str) -> str:
+        return f"{MANIFESTS}{manifest_id}"
+
+    @staticmethod
+    def ref_key(stream: str, time: str, backup_id: str) -> str:
+        return f"{REFS}{stream}/{time}-{backup_id}"
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    def write_manifest(self, raw: bytes) -> str:
+        mid = mf.manifest_id(raw)
+        self.sink.put(self.manifest_key(mid), raw, if_absent=True)
+        return mid
+
+    def write_ref(self, stream: str, time: str, backup_id: str, manifest_id: str) -> str:
+        key = self.ref_key(stream, time, backup_id)
+        self.sink.put(key, manifest_id.encode("ascii") + b"\n", if_absent=True)
+        return key
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    def refs(self, stream: str | None = None) -> list[Ref]:
+        """Refs newest first, for one stream or all."""
+        prefix = f"{REFS}{stream}/" if stream else REFS
+        out = []
+        try:
+            for info in self.sink.list(prefix):
+                rest = info.key[len(REFS) :]
+                name, _, leaf = rest.rpartition("/")
+                m = _REF_NAME.match(leaf)
+                if name and m:
+                    out.append(Ref(stream=name, time=m.group(1), backup_id=m.group(2), key=info.key))
+        except SinkError as e:
+            raise ConnectionFailed(f"cannot list {self.url}: {e}") from None
+        out.sort(key=lambda r: (r.time, r.backup_id), reverse=True)
+        return out
+
+    def ref_target(self, ref: Ref) -> str:
+        try:
+            text = self.sink.get(ref.key).decode("ascii", "replace").strip()
+        except SinkError as e:
+            raise ConnectionFailed(f"cannot read {ref.key} in {self.url}: {e}") from None
+        if not (len(text) == 64 and _HEX.match(text)):
+            raise IntegrityError(f"ref {ref.key} in {self.url} does not hold a manifest id")
+        return text
+
+    def load_manifest(self, manifest_id: str) -> mf.Manifest:
+        try:
+            raw = self.sink.get(self.manifest_key(manifest_id))
+        except ObjectNotFound:
+            raise NotFoundError(f"backup {manifest_id[:12]} has no manifest in {self.url}") from None
+        except SinkError as e:
+            raise ConnectionFailed(f"cannot read manifest {manifest_id[:12]} from {self.url}: {e}") from None
+        return mf.parse(raw, manifest_id)
+
+    def manifest_ids(self) -> list[str]:
+        try:
+            return [i.key[len(MANIFESTS) :] for i in self.sink.list(MANIFESTS)]
+        except SinkError as e:
+            raise ConnectionFailed(f"cannot list {self.url}: {e}") from None
+
+    def resolve(self, id_or_prefix: str) -> str:
+        """A full manifest id from a full id or a unique prefix of at least six hex digits."""
+        ident = id_or_prefix.strip().lower()
+        if not _HEX.match(ident or "x"):
+            raise UsageError(f"{id_or_prefix!r} is not a backup id (hex digits, as `jsarchive ls` shows)")
+        if len(ident) == 64:
+            return ident
+        if len(ident) < MIN_ID_PREFIX:
+            raise UsageError(f"backup id prefix {id_or_prefix!r} is too short: give at least {MIN_ID_PREFIX} digits")
+        matches = [m for m in self.manifest_ids() if m.startswith(ident)]
+        if not matches:
+            raise NotFoundError(f"no backup with id {id_or_prefix} in {self.url}")
+        if len(matches) > 1:
+            raise UsageError(f"backup id prefix {id_or_prefix} is ambiguous in {self.url}: give more digits")
+        return matches[0]
+
+    def latest(self, stream: str) -> str:
+        """The manifest id of the newest backup of ``stream``."""
+        refs = self.refs(stream)
+        if not refs:
+            raise NotFoundError(f"no backups of stream {stream!r} in {self.url}")
+        return self.ref_target(refs[0])

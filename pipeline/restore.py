@@ -1,0 +1,330 @@
+"""Restore one stream from the archive: manifest → key slots → prefetch blocks → verify → open → decode → send.
+
+Preflight happens before the server sees a byte: the backup and its data object must exist with the manifest's
+size, a key must open it, the stream name must be free, and the server must read the backup's snapshot format.
+Blocks are fetched ahead in parallel (ranged reads), each checked against the manifest's stored hash, opened
+(AEAD), decompressed and checked against its plaintext hash before its bytes are sent. After the server's final
+answer we wait until the stream has a leader, its replicas are current and its consumers are back, then compare
+its state with the manifest. Any failure after the server accepted the restore deletes the partial stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+
+from pipeline import crypto
+from pipeline.compress import BlockCompressor, Compression
+from pipeline.errors import (
+    ConflictError,
+    ConnectionFailed,
+    IntegrityError,
+    JsArchiveError,
+    NotFoundError,
+    ServerRefused,
+    TransferFailed,
+    UsageError,
+)
+from pipeline.jetstream import (
+    RESTORE_CHUNK_SIZE,
+    RESTORE_IN_FLIGHT,
+    V2,
+    ConnectOptions,
+    JetStream,
+    connect,
+    format_for_version,
+)
+from pipeline.keys import KeyRing
+from pipeline.manifest import Manifest
+from pipeline.progress import NoProgress, Progress
+from pipeline.repository import Repository
+from sinks import SinkError
+
+
+@dataclass
+class RestoreOptions:
+    url: str
+    stream: str
+    backup: str | None = None  # manifest id or unique prefix; None: the newest backup of ``stream``
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+    keys: KeyRing = field(default_factory=KeyRing)
+    cluster: str | None = None
+    tags: list[str] = field(default_factory=list)
+    replicas: int | None = None
+    chunk_size: int = RESTORE_CHUNK_SIZE
+    in_flight: int = RESTORE_IN_FLIGHT
+    prefetch: int = 4
+    workers: int = 2
+    wait: float = 120.0  # how long the restored stream may take to become healthy
+
+
+@dataclass
+class RestoreResult:
+    manifest_id: str
+    stream: str
+    server_version: str
+    snapshot_format: str
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    num_deleted: int
+    num_subjects: int
+    consumers: list[str]
+    cluster: str | None
+    leader: str | None
+    replicas: list[str]
+    placement: dict | None
+    num_replicas: int
+    snapshot_bytes: int
+    seconds: float
+    warnings: list[str]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def restore_stream(opts: RestoreOptions, progress: Progress | None = None) -> RestoreResult:
+    return asyncio.run(restore_stream_async(opts, progress))
+
+
+def restore_config(config: dict, cluster: str | None, tags: list[str], replicas: int | None) -> dict:
+    """The backed-up config with natscli's overrides: --cluster/--tag replace placement, --replicas the count."""
+    cfg = dict(config)
+    if cluster or tags:
+        placement: dict = {}
+        if cluster:
+            placement["cluster"] = cluster
+        if tags:
+            placement["tags"] = list(tags)
+        cfg["placement"] = placement
+    if replicas is not None:
+        if replicas < 1:
+            raise UsageError(f"--replicas must be at least 1, not {replicas}")
+        cfg["num_replicas"] = replicas
+    return cfg
+
+
+class BlockReader:
+    """Fetches, checks and decodes the blocks of one backup, in order, with ``prefetch`` blocks in flight."""
+
+    def __init__(self, repo: Repository, manifest: Manifest, body: dict, data_key: bytes | None,
+                 prefetch: int, workers: int) -> None:
+        self.repo = repo
+        self.m = manifest
+        self.data_key = data_key
+        self.plain = body["plain_blocks"]
+        self.decoder = BlockCompressor(Compression.from_json(body["compression"]))
+        self.prefetch = max(1, prefetch)
+        self.workers = max(1, workers)
+        if len(self.plain) != len(manifest.blocks):
+            raise IntegrityError(f"manifest {manifest.id[:12]}: the block tables disagree")
+
+    def read_block(self, index: int) -> bytes:
+        blk = self.m.blocks[index]
+        where = f"block {index} of backup {self.m.id[:12]} ({self.m.data_key} bytes {blk.offset}–{blk.offset + blk.length})"
+        try:
+            stored = self.repo.sink.get_range(self.m.data_key, blk.offset, blk.length)
+        except SinkError as e:
+            raise ConnectionFailed(f"cannot read {where}: {e}") from None
+        if len(stored) != blk.length:
+            raise IntegrityError(f"{where}: the data object is truncated ({len(stored)} of {blk.length} bytes)")
+        if crypto.sha256(stored).hex() != blk.sha256:
+            raise IntegrityError(f"{where}: stored bytes do not match the manifest's SHA-256 (corrupted or altered)")
+        if self.data_key is not None:
+            last = index == len(self.m.blocks) - 1
+            try:
+                stored = crypto.open_sealed(self.data_key, stored, crypto.block_aad(self.m.backup_id, index, last))
+            except crypto.OpenFailed:
+                raise IntegrityError(f"{where}: does not authenticate with this backup's key") from None
+        plain_len, plain_sha = self.plain[index]
+        try:
+            plain = self.decoder.decompress(stored, plain_len)
+        except Exception as e:  # noqa: BLE001 - zstd raises its own error type
+            raise IntegrityError(f"{where}: does not decompress ({e})") from None
+        if len(plain) != plain_len or crypto.sha256(plain).hex() != plain_sha:
+            raise IntegrityError(f"{where}: decoded bytes do not match the manifest's plaintext SHA-256")
+        return plain
+
+    async def chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="open")
+        ahead: list[asyncio.Future] = []
+        loop = asyncio.get_running_loop()
+        n = len(self.m.blocks)
+        try:
+            nxt = 0
+            for index in range(n):
+                while nxt < n and nxt < index + self.prefetch:
+                    ahead.append(loop.run_in_executor(pool, self.read_block, nxt))
+                    nxt += 1
+                block = await ahead.pop(0)
+                view = memoryview(block)
+                for off in range(0, len(block), chunk_size):
+                    yield bytes(view[off : off + chunk_size])
+        finally:
+            for f in ahead:
+                f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def restore_stream_async(opts: RestoreOptions, progress: Progress | None = None) -> RestoreResult:
+    progress = progress or NoProgress()
+    started = time.monotonic()
+    repo = Repository.open(opts.url)
+    mid = repo.resolve(opts.backup) if opts.backup else repo.latest(opts.stream)
+    m = repo.load_manifest(mid)
+    if m.stream != opts.stream:
+        raise UsageError(
+            f"backup {mid[:12]} is of stream {m.stream!r}, not {opts.stream!r}; restoring under another name is "
+            "not supported yet"
+        )
+    head = repo.sink.head(m.data_key)
+    if head is None:
+        raise NotFoundError(f"the data object {m.data_key} of backup {mid[:12]} is missing from {repo.url}")
+    if head.size != m.data_size:
+        raise IntegrityError(
+            f"the data object {m.data_key} of backup {mid[:12]} is {head.size} bytes, the manifest says "
+            f"{m.data_size}: it is truncated or was replaced"
+        )
+    data_key = opts.keys.unwrap(m.key_slots, m.backup_id) if m.encrypted else None
+    body = m.open_body(data_key)
+    reader = BlockReader(repo, m, body, data_key, opts.prefetch, opts.workers)
+    config = restore_config(body["config"], opts.cluster, opts.tags, opts.replicas)
+    config["name"] = opts.stream
+    state = body.get("state") or {}
+    expected_consumers = 0 if body["snapshot"].get("no_consumers") else int(state.get("consumer_count", 0))
+
+    js = await connect(opts.connect)
+    async with js:
+        server = js.server_info()
+        if m.snapshot_format == V2 and format_for_version(server.version_tuple) != V2:
+            raise ServerRefused(
+                f"backup {mid[:12]} was taken from nats-server {m.server.get('version', '?')} in snapshot format "
+                f"V2, which nats-server {server.version} cannot read; restore it into a server of version 2.15 or later"
+            )
+        if await js.stream_info(opts.stream) is not None:
+            raise ConflictError(
+                f"stream {opts.stream!r} already exists on the target server; delete it first or restore elsewhere"
+            )
+        accepted = False
+
+        def on_accepted() -> None:
+            nonlocal accepted
+            accepted = True
+
+        progress.start(f"restore {opts.stream}", int(body["snapshot"].get("bytes") or 0) or None)
+        try:
+            try:
+                await js.restore(
+                    opts.stream,
+                    {"config": config, "state": state},
+                    reader.chunks(opts.chunk_size),
+                    in_flight=opts.in_flight,
+                    on_sent=progress.advance,
+                    on_accepted=on_accepted,
+                )
+            finally:
+                progress.finish()
+            info, warnings = await _await_healthy(js, opts.stream, state, expected_consumers, opts.wait)
+        except BaseException as e:
+            if accepted:
+                note = await _remove_partial(js, opts.stream)
+                if isinstance(e, JsArchiveError):
+                    raise type(e)(f"{e}; {note}") from None
+            raise
+    st = info.get("state") or {}
+    cl = info.get("cluster") or {}
+    cfg = info.get("config") or {}
+    return RestoreResult(
+        manifest_id=mid,
+        stream=opts.stream,
+        server_version=server.version,
+        snapshot_format=m.snapshot_format,
+        messages=int(st.get("messages", 0)),
+        bytes=int(st.get("bytes", 0)),
+        first_seq=int(st.get("first_seq", 0)),
+        last_seq=int(st.get("last_seq", 0)),
+        num_deleted=int(st.get("num_deleted", 0) or 0),
+        num_subjects=int(st.get("num_subjects", 0) or 0),
+        consumers=sorted(info.get("_consumers", [])),
+        cluster=cl.get("name"),
+        leader=cl.get("leader"),
+        replicas=[r.get("name") for r in cl.get("replicas") or []],
+        placement=cfg.get("placement"),
+        num_replicas=int(cfg.get("num_replicas", 1) or 1),
+        snapshot_bytes=int(body["snapshot"].get("bytes") or 0),
+        seconds=round(time.monotonic() - started, 3),
+        warnings=warnings,
+    )
+
+
+async def _await_healthy(
+    js: JetStream, stream: str, expected: dict, expected_consumers: int, wait: float
+) -> tuple[dict, list[str]]:
+    """Poll until leader, current replicas, consumers and state are there; then compare state with the backup."""
+    deadline = time.monotonic() + wait
+    why = "no stream info"
+    while True:
+        try:
+            info = await js.stream_info(stream, timeout=5.0)
+        except (TransferFailed, ServerRefused) as e:
+            info, why = None, str(e)
+        if info is None:
+            why = why if why != "no stream info" else "the stream is not there"
+        else:
+            cl = info.get("cluster")
+            st = info.get("state") or {}
+            names: list[str] = []
+            if cl is not None and not cl.get("leader"):
+                why = "the stream has no leader yet"
+            elif cl is not None and not all(r.get("current") for r in cl.get("replicas") or []):
+                lagging = [r.get("name") for r in cl.get("replicas") or [] if not r.get("current")]
+                why = f"replicas {', '.join(map(str, lagging))} are not current yet"
+            elif int(st.get("last_seq", 0)) < int(expected.get("last_seq", 0)):
+                why = f"last sequence {st.get('last_seq')} is below the backup's {expected.get('last_seq')}"
+            else:
+                try:
+                    names = await js.consumer_names(stream, timeout=5.0)
+                except JsArchiveError as e:
+                    names, why = [], f"consumers not answering ({e})"
+                if len(names) >= expected_consumers:
+                    info["_consumers"] = names
+                    return info, _compare_state(stream, expected, st)
+                why = f"{len(names)} of {expected_consumers} consumers are back"
+        if time.monotonic() >= deadline:
+            raise TransferFailed(f"restored stream {stream!r} did not become healthy within {wait:g} s: {why}")
+        await asyncio.sleep(0.25)
+
+
+def _compare_state(stream: str, expected: dict, actual: dict) -> list[str]:
+    """Fail on missing data; only warn about more data than the snapshot response announced (V1 live snapshots)."""
+    warnings = []
+    for key in ("messages", "first_seq", "last_seq", "num_subjects", "num_deleted"):
+        if key not in expected:
+            continue
+        want, got = int(expected.get(key) or 0), int(actual.get(key) or 0)
+        if want == got:
+            continue
+        if key in ("messages", "last_seq", "num_subjects") and got > want:
+            warnings.append(f"{key} is {got}, the backup announced {want} (messages added while it ran)")
+        else:
+            raise IntegrityError(f"restored stream {stream!r} differs from the backup: {key} is {got}, expected {want}")
+    return warnings
+
+
+async def _remove_partial(js: JetStream, stream: str) -> str:
+    """Delete a partially restored stream (a 2.15 server leaves one behind) and say what happened."""
+    try:
+        # A V2 server may create the stream a moment after an aborted upload: delete until it stays gone.
+        for _ in range(3):
+            if not await js.delete_stream(stream, timeout=10.0):
+                break
+            await asyncio.sleep(0.5)
+            if await js.stream_info(stream, timeout=5.0) is None:
+                return "no partial stream was left on the server"
+    except JsArchiveError as e:
+        return f"the partial stream {stream!r} could not be deleted ({e}): delete it by hand"
+    return f"the partial stream {stream!r} could not be deleted: delete it by hand"
