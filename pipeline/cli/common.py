@@ -180,10 +180,12 @@ class RichProgress:
         from rich.progress import (
             BarColumn,
             DownloadColumn,
-            Progress as RP,
             TextColumn,
             TimeElapsedColumn,
             TransferSpeedColumn,
+        )
+        from rich.progress import (
+            Progress as RP,
         )
 
         self.console = Console(stderr=True)
