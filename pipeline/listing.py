@@ -37,14 +37,13 @@ def list_backups(url: str, stream: str | None = None) -> list[BackupEntry]:
     out = []
     for ref in repo.refs(stream):
         try:
-            mid = repo.ref_target(ref)
-            m = repo.load_manifest(mid)
+            m = repo.load_ref(ref)
         except JsArchiveError as e:
             out.append(BackupEntry(manifest_id=ref.backup_id, stream=ref.stream, created=ref.time, problem=str(e)))
             continue
         s = m.summary
         out.append(BackupEntry(
-            manifest_id=mid,
+            manifest_id=m.id,
             stream=m.stream,
             created=m.created,
             messages=int(s.get("messages", 0)),

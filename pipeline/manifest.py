@@ -24,8 +24,15 @@ FORMAT = "jsarchive.manifest"
 VERSION = 1
 SCHEME_AES = "aes-256-gcm"
 SCHEME_NONE = "none"
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+def _int(v: object) -> int:
+    """JSON integers only: no bools, floats or numeric strings."""
+    if type(v) is not int:
+        raise ValueError(f"{v!r} is not an integer")
+    return v
 
 
 def canonical(obj: Any) -> bytes:
@@ -143,19 +150,22 @@ def parse(raw: bytes, expected_id: str) -> Manifest:
         raise _fail(expected_id, "not JSON") from None
     if not isinstance(env, dict) or env.get("format") != FORMAT:
         raise _fail(expected_id, "wrong or missing format field")
-    if env.get("version") != VERSION:
+    if type(env.get("version")) is not int or env["version"] != VERSION:
         raise _fail(expected_id, f"format version {env.get('version')!r}; this jsarchive reads version {VERSION}")
     try:
-        if not _HEX32.match(env["backup_id"]):
+        if not isinstance(env["backup_id"], str) or not _HEX32.fullmatch(env["backup_id"]):
             raise ValueError("backup_id")
         data = env["data"]
-        blocks = [StoredBlock(int(o), int(n), str(h)) for o, n, h in env["blocks"]]
+        if data["key"] != f"data/{env['backup_id']}":
+            raise ValueError("data key")
+        blocks = [StoredBlock(_int(o), _int(n), h) for o, n, h in env["blocks"]]
         expected_offset = 0
         for b in blocks:
-            if b.offset != expected_offset or b.length < 0 or not _HEX64.match(b.sha256):
+            if b.offset != expected_offset or b.length < 0 or not isinstance(b.sha256, str) \
+                    or not _HEX64.fullmatch(b.sha256):
                 raise ValueError("block table")
             expected_offset += b.length
-        if expected_offset != int(data["size"]) or not blocks:
+        if expected_offset != _int(data["size"]) or not blocks:
             raise ValueError("block sizes")
         enc = env["encryption"]
         slots = [KeySlot.from_json(s) for s in enc.get("key_slots", [])]

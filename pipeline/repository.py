@@ -4,6 +4,7 @@
 data/<backup-id>                          sealed blocks, back to back
 manifests/<sha256>                        the manifest, named by the hash of its bytes (the commit point)
 refs/<stream>/<UTC-time>-<backup-id>      content: the manifest's sha256 (for listing without reading data)
+                                          UTC-time: YYYYmmddTHHMMSS.ffffffZ, so names sort by time
 ```
 """
 
@@ -20,19 +21,19 @@ from sinks import ObjectNotFound, Sink, SinkError, open_sink
 DATA = "data/"
 MANIFESTS = "manifests/"
 REFS = "refs/"
-_REF_NAME = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{32})$")
-_HEX = re.compile(r"^[0-9a-f]+$")
+_REF_NAME = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{32})")
+_HEX = re.compile(r"[0-9a-f]+")
 MIN_ID_PREFIX = 6
 
 
 def ref_time(created: dt.datetime) -> str:
-    return created.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return created.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 @dataclass(frozen=True)
 class Ref:
     stream: str
-    time: str  # YYYYmmddTHHMMSSZ
+    time: str  # YYYYmmddTHHMMSS.ffffffZ
     backup_id: str
     key: str
 
@@ -85,7 +86,7 @@ class Repository:
             for info in self.sink.list(prefix):
                 rest = info.key[len(REFS) :]
                 name, _, leaf = rest.rpartition("/")
-                m = _REF_NAME.match(leaf)
+                m = _REF_NAME.fullmatch(leaf)
                 if name and m:
                     out.append(Ref(stream=name, time=m.group(1), backup_id=m.group(2), key=info.key))
         except SinkError as e:
@@ -98,9 +99,16 @@ class Repository:
             text = self.sink.get(ref.key).decode("ascii", "replace").strip()
         except SinkError as e:
             raise ConnectionFailed(f"cannot read {ref.key} in {self.url}: {e}") from None
-        if not (len(text) == 64 and _HEX.match(text)):
+        if not (len(text) == 64 and _HEX.fullmatch(text)):
             raise IntegrityError(f"ref {ref.key} in {self.url} does not hold a manifest id")
         return text
+
+    def load_ref(self, ref: Ref) -> mf.Manifest:
+        """The manifest a ref points to, which must be the backup the ref names."""
+        m = self.load_manifest(self.ref_target(ref))
+        if m.backup_id != ref.backup_id or m.stream != ref.stream:
+            raise IntegrityError(f"ref {ref.key} in {self.url} points to a manifest of another backup ({m.id[:12]})")
+        return m
 
     def load_manifest(self, manifest_id: str) -> mf.Manifest:
         try:
@@ -120,7 +128,7 @@ class Repository:
     def resolve(self, id_or_prefix: str) -> str:
         """A full manifest id from a full id or a unique prefix of at least six hex digits."""
         ident = id_or_prefix.strip().lower()
-        if not _HEX.match(ident or "x"):
+        if not _HEX.fullmatch(ident or "x"):
             raise UsageError(f"{id_or_prefix!r} is not a backup id (hex digits, as `jsarchive ls` shows)")
         if len(ident) == 64:
             return ident
@@ -133,9 +141,9 @@ class Repository:
             raise UsageError(f"backup id prefix {id_or_prefix} is ambiguous in {self.url}: give more digits")
         return matches[0]
 
-    def latest(self, stream: str) -> str:
-        """The manifest id of the newest backup of ``stream``."""
+    def latest(self, stream: str) -> mf.Manifest:
+        """The manifest of the newest backup of ``stream``."""
         refs = self.refs(stream)
         if not refs:
             raise NotFoundError(f"no backups of stream {stream!r} in {self.url}")
-        return self.ref_target(refs[0])
+        return self.load_ref(refs[0])

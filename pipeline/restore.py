@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -122,6 +123,8 @@ class BlockReader:
         self.workers = max(1, workers)
         if len(self.plain) != len(manifest.blocks):
             raise IntegrityError(f"manifest {manifest.id[:12]}: the block tables disagree")
+        if sum(n for n, _ in self.plain) != int(body["snapshot"].get("bytes", -1)):
+            raise IntegrityError(f"manifest {manifest.id[:12]}: block sizes do not add up to the snapshot size")
 
     def read_block(self, index: int) -> bytes:
         blk = self.m.blocks[index]
@@ -174,8 +177,8 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     progress = progress or NoProgress()
     started = time.monotonic()
     repo = Repository.open(opts.url)
-    mid = repo.resolve(opts.backup) if opts.backup else repo.latest(opts.stream)
-    m = repo.load_manifest(mid)
+    m = repo.load_manifest(repo.resolve(opts.backup)) if opts.backup else repo.latest(opts.stream)
+    mid = m.id
     if m.stream != opts.stream:
         raise UsageError(
             f"backup {mid[:12]} is of stream {m.stream!r}, not {opts.stream!r}; restoring under another name is "
@@ -190,6 +193,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             f"{m.data_size}: it is truncated or was replaced"
         )
     data_key = opts.keys.unwrap(m.key_slots, m.backup_id) if m.encrypted else None
+    warnings = [] if m.encrypted else [f"backup {mid[:12]} is not encrypted (it was made with --no-encrypt)"]
     body = m.open_body(data_key)
     reader = BlockReader(repo, m, body, data_key, opts.prefetch, opts.workers)
     config = restore_config(body["config"], opts.cluster, opts.tags, opts.replicas)
@@ -214,8 +218,9 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         def on_accepted() -> None:
             nonlocal accepted
             accepted = True
+            # Only now: a refused request (placement, name in use) prints nothing but its error.
+            progress.start(f"restore {opts.stream}", int(body["snapshot"].get("bytes") or 0) or None)
 
-        progress.start(f"restore {opts.stream}", int(body["snapshot"].get("bytes") or 0) or None)
         try:
             try:
                 await js.restore(
@@ -226,9 +231,16 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
                     on_sent=progress.advance,
                     on_accepted=on_accepted,
                 )
+            except ServerRefused as e:
+                if getattr(e, "err_code", 0) == 10005:
+                    asked = {"placement": config.get("placement"), "replicas": config.get("num_replicas", 1)}
+                    raise ServerRefused(f"{e}; requested {json.dumps(asked)}") from None
+                raise
             finally:
-                progress.finish()
-            info, warnings = await _await_healthy(js, opts.stream, state, expected_consumers, opts.wait)
+                if accepted:
+                    progress.finish()
+            info, state_warnings = await _await_healthy(js, opts.stream, state, expected_consumers, opts.wait)
+            warnings += state_warnings
         except BaseException as e:
             if accepted:
                 note = await _remove_partial(js, opts.stream)
