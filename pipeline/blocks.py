@@ -24,33 +24,41 @@ def choose_block_size(expected_bytes: int, minimum: int = DEFAULT_BLOCK_SIZE) ->
 
 
 class BlockCutter:
-    """Accumulates chunks; yields ``(index, block_bytes, is_last)`` with every block exactly ``size`` bytes except the last."""
+    """Accumulates chunks into preallocated blocks; yields ``(index, block, is_last)``.
+
+    Every block is exactly ``size`` bytes except the last. A full block is handed over as it is (no copy) once a
+    byte beyond it arrives; the caller owns it from then on.
+    """
 
     def __init__(self, size: int) -> None:
         if size <= 0:
             raise ValueError("block size must be positive")
         self.size = size
-        self._buf = bytearray()
+        self._buf = bytearray(size)
+        self._fill = 0
         self._index = 0
 
-    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytes, bool]]:
-        self._buf += chunk
-        # Strictly more than one block buffered: the first one cannot be the last.
-        while len(self._buf) > self.size:
-            block = bytes(self._buf[: self.size])
-            del self._buf[: self.size]
-            yield self._emit(block, last=False)
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, bytearray, bool]]:
+        view = memoryview(chunk)
+        while view:
+            if self._fill == self.size:  # full, and more data follows: it cannot be the last block
+                full, self._buf, self._fill = self._buf, bytearray(self.size), 0
+                yield self._emit(full, last=False)
+            take = min(self.size - self._fill, len(view))
+            self._buf[self._fill : self._fill + take] = view[:take]
+            self._fill += take
+            view = view[take:]
 
-    def finish(self) -> tuple[int, bytes, bool]:
-        block = bytes(self._buf)
-        self._buf.clear()
+    def finish(self) -> tuple[int, bytearray, bool]:
+        block = self._buf if self._fill == self.size else self._buf[: self._fill]
+        self._buf, self._fill = bytearray(0), 0
         return self._emit(block, last=True)
 
-    def _emit(self, block: bytes, last: bool) -> tuple[int, bytes, bool]:
+    def _emit(self, block: bytearray, last: bool) -> tuple[int, bytearray, bool]:
         index = self._index
         self._index += 1
         return index, block, last
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return self._fill

@@ -44,18 +44,25 @@ def slot_aad(backup_id: str) -> bytes:
     return _SLOT_DOMAIN + bytes.fromhex(backup_id)
 
 
-def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+def seal(key: bytes, plaintext: bytes | bytearray | memoryview, aad: bytes) -> bytearray:
+    """``nonce || ciphertext || tag``, encrypted straight into one buffer (no concatenation copy)."""
+    out = bytearray(NONCE_SIZE + len(plaintext) + TAG_SIZE)
     nonce = os.urandom(NONCE_SIZE)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+    out[:NONCE_SIZE] = nonce
+    AESGCM(key).encrypt_into(nonce, plaintext, aad, memoryview(out)[NONCE_SIZE:])
+    return out
 
 
-def open_sealed(key: bytes, sealed: bytes, aad: bytes) -> bytes:
+def open_sealed(key: bytes, sealed: bytes | bytearray | memoryview, aad: bytes) -> bytearray:
     if len(sealed) < OVERHEAD:
         raise OpenFailed("sealed data is shorter than nonce and tag")
+    view = memoryview(sealed)
+    out = bytearray(len(sealed) - OVERHEAD)
     try:
-        return AESGCM(key).decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], aad)
+        AESGCM(key).decrypt_into(view[:NONCE_SIZE], view[NONCE_SIZE:], aad, out)
     except InvalidTag:
         raise OpenFailed("authentication failed") from None
+    return out
 
 
 def sha256(data: bytes) -> bytes:

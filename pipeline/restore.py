@@ -166,7 +166,7 @@ class BlockReader:
                 block = await ahead.pop(0)
                 view = memoryview(block)
                 for off in range(0, len(block), chunk_size):
-                    yield bytes(view[off : off + chunk_size])
+                    yield view[off : off + chunk_size]
         finally:
             for f in ahead:
                 f.cancel()
