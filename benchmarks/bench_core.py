@@ -49,8 +49,14 @@ def event(rng: random.Random, i: int, t0: float) -> bytes:
         "session": f"{rng.getrandbits(64):016x}",
         "country": rng.choice(COUNTRIES),
         "amount": round(rng.expovariate(1 / 80), 2),
-        "items": [{"sku": f"SKU-{rng.randrange(50_000):05d}", "qty": rng.randrange(1, 5),
-                   "price": round(rng.uniform(1, 300), 2)} for _ in range(rng.randrange(1, 6))],
+        "items": [
+            {
+                "sku": f"SKU-{rng.randrange(50_000):05d}",
+                "qty": rng.randrange(1, 5),
+                "price": round(rng.uniform(1, 300), 2),
+            }
+            for _ in range(rng.randrange(1, 6))
+        ],
         "ua": f"Mozilla/5.0 (X11; Linux x86_64) Chrome/{rng.randrange(90, 140)}.0.{rng.randrange(9999)}",
         "trace": f"{rng.getrandbits(256):064x}",
     }
@@ -117,8 +123,9 @@ async def raw_restore(url: str, snap: Path, chunk: int, in_flight: int, config: 
 def run_cli(args: list[str], env: dict) -> dict:
     """Run jsarchive as a child; wall time, CPU seconds and peak RSS (from wait4, exact, no polling)."""
     t = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.__main__", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli.__main__", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     out, err = b"", b""
     _, status, ru = os.wait4(proc.pid, 0)
     wall = time.monotonic() - t
@@ -127,8 +134,12 @@ def run_cli(args: list[str], env: dict) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"jsarchive {' '.join(args)} failed ({proc.returncode}): {err.decode()[-2000:]}")
-    return {"seconds": round(wall, 3), "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2),
-            "peak_rss_mib": round(ru.ru_maxrss / 1024, 1), "result": json.loads(out)}
+    return {
+        "seconds": round(wall, 3),
+        "cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2),
+        "peak_rss_mib": round(ru.ru_maxrss / 1024, 1),
+        "result": json.loads(out),
+    }
 
 
 async def stream_config(url: str) -> dict:
@@ -154,25 +165,35 @@ def bench(gib: float, workdir: Path) -> dict:
         asyncio.run(raw_snapshot(srv.url, snap_file))  # the server's own bytes, for the raw restore
         raw_snap = asyncio.run(raw_snapshot(srv.url, None))
         key = workdir / "bench.key"
-        subprocess.run([sys.executable, "-m", "pipeline.cli.__main__", "keygen", "-o", str(key)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "pipeline.cli.__main__", "keygen", "-o", str(key)], check=True, capture_output=True
+        )
         env = dict(os.environ)
         archive = workdir / "archive"
-        backup = run_cli(["stream", "backup", STREAM, str(archive), "-s", srv.url, "-i", str(key), "--json",
-                          "--no-progress"], env)
+        backup = run_cli(
+            ["stream", "backup", STREAM, str(archive), "-s", srv.url, "-i", str(key), "--json", "--no-progress"], env
+        )
         asyncio.run(delete(srv.url))
         raw_rest = asyncio.run(raw_restore(srv.url, snap_file, 1024 * 1024, 4, config))
         natscli_rest = asyncio.run(raw_restore(srv.url, snap_file, 64 * 1024, 1, config))
-        restore = run_cli(["stream", "restore", str(archive), STREAM, "-s", srv.url, "-i", str(key), "--json",
-                           "--no-progress"], env)
+        restore = run_cli(
+            ["stream", "restore", str(archive), STREAM, "-s", srv.url, "-i", str(key), "--json", "--no-progress"], env
+        )
         b = backup.pop("result")["backup"]
         r = restore.pop("result")["restore"]
         assert r["messages"] == filled["messages"], (r["messages"], filled)
         return {
-            "gib": gib, "server": version, "stream": filled, "snapshot_bytes": raw_snap["bytes"],
-            "raw_snapshot": raw_snap, "backup": backup, "stored_bytes": b["stored_bytes"],
+            "gib": gib,
+            "server": version,
+            "stream": filled,
+            "snapshot_bytes": raw_snap["bytes"],
+            "raw_snapshot": raw_snap,
+            "backup": backup,
+            "stored_bytes": b["stored_bytes"],
             "ratio_vs_stream": round(filled["bytes"] / b["stored_bytes"], 3),
-            "raw_restore": raw_rest, "natscli_restore": natscli_rest, "restore": restore,
+            "raw_restore": raw_rest,
+            "natscli_restore": natscli_rest,
+            "restore": restore,
             "backup_vs_raw": round(backup["seconds"] / raw_snap["seconds"], 3),
             "restore_vs_raw": round(restore["seconds"] / raw_rest["seconds"], 3),
             "restore_speedup_vs_natscli": round(natscli_rest["seconds"] / restore["seconds"], 3),
@@ -196,16 +217,22 @@ def main() -> None:
             results.append(bench(gib, wd))
         finally:
             shutil.rmtree(wd, ignore_errors=True)
-    print(f"{'GiB':>5} {'msgs':>9} {'snap MB':>8} {'raw snap s':>10} {'backup s':>9} {'ratio':>6} {'RSS MiB':>8} "
-          f"{'raw rest s':>10} {'64K s':>7} {'restore s':>9} {'ratio':>6} {'RSS MiB':>8} {'stored MB':>9}")
+    print(
+        f"{'GiB':>5} {'msgs':>9} {'snap MB':>8} {'raw snap s':>10} {'backup s':>9} {'ratio':>6} {'RSS MiB':>8} "
+        f"{'raw rest s':>10} {'64K s':>7} {'restore s':>9} {'ratio':>6} {'RSS MiB':>8} {'stored MB':>9}"
+    )
     for r in results:
-        print(f"{r['gib']:>5} {r['stream']['messages']:>9} {r['snapshot_bytes'] / 1e6:>8.0f} "
-              f"{r['raw_snapshot']['seconds']:>10.2f} {r['backup']['seconds']:>9.2f} {r['backup_vs_raw']:>6.2f} "
-              f"{r['backup']['peak_rss_mib']:>8.0f} {r['raw_restore']['seconds']:>10.2f} "
-              f"{r['natscli_restore']['seconds']:>7.2f} {r['restore']['seconds']:>9.2f} {r['restore_vs_raw']:>6.2f} "
-              f"{r['restore']['peak_rss_mib']:>8.0f} {r['stored_bytes'] / 1e6:>9.0f}")
-    out = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                       "load": os.getloadavg()}, "results": results}
+        print(
+            f"{r['gib']:>5} {r['stream']['messages']:>9} {r['snapshot_bytes'] / 1e6:>8.0f} "
+            f"{r['raw_snapshot']['seconds']:>10.2f} {r['backup']['seconds']:>9.2f} {r['backup_vs_raw']:>6.2f} "
+            f"{r['backup']['peak_rss_mib']:>8.0f} {r['raw_restore']['seconds']:>10.2f} "
+            f"{r['natscli_restore']['seconds']:>7.2f} {r['restore']['seconds']:>9.2f} {r['restore_vs_raw']:>6.2f} "
+            f"{r['restore']['peak_rss_mib']:>8.0f} {r['stored_bytes'] / 1e6:>9.0f}"
+        )
+    out = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load": os.getloadavg()},
+        "results": results,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     print(json.dumps(out["machine"]))

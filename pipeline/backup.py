@@ -111,12 +111,14 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
         server = js.server_info()
         info = await js.stream_info(opts.stream)
         if info is None:
-            raise NotFoundError(f"stream {opts.stream!r} does not exist on the server ({opts.connect.resolved().servers})")
+            raise NotFoundError(
+                f"stream {opts.stream!r} does not exist on the server ({opts.connect.resolved().servers})"
+            )
         config = info.get("config") or {}
         if config.get("storage") == "memory" and server.snapshot_format != V2:
             raise ServerRefused(
-                f"stream {opts.stream!r} uses memory storage; nats-server {server.version} cannot snapshot memory "
-                "streams (snapshot format V1). Servers from 2.15 on can"
+                f"stream {opts.stream!r} uses memory storage: backing it up needs nats-server 2.15 or later; "
+                f"nats-server {server.version} snapshots only file-storage streams (snapshot format V1)"
             )
         consumers = await js.consumers(opts.stream) if opts.consumers else []
         try:

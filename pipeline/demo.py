@@ -47,8 +47,9 @@ async def fill_stream(url: str, messages: int) -> None:
         for i in range(1, messages + 1):
             region = REGIONS[i % len(REGIONS)]
             body = json.dumps({"id": i, "region": region, "amount": (i * 37) % 1000, "sku": f"SKU-{i % 97}"})
-            futs.append(await js.publish_async(f"orders.{region}.{i % 10}", body.encode(),
-                                               headers={"Order-Id": str(i)}))
+            futs.append(
+                await js.publish_async(f"orders.{region}.{i % 10}", body.encode(), headers={"Order-Id": str(i)})
+            )
             if len(futs) >= 512:
                 await asyncio.gather(*futs)
                 futs.clear()
@@ -56,8 +57,9 @@ async def fill_stream(url: str, messages: int) -> None:
         for seq in (10, 11, 500, messages // 2):
             await js.delete_msg(STREAM, seq)
         await js.add_consumer(STREAM, ConsumerConfig(durable_name="billing", ack_policy=AckPolicy.EXPLICIT))
-        await js.add_consumer(STREAM, ConsumerConfig(durable_name="eu-audit", ack_policy=AckPolicy.EXPLICIT,
-                                                     filter_subject="orders.eu.>"))
+        await js.add_consumer(
+            STREAM, ConsumerConfig(durable_name="eu-audit", ack_policy=AckPolicy.EXPLICIT, filter_subject="orders.eu.>")
+        )
         for durable, subject, n in (("billing", "orders.>", messages // 3), ("eu-audit", "orders.eu.>", 200)):
             sub = await js.pull_subscribe(subject, durable=durable, stream=STREAM)
             left = n
@@ -75,8 +77,9 @@ async def describe(url: str) -> dict:
     """Stream state and consumer positions, straight from the JetStream API."""
     async with await connect(ConnectOptions(servers=url)) as js:
         s = (await js.stream_info(STREAM) or {}).get("state") or {}
-        out = {k: int(s.get(k) or 0) for k in ("messages", "bytes", "first_seq", "last_seq", "num_deleted",
-                                                  "num_subjects")}
+        out = {
+            k: int(s.get(k) or 0) for k in ("messages", "bytes", "first_seq", "last_seq", "num_deleted", "num_subjects")
+        }
         for c in ("billing", "eu-audit"):
             ci = await js.api(f"CONSUMER.INFO.{STREAM}.{c}", stream=STREAM)
             out[f"{c} ack floor"] = int((ci.get("ack_floor") or {}).get("stream_seq", 0))
@@ -84,8 +87,12 @@ async def describe(url: str) -> dict:
         return out
 
 
-async def run_demo(workdir: str | os.PathLike[str] = "jsarchive-demo", messages: int = 5000,
-                   progress: Progress | None = None, say=print) -> DemoResult:
+async def run_demo(
+    workdir: str | os.PathLike[str] = "jsarchive-demo",
+    messages: int = 5000,
+    progress: Progress | None = None,
+    say=print,
+) -> DemoResult:
     root = Path(workdir).absolute()
     root.mkdir(parents=True, exist_ok=True)
     archive = root / "archive"

@@ -91,8 +91,13 @@ class EmbeddedServer:
             lines.append(f"server_tags: {json.dumps(s.tags)}")
         if s.cluster:
             routes = ", ".join(json.dumps(f"nats-route://127.0.0.1:{p}") for p in s.routes)
-            lines += ["cluster {", f"  name: {s.cluster}", f"  listen: 127.0.0.1:{s.cluster_port}",
-                      f"  routes: [{routes}]", "}"]
+            lines += [
+                "cluster {",
+                f"  name: {s.cluster}",
+                f"  listen: 127.0.0.1:{s.cluster_port}",
+                f"  routes: [{routes}]",
+                "}",
+            ]
         if s.accounts:
             lines.append(s.accounts)
         return "\n".join(lines) + "\n"
@@ -104,7 +109,10 @@ class EmbeddedServer:
         self.log = self.dir / "server.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [self.binary, "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         return self
@@ -167,14 +175,19 @@ class EmbeddedServer:
         self.cleanup()
 
 
-def start_cluster(name: str, size: int = 3, tags: list[list[str]] | None = None, binary: str | None = None,
-                  timeout: float = 30.0) -> list[EmbeddedServer]:
+def start_cluster(
+    name: str, size: int = 3, tags: list[list[str]] | None = None, binary: str | None = None, timeout: float = 30.0
+) -> list[EmbeddedServer]:
     """A ``size``-node cluster named ``name`` on loopback, ready when every node's /healthz is ok."""
     ports = [free_port() for _ in range(size)]
     servers = []
     for i in range(size):
         spec = ServerSpec(
-            name=f"{name}-{i + 1}", binary=binary, cluster=name, routes=ports, cluster_port=ports[i],
+            name=f"{name}-{i + 1}",
+            binary=binary,
+            cluster=name,
+            routes=ports,
+            cluster_port=ports[i],
             tags=(tags[i] if tags else []),
         )
         servers.append(EmbeddedServer(spec).start())

@@ -12,6 +12,7 @@ messages a person understands, stream/consumer info, and the two transfers:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -110,7 +111,10 @@ def detect_snapshot_format(data: bytes) -> str | None:
 # err_code → (exception class, message template). {desc} is the server's description, {stream} the stream.
 _ERRORS: dict[int, tuple[type[JsArchiveError], str]] = {
     10059: (NotFoundError, "stream {stream!r} does not exist on the server"),
-    10130: (ConflictError, "stream {stream!r} already exists on the target server; delete it first or pick another target"),
+    10130: (
+        ConflictError,
+        "stream {stream!r} already exists on the target server; delete it first or pick another target",
+    ),
     10005: (
         ServerRefused,
         "the target cannot place stream {stream!r}: {desc}. Check --cluster, --tag and --replicas against the "
@@ -352,10 +356,9 @@ class JetStream:
         self.prefix = api_prefix
 
     async def close(self) -> None:
-        try:
+        # Closing a broken connection must not mask the real error.
+        with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.close(), timeout=5)
-        except Exception:  # noqa: BLE001 - closing a broken connection must not mask the real error
-            pass
 
     async def __aenter__(self) -> JetStream:
         return self
@@ -572,10 +575,8 @@ class JetStream:
         except BaseException:
             # End the server's side now rather than leaving it to its 5 s stall watchdog, so the caller can
             # delete whatever it created (a 2.15 server keeps a partial stream) without racing it.
-            try:
+            with contextlib.suppress(Exception):  # the restore already failed; its cause is what matters
                 await self.nc.request(deliver, b"", timeout=10.0)
-            except Exception:  # noqa: BLE001 - the restore already failed; its cause is what matters
-                pass
             for _, fut in pending:
                 fut.cancel()
             await _unsubscribe(sub)
@@ -596,16 +597,13 @@ class JetStream:
 
 
 async def _unsubscribe(sub: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):  # the connection may already be gone
         await sub.unsubscribe()
-    except Exception:  # noqa: BLE001 - the connection may already be gone
-        pass
 
 
 def _abandoned(stream: str) -> str:
     return (
-        f"restore of {stream!r} broke off: the server abandoned it (no chunk for 5 s, or it failed on an earlier "
-        "chunk)"
+        f"restore of {stream!r} broke off: the server abandoned it (no chunk for 5 s, or it failed on an earlier chunk)"
     )
 
 
@@ -614,7 +612,9 @@ def _check_restore_reply(stream: str, msg: Any, what: str) -> dict:
     if status == "503":
         raise TransferFailed(_abandoned(stream))
     if status and status not in ("200", "204"):
-        raise TransferFailed(f"restore of {stream!r} failed at {what}: status {status} {msg.headers.get('Description', '')}")
+        raise TransferFailed(
+            f"restore of {stream!r} failed at {what}: status {status} {msg.headers.get('Description', '')}"
+        )
     if not msg.data:
         return {}
     text = msg.data.decode("utf-8", "replace")
@@ -641,4 +641,6 @@ def _snapshot_eof_error(stream: str, status: str, desc: str, nbytes: int) -> JsA
             f"snapshot of stream {stream!r} was aborted by the server after {nbytes} bytes: it saw no interest on "
             f"the delivery inbox (408 {desc})"
         )
-    return TransferFailed(f"snapshot of stream {stream!r} failed on the server after {nbytes} bytes: {status} {desc}".strip())
+    return TransferFailed(
+        f"snapshot of stream {stream!r} failed on the server after {nbytes} bytes: {status} {desc}".strip()
+    )

@@ -204,7 +204,9 @@ class KeyRing:
         if self.raw_keys:
             have.append("raw key " + ", ".join(raw_by_id))
         given = " and ".join(have) if have else "no key (use --identity FILE, --key-file FILE or $JSARCHIVE_KEY)"
-        raise KeyUnavailable(f"none of the configured keys opens this backup. It can be opened by: {names}. Given: {given}")
+        raise KeyUnavailable(
+            f"none of the configured keys opens this backup. It can be opened by: {names}. Given: {given}"
+        )
 
 
 def generate_identity() -> tuple[str, str]:

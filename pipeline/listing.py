@@ -42,16 +42,18 @@ def list_backups(url: str, stream: str | None = None) -> list[BackupEntry]:
             out.append(BackupEntry(manifest_id=ref.backup_id, stream=ref.stream, created=ref.time, problem=str(e)))
             continue
         s = m.summary
-        out.append(BackupEntry(
-            manifest_id=m.id,
-            stream=m.stream,
-            created=m.created,
-            messages=int(s.get("messages", 0)),
-            bytes=int(s.get("bytes", 0)),
-            stored_bytes=m.data_size,
-            snapshot_format=m.snapshot_format,
-            server_version=str(m.server.get("version", "")),
-            encrypted=m.encrypted,
-            key_slots=len(m.key_slots),
-        ))
+        out.append(
+            BackupEntry(
+                manifest_id=m.id,
+                stream=m.stream,
+                created=m.created,
+                messages=int(s.get("messages", 0)),
+                bytes=int(s.get("bytes", 0)),
+                stored_bytes=m.data_size,
+                snapshot_format=m.snapshot_format,
+                server_version=str(m.server.get("version", "")),
+                encrypted=m.encrypted,
+                key_slots=len(m.key_slots),
+            )
+        )
     return out

@@ -161,8 +161,12 @@ def parse(raw: bytes, expected_id: str) -> Manifest:
         blocks = [StoredBlock(_int(o), _int(n), h) for o, n, h in env["blocks"]]
         expected_offset = 0
         for b in blocks:
-            if b.offset != expected_offset or b.length < 0 or not isinstance(b.sha256, str) \
-                    or not _HEX64.fullmatch(b.sha256):
+            if (
+                b.offset != expected_offset
+                or b.length < 0
+                or not isinstance(b.sha256, str)
+                or not _HEX64.fullmatch(b.sha256)
+            ):
                 raise ValueError("block table")
             expected_offset += b.length
         if expected_offset != _int(data["size"]) or not blocks:

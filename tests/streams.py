@@ -57,8 +57,9 @@ async def fill_stream(
             subject = SUBJECTS[i % len(SUBJECTS)]
             body = json.dumps({"id": i, "subject": subject, "pad": hashlib.sha256(str(i).encode()).hexdigest()})
             body = (body + " " * payload_size)[: max(payload_size, len(body))]
-            pending.append(await js.publish_async(subject, body.encode(), headers={"Nats-Msg-Id": f"m{i}",
-                                                                                     "X-Index": str(i)}))
+            pending.append(
+                await js.publish_async(subject, body.encode(), headers={"Nats-Msg-Id": f"m{i}", "X-Index": str(i)})
+            )
             if len(pending) >= 1000:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -67,10 +68,14 @@ async def fill_stream(
         for seq in deleted:
             await js.delete_msg(name, seq)
         if consumers:
-            await js.add_consumer(name, ConsumerConfig(durable_name="billing", ack_policy=AckPolicy.EXPLICIT,
-                                                       deliver_policy=DeliverPolicy.ALL))
-            await js.add_consumer(name, ConsumerConfig(durable_name="eu-audit", ack_policy=AckPolicy.EXPLICIT,
-                                                       filter_subject="orders.eu.>"))
+            await js.add_consumer(
+                name,
+                ConsumerConfig(durable_name="billing", ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL),
+            )
+            await js.add_consumer(
+                name,
+                ConsumerConfig(durable_name="eu-audit", ack_policy=AckPolicy.EXPLICIT, filter_subject="orders.eu.>"),
+            )
             for durable, n in (("billing", messages // 3), ("eu-audit", 300)):
                 sub = await js.pull_subscribe_bind(durable, stream=name)
                 left = n
@@ -119,8 +124,12 @@ async def read_messages(url: str, name: str) -> list[tuple[int, str, dict | None
             return out
         # A named consumer deleted afterwards, so reading leaves nothing behind that a backup would capture.
         reader = f"reader-{nc.new_inbox().rsplit('.', 1)[-1]}"
-        await js.add_consumer(name, ConsumerConfig(name=reader, ack_policy=AckPolicy.NONE,
-                                                   deliver_policy=DeliverPolicy.ALL, inactive_threshold=60))
+        await js.add_consumer(
+            name,
+            ConsumerConfig(
+                name=reader, ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60
+            ),
+        )
         try:
             sub = await js.pull_subscribe_bind(reader, stream=name)
             while len(out) < want:

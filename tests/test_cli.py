@@ -15,8 +15,18 @@ from pipeline.cli.common import parse_size
 from pipeline.jetstream import ConnectOptions, load_context
 
 
-@pytest.mark.parametrize("text,value", [("262144", 262144), ("256KiB", 262144), ("256KB", 262144), ("256k", 262144),
-                                        ("1MiB", 1048576), ("1m", 1048576), ("2GiB", 2 * 1024**3)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("262144", 262144),
+        ("256KiB", 262144),
+        ("256KB", 262144),
+        ("256k", 262144),
+        ("1MiB", 1048576),
+        ("1m", 1048576),
+        ("2GiB", 2 * 1024**3),
+    ],
+)
 def test_sizes(text, value):
     assert parse_size(text) == value
 
@@ -36,8 +46,12 @@ def _write_context(tmp_path, name, body, select=False):
 
 
 def test_natscli_context_fills_unset_options(tmp_path):
-    _write_context(tmp_path, "prod", {"url": "nats://prod:4222", "user": "u", "password": "p",
-                                      "jetstream_domain": "hub", "creds": "~/x.creds"}, select=True)
+    _write_context(
+        tmp_path,
+        "prod",
+        {"url": "nats://prod:4222", "user": "u", "password": "p", "jetstream_domain": "hub", "creds": "~/x.creds"},
+        select=True,
+    )
     o = ConnectOptions().resolved()
     assert (o.servers, o.user, o.password, o.api_prefix) == ("nats://prod:4222", "u", "p", "$JS.hub.API")
     assert o.creds == os.path.expanduser("~/x.creds")

@@ -265,8 +265,11 @@ def first_s2_literal(stream: bytes) -> bytes:
 
 
 def _backup(url: str, archive: Path, **opts: object) -> BackupResult:
-    return backup_stream(BackupOptions(stream="ORDERS", url=str(archive), connect=ConnectOptions(servers=url),
-                                       block_size=64 * 1024, **opts))
+    return backup_stream(
+        BackupOptions(
+            stream="ORDERS", url=str(archive), connect=ConnectOptions(servers=url), block_size=64 * 1024, **opts
+        )
+    )
 
 
 def _find_only(archive: Path, res: BackupResult) -> tuple[Ref, bytes, dict]:
@@ -341,7 +344,7 @@ def orders(nats_server) -> str:
 
 def test_canonical_encoding_rules():
     """Spec §3.1 on a worked example: sorted keys, no whitespace, lowercase \\u escapes, surrogate pairs."""
-    obj = {"b": [1, True, None], "a": "\u00e9\x7f\x01\n\t/\"\\\U0001F600", "B": {"z": -2, "y": ""}}
+    obj = {"b": [1, True, None], "a": '\u00e9\x7f\x01\n\t/"\\\U0001f600', "B": {"z": -2, "y": ""}}
     expected = b'{"B":{"y":"","z":-2},"a":"\\u00e9\\u007f\\u0001\\n\\t/\\"\\\\\\ud83d\\ude00","b":[1,true,null]}'
     assert canonical(obj) == expected
 
@@ -466,4 +469,3 @@ def test_reader_rejects_edited_clear_envelope(orders, tmp_path, keyring, identit
     dropped["data"] = dict(env["data"], size=sum(b[1] for b in dropped["blocks"]))
     with pytest.raises(FormatError, match="authentication failed"):
         open_body(dropped, data_key)
-

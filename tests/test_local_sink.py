@@ -45,8 +45,10 @@ def test_parts_in_any_order_from_threads(tmp_path):
     w = s.open_writer("data/x", part_size=5000)
     order = list(range(1, 41))
     random.shuffle(order)
-    threads = [threading.Thread(target=w.write_part, args=(n, parts[n - 1], hashlib.sha256(parts[n - 1]).digest()))
-               for n in order]
+    threads = [
+        threading.Thread(target=w.write_part, args=(n, parts[n - 1], hashlib.sha256(parts[n - 1]).digest()))
+        for n in order
+    ]
     for t in threads:
         t.start()
     for t in threads:

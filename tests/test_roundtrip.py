@@ -30,15 +30,19 @@ def _roundtrip(url: str, archive: Path, keyring: KeyRing, messages: int, expect_
     assert before["consumers"]["billing"]["ack_floor"] >= messages // 3  # stream seq: deletes shift it
     assert before["consumers"]["eu-audit"]["ack_floor"] > 300  # filtered: floor is a stream sequence
 
-    res = backup_stream(BackupOptions(stream="ORDERS", url=str(archive), connect=ConnectOptions(servers=url),
-                                      keys=keyring, block_size=64 * 1024))
+    res = backup_stream(
+        BackupOptions(
+            stream="ORDERS", url=str(archive), connect=ConnectOptions(servers=url), keys=keyring, block_size=64 * 1024
+        )
+    )
     assert res.snapshot_format == expect_format
     assert res.messages == filled.messages
     assert res.blocks > 1  # small blocks on purpose: exercises multi-block sealing and ordering
     asyncio.run(_delete(url, "ORDERS"))
 
-    r = restore_stream(RestoreOptions(url=str(archive), stream="ORDERS", connect=ConnectOptions(servers=url),
-                                      keys=keyring))
+    r = restore_stream(
+        RestoreOptions(url=str(archive), stream="ORDERS", connect=ConnectOptions(servers=url), keys=keyring)
+    )
     assert r.manifest_id == res.manifest_id
     after = asyncio.run(stream_state(url, "ORDERS"))
     assert comparable(after) == comparable(before)

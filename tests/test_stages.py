@@ -42,8 +42,9 @@ def test_block_size_grows_to_stay_under_the_part_limit():
 
 
 # -- compression -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("spec,expect", [("zstd", ("zstd", 3)), ("zstd:19", ("zstd", 19)), ("none", ("none", 0)),
-                                         (" ZSTD:1 ", ("zstd", 1))])
+@pytest.mark.parametrize(
+    "spec,expect", [("zstd", ("zstd", 3)), ("zstd:19", ("zstd", 19)), ("none", ("none", 0)), (" ZSTD:1 ", ("zstd", 1))]
+)
 def test_compression_spec(spec, expect):
     c = Compression.parse(spec)
     assert (c.algorithm, c.level) == expect
@@ -71,8 +72,7 @@ def test_seal_binds_backup_index_and_last_flag():
     key = crypto.new_data_key()
     sealed = crypto.seal(key, b"block", crypto.block_aad(BID, 3, False))
     assert crypto.open_sealed(key, sealed, crypto.block_aad(BID, 3, False)) == b"block"
-    for aad in (crypto.block_aad(BID, 4, False), crypto.block_aad(BID, 3, True),
-                crypto.block_aad("f" * 32, 3, False)):
+    for aad in (crypto.block_aad(BID, 4, False), crypto.block_aad(BID, 3, True), crypto.block_aad("f" * 32, 3, False)):
         with pytest.raises(crypto.OpenFailed):
             crypto.open_sealed(key, sealed, aad)
     with pytest.raises(crypto.OpenFailed):
@@ -157,7 +157,10 @@ def test_key_file_permissions_and_contents(tmp_path):
 def _envelope(blocks=((0, 10, "a" * 64), (10, 5, "b" * 64)), scheme="aes-256-gcm", slots=None):
     slot = KeySlot("raw", b"w" * 60, key_id="k" * 16).to_json()
     return {
-        "backup_id": BID, "stream": "S", "created": "2026-01-01T00:00:00.000000Z", "snapshot_format": "V2",
+        "backup_id": BID,
+        "stream": "S",
+        "created": "2026-01-01T00:00:00.000000Z",
+        "snapshot_format": "V2",
         "data": {"key": f"data/{BID}", "size": sum(b[1] for b in blocks), "block_size": 10},
         "blocks": [list(b) for b in blocks],
         "encryption": {"scheme": scheme, "key_slots": [slot] if slots is None else slots},
@@ -187,17 +190,20 @@ def test_manifest_clear_fields_are_bound_to_the_body():
         m.open_body(dk)  # ... but the body no longer authenticates
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda e: e["blocks"].__setitem__(1, [11, 5, "b" * 64]),  # gap in offsets
-    lambda e: e["data"].__setitem__("size", 99),
-    lambda e: e["blocks"].__setitem__(0, [0, 10, "nothex"]),
-    lambda e: e.__setitem__("backup_id", "xyz"),
-    lambda e: e["encryption"].__setitem__("key_slots", []),
-    lambda e: e["encryption"].__setitem__("scheme", "rot13"),
-    lambda e: e.__setitem__("version", 2),
-    lambda e: e.pop("stream"),
-    lambda e: e.__setitem__("blocks", []),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda e: e["blocks"].__setitem__(1, [11, 5, "b" * 64]),  # gap in offsets
+        lambda e: e["data"].__setitem__("size", 99),
+        lambda e: e["blocks"].__setitem__(0, [0, 10, "nothex"]),
+        lambda e: e.__setitem__("backup_id", "xyz"),
+        lambda e: e["encryption"].__setitem__("key_slots", []),
+        lambda e: e["encryption"].__setitem__("scheme", "rot13"),
+        lambda e: e.__setitem__("version", 2),
+        lambda e: e.pop("stream"),
+        lambda e: e.__setitem__("blocks", []),
+    ],
+)
 def test_invalid_manifests_are_rejected(mutate):
     env = json.loads(mf.build(_envelope(), {}, crypto.new_data_key()))
     mutate(env)

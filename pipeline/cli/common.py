@@ -43,7 +43,9 @@ SIZE = SizeType()
 def connection_options(f: Callable) -> Callable:
     """natscli's connection flags and environment variables."""
     opts = [
-        click.option("-s", "--server", "server", envvar="NATS_URL", help="NATS server URL(s), comma separated [$NATS_URL]"),
+        click.option(
+            "-s", "--server", "server", envvar="NATS_URL", help="NATS server URL(s), comma separated [$NATS_URL]"
+        ),
         click.option("--user", envvar="NATS_USER", help="username or token [$NATS_USER]"),
         click.option("--password", envvar="NATS_PASSWORD", help="password [$NATS_PASSWORD]"),
         click.option("--creds", envvar="NATS_CREDS", help="user credentials file [$NATS_CREDS]"),
@@ -56,8 +58,15 @@ def connection_options(f: Callable) -> Callable:
         click.option("--js-api-prefix", help="JetStream API subject prefix"),
         click.option("--inbox-prefix", help="custom inbox prefix"),
         click.option("--context", "context_name", envvar="NATS_CONTEXT", help="natscli context to use [$NATS_CONTEXT]"),
-        click.option("--timeout", "conn_timeout", type=float, default=5.0, show_default=True,
-                     envvar="NATS_TIMEOUT", help="connect timeout in seconds"),
+        click.option(
+            "--timeout",
+            "conn_timeout",
+            type=float,
+            default=5.0,
+            show_default=True,
+            envvar="NATS_TIMEOUT",
+            help="connect timeout in seconds",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -93,17 +102,40 @@ def connect_options(kw: dict) -> ConnectOptions:
 def key_options(write: bool) -> Callable:
     def deco(f: Callable) -> Callable:
         opts = [
-            click.option("--identity", "-i", "identity_files", multiple=True, metavar="FILE",
-                         help="age identity file (opens backups; also writes to its public key)"),
-            click.option("--key-file", "key_files", multiple=True, metavar="FILE",
-                         help="raw 256-bit key file (64 hex digits); $JSARCHIVE_KEY is used too"),
+            click.option(
+                "--identity",
+                "-i",
+                "identity_files",
+                multiple=True,
+                metavar="FILE",
+                help="age identity file (opens backups; also writes to its public key)",
+            ),
+            click.option(
+                "--key-file",
+                "key_files",
+                multiple=True,
+                metavar="FILE",
+                help="raw 256-bit key file (64 hex digits); $JSARCHIVE_KEY is used too",
+            ),
         ]
         if write:
             opts = [
-                click.option("--recipient", "-r", "recipients", multiple=True, metavar="AGE1…",
-                             help="age recipient that can open the backup (repeatable)"),
-                click.option("--recipients-file", "-R", "recipients_files", multiple=True, metavar="FILE",
-                             help="file of age recipients, one a line"),
+                click.option(
+                    "--recipient",
+                    "-r",
+                    "recipients",
+                    multiple=True,
+                    metavar="AGE1…",
+                    help="age recipient that can open the backup (repeatable)",
+                ),
+                click.option(
+                    "--recipients-file",
+                    "-R",
+                    "recipients_files",
+                    multiple=True,
+                    metavar="FILE",
+                    help="file of age recipients, one a line",
+                ),
                 *opts,
             ]
         for o in reversed(opts):
@@ -189,8 +221,15 @@ class RichProgress:
         )
 
         self.console = Console(stderr=True)
-        self._bar = RP(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
-                       TransferSpeedColumn(), TimeElapsedColumn(), console=self.console, transient=False)
+        self._bar = RP(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
         self._task: Any = None
 
     def start(self, task: str, total: int | None) -> None:

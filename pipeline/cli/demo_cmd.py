@@ -24,8 +24,15 @@ def demo_cmd(workdir: str, messages: int, no_progress: bool, as_json: bool) -> N
     say = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     res = asyncio.run(run_demo(workdir, messages, make_progress(no_progress, as_json), say))
     if as_json:
-        emit_json({"ok": res.identical, "backup": res.backup.to_json(), "restore": res.restore.to_json(),
-                   "source": res.source, "target": res.target})
+        emit_json(
+            {
+                "ok": res.identical,
+                "backup": res.backup.to_json(),
+                "restore": res.restore.to_json(),
+                "source": res.source,
+                "target": res.target,
+            }
+        )
     else:
         from rich.console import Console
         from rich.table import Table

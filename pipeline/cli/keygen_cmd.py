@@ -44,8 +44,14 @@ def keygen_cmd(output: str | None, raw: bool, as_json: bool) -> None:
                 click.echo(f"public key (for --recipient): {public}", err=True)
         return
     if as_json:
-        emit_json({"ok": True, "type": "raw" if raw else "age", "secret": secret.strip().splitlines()[-1],
-                   "recipient": public})
+        emit_json(
+            {
+                "ok": True,
+                "type": "raw" if raw else "age",
+                "secret": secret.strip().splitlines()[-1],
+                "recipient": public,
+            }
+        )
         return
     if public:
         click.echo(f"public key: {public}", err=True)

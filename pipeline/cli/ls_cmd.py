@@ -32,7 +32,15 @@ def ls_cmd(url: str, stream: str | None, as_json: bool) -> None:
         if r.problem:
             table.add_row(r.manifest_id[:12], r.stream, r.created, "", "", "", "", "", f"[red]{r.problem}[/red]")
             continue
-        table.add_row(r.manifest_id[:12], r.stream, r.created.replace("T", " ")[:19], f"{r.messages:,}",
-                      human_bytes(r.bytes), human_bytes(r.stored_bytes), f"{r.ratio:.2f}", r.snapshot_format,
-                      "yes" if r.encrypted else "NO")
+        table.add_row(
+            r.manifest_id[:12],
+            r.stream,
+            r.created.replace("T", " ")[:19],
+            f"{r.messages:,}",
+            human_bytes(r.bytes),
+            human_bytes(r.stored_bytes),
+            f"{r.ratio:.2f}",
+            r.snapshot_format,
+            "yes" if r.encrypted else "NO",
+        )
     Console(width=200).print(table)

@@ -32,23 +32,51 @@ def stream_group() -> None:
 @click.argument("url")
 @click.option("--consumers/--no-consumers", default=True, show_default=True, help="include consumers and their state")
 @click.option("--check", is_flag=True, help="have the server check message checksums first (V1 servers)")
-@click.option("--chunk-size", type=SIZE, default=DEFAULT_CHUNK_SIZE, show_default=True,
-              help="snapshot chunk size the server sends (1KiB–1MiB)")
-@click.option("--window-size", type=SIZE, default=DEFAULT_WINDOW_SIZE, show_default=True,
-              help="bytes the server may have unacknowledged (servers >= 2.12.5)")
+@click.option(
+    "--chunk-size",
+    type=SIZE,
+    default=DEFAULT_CHUNK_SIZE,
+    show_default=True,
+    help="snapshot chunk size the server sends (1KiB–1MiB)",
+)
+@click.option(
+    "--window-size",
+    type=SIZE,
+    default=DEFAULT_WINDOW_SIZE,
+    show_default=True,
+    help="bytes the server may have unacknowledged (servers >= 2.12.5)",
+)
 @click.option("--compression", default="zstd:3", show_default=True, help="zstd, zstd:LEVEL (1-22) or none")
 @click.option("--no-encrypt", is_flag=True, help="store the backup unencrypted (recorded in the manifest)")
 @click.option("--block-size", type=SIZE, default=None, help="archive block size [8MiB, grown for large streams]")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="compress/seal threads")
-@click.option("--buffer-blocks", type=click.IntRange(0, 64), default=2, show_default=True,
-              help="blocks buffered between NATS and the archive (memory ≈ (workers + buffer) × block size)")
+@click.option(
+    "--buffer-blocks",
+    type=click.IntRange(0, 64),
+    default=2,
+    show_default=True,
+    help="blocks buffered between NATS and the archive (memory ≈ (workers + buffer) × block size)",
+)
 @key_options(write=True)
 @connection_options
 @output_options
 @handle_errors
-def backup_cmd(stream: str, url: str, consumers: bool, check: bool, chunk_size: int, window_size: int,
-               compression: str, no_encrypt: bool, block_size: int | None, workers: int, buffer_blocks: int,
-               no_progress: bool, as_json: bool, **kw: object) -> None:
+def backup_cmd(
+    stream: str,
+    url: str,
+    consumers: bool,
+    check: bool,
+    chunk_size: int,
+    window_size: int,
+    compression: str,
+    no_encrypt: bool,
+    block_size: int | None,
+    workers: int,
+    buffer_blocks: int,
+    no_progress: bool,
+    as_json: bool,
+    **kw: object,
+) -> None:
     """Back up STREAM into the archive at URL (a directory, file://, s3:// or gs://)."""
     opts = BackupOptions(
         stream=stream,
@@ -71,10 +99,14 @@ def backup_cmd(stream: str, url: str, consumers: bool, check: bool, chunk_size: 
         return
     ratio = res.bytes / res.stored_bytes if res.stored_bytes else 0
     click.echo(f"Backed up stream {res.stream} as {res.manifest_id}")
-    click.echo(f"  {res.messages:,} messages, {human_bytes(res.bytes)} in the stream; snapshot "
-               f"{human_bytes(res.snapshot_bytes)} ({res.snapshot_format}, nats-server {res.server_version})")
-    click.echo(f"  stored {human_bytes(res.stored_bytes)} in {res.blocks} block(s), {ratio:.2f}x of the stream; "
-               f"{res.consumers} consumer(s); {res.seconds:.2f} s")
+    click.echo(
+        f"  {res.messages:,} messages, {human_bytes(res.bytes)} in the stream; snapshot "
+        f"{human_bytes(res.snapshot_bytes)} ({res.snapshot_format}, nats-server {res.server_version})"
+    )
+    click.echo(
+        f"  stored {human_bytes(res.stored_bytes)} in {res.blocks} block(s), {ratio:.2f}x of the stream; "
+        f"{res.consumers} consumer(s); {res.seconds:.2f} s"
+    )
     click.echo("  encrypted for " + "; ".join(res.key_slots) if res.encrypted else "  NOT encrypted (--no-encrypt)")
 
 
@@ -85,19 +117,46 @@ def backup_cmd(stream: str, url: str, consumers: bool, check: bool, chunk_size: 
 @click.option("--cluster", help="place the stream in this cluster (replaces the backed-up placement)")
 @click.option("--tag", "tags", multiple=True, help="place the stream on servers with this tag (repeatable)")
 @click.option("--replicas", type=click.IntRange(1, 5), help="number of replicas [as backed up]")
-@click.option("--chunk-size", type=SIZE, default=RESTORE_CHUNK_SIZE, show_default=True,
-              help="restore chunk size (at most the server's max_payload)")
-@click.option("--in-flight", type=click.IntRange(1, 64), default=RESTORE_IN_FLIGHT, show_default=True,
-              help="restore chunks sent before waiting for acknowledgements")
-@click.option("--wait", "wait", type=float, default=120.0, show_default=True,
-              help="seconds the restored stream may take to have a leader, current replicas and its consumers")
+@click.option(
+    "--chunk-size",
+    type=SIZE,
+    default=RESTORE_CHUNK_SIZE,
+    show_default=True,
+    help="restore chunk size (at most the server's max_payload)",
+)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(1, 64),
+    default=RESTORE_IN_FLIGHT,
+    show_default=True,
+    help="restore chunks sent before waiting for acknowledgements",
+)
+@click.option(
+    "--wait",
+    "wait",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="seconds the restored stream may take to have a leader, current replicas and its consumers",
+)
 @key_options(write=False)
 @connection_options
 @output_options
 @handle_errors
-def restore_cmd(url: str, stream: str, backup_id: str | None, cluster: str | None, tags: tuple[str, ...],
-                replicas: int | None, chunk_size: int, in_flight: int, wait: float, no_progress: bool,
-                as_json: bool, **kw: object) -> None:
+def restore_cmd(
+    url: str,
+    stream: str,
+    backup_id: str | None,
+    cluster: str | None,
+    tags: tuple[str, ...],
+    replicas: int | None,
+    chunk_size: int,
+    in_flight: int,
+    wait: float,
+    no_progress: bool,
+    as_json: bool,
+    **kw: object,
+) -> None:
     """Restore STREAM from the archive at URL into the connected server or cluster."""
     opts = RestoreOptions(
         url=url,
@@ -117,8 +176,10 @@ def restore_cmd(url: str, stream: str, backup_id: str | None, cluster: str | Non
         emit_json({"ok": True, "restore": res.to_json()})
         return
     click.echo(f"Restored stream {res.stream} from backup {res.manifest_id[:12]} in {res.seconds:.2f} s")
-    click.echo(f"  {res.messages:,} messages, {human_bytes(res.bytes)}, sequences {res.first_seq}–{res.last_seq}; "
-               f"consumers: {', '.join(res.consumers) or 'none'}")
+    click.echo(
+        f"  {res.messages:,} messages, {human_bytes(res.bytes)}, sequences {res.first_seq}–{res.last_seq}; "
+        f"consumers: {', '.join(res.consumers) or 'none'}"
+    )
     where = f"cluster {res.cluster}, leader {res.leader}" if res.cluster else "standalone server"
     click.echo(f"  R{res.num_replicas} on {where}" + (f", replicas {', '.join(res.replicas)}" if res.replicas else ""))
     for w in res.warnings:
