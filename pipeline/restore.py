@@ -281,15 +281,13 @@ async def _await_healthy(
 ) -> tuple[dict, list[str]]:
     """Poll until leader, current replicas, consumers and state are there; then compare state with the backup."""
     deadline = time.monotonic() + wait
-    why = "no stream info"
     while True:
         try:
             info = await js.stream_info(stream, timeout=5.0)
-        except (TransferFailed, ServerRefused) as e:
+            why = "the stream is not there"
+        except (TransferFailed, ServerRefused) as e:  # no leader to answer yet, or a timeout
             info, why = None, str(e)
-        if info is None:
-            why = why if why != "no stream info" else "the stream is not there"
-        else:
+        if info is not None:
             cl = info.get("cluster")
             st = info.get("state") or {}
             names: list[str] = []
