@@ -7,6 +7,8 @@ pipeline reaches it only through :func:`open_sink` and the :class:`Sink` / :clas
 from __future__ import annotations
 
 from sinks.base import (
+    AccessDenied,
+    ObjectArchived,
     ObjectExists,
     ObjectInfo,
     ObjectNotFound,
@@ -14,9 +16,12 @@ from sinks.base import (
     Retention,
     Sink,
     SinkError,
+    SinkOptions,
 )
 
 __all__ = [
+    "AccessDenied",
+    "ObjectArchived",
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",
@@ -24,17 +29,32 @@ __all__ = [
     "Retention",
     "Sink",
     "SinkError",
+    "SinkOptions",
     "open_sink",
 ]
 
 
-def open_sink(url: str) -> Sink:
-    """Return the sink for ``url``: ``file:///path``, a plain path, ``s3://bucket/prefix`` or ``gs://bucket/prefix``."""
+def open_sink(url: str, options: SinkOptions | None = None) -> Sink:
+    """Return the sink for ``url``: ``file:///path``, a plain path, ``s3://bucket/prefix`` or ``gs://bucket/prefix``.
+
+    Cloud SDKs are imported only here, when such a URL is opened, so a local-only install needs none of them.
+    """
+    options = options or SinkOptions()
     scheme, sep, _rest = url.partition("://")
     if not sep or scheme == "file":
         from sinks.local import LocalSink
 
         return LocalSink.from_url(url)
-    if scheme in ("s3", "gs"):
-        raise SinkError(f"{scheme}:// archives are not supported by this build yet; use a local directory")
+    if scheme == "s3":
+        try:
+            from sinks.s3 import S3Sink
+        except ImportError as e:
+            raise SinkError(f"s3:// archives need boto3: pip install 'jsarchive[s3]' ({e})") from None
+        return S3Sink.from_url(url, options)
+    if scheme == "gs":
+        try:
+            from sinks.gcs import GCSSink
+        except ImportError as e:
+            raise SinkError(f"gs:// archives need google-cloud-storage: pip install 'jsarchive[gcs]' ({e})") from None
+        return GCSSink.from_url(url, options)
     raise SinkError(f"unsupported archive URL scheme {scheme!r} in {url!r} (expected a path, file://, s3:// or gs://)")

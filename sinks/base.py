@@ -17,7 +17,28 @@ class ObjectExists(SinkError):
 
 
 class ObjectNotFound(SinkError):
-    """The key does not exist."""
+    """The key (or the bucket) does not exist."""
+
+
+class AccessDenied(SinkError):
+    """The credentials may not do this: permanent, never retried."""
+
+
+class ObjectArchived(SinkError):
+    """The object sits in a cold storage class and must be thawed (restored) before it can be read."""
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    """Settings a sink may need beyond its URL. Credentials always come from the SDK's default chain."""
+
+    endpoint_url: str | None = None  # S3-compatible stores and emulators (--s3-endpoint / $AWS_ENDPOINT_URL)
+    region: str | None = None
+    profile: str | None = None
+    sse_kms_key: str | None = None  # S3 server-side encryption with this KMS key
+    # The longest one call may spend retrying transient errors (throttling, 5xx, resets). The pipeline relies on
+    # this staying under ~4 s so a slow store never stalls the NATS side into its 5 s timeout.
+    retry_budget: float = 3.5
 
 
 @dataclass(frozen=True)
@@ -36,6 +57,9 @@ class ObjectInfo:
     modified: dt.datetime | None = None
     storage_class: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    retention: Retention | None = None  # as the store reports it (mode, retain-until, legal hold)
+    archived: bool = False  # cold (GLACIER / DEEP_ARCHIVE) and not readable until thawed
+    thaw: str | None = None  # None | "ongoing" | "available" (a restored copy of an archived object)
 
 
 class ObjectWriter(Protocol):
@@ -64,7 +88,8 @@ class Sink(Protocol):
         retention: Retention | None = None,
     ) -> ObjectWriter: ...
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = True) -> ObjectInfo: ...
+    def put(self, key: str, data: bytes, *, if_absent: bool = True, retention: Retention | None = None) -> ObjectInfo:
+        """A small object, written whole; with ``if_absent`` it fails with :class:`ObjectExists` if present."""
 
     def get(self, key: str) -> bytes: ...
 
@@ -75,3 +100,6 @@ class Sink(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
 
     def delete(self, key: str) -> None: ...
+
+    def thaw(self, key: str, *, days: int, tier: str) -> str:
+        """Start making an archived object readable for ``days``; returns "started", "ongoing" or "available"."""

@@ -97,7 +97,9 @@ class LocalSink:
             raise ObjectExists(f"{self.url}/{key} already exists; archive objects are never overwritten")
         return LocalObjectWriter(self, key, self._tmp_path())
 
-    def put(self, key: str, data: bytes, *, if_absent: bool = True) -> ObjectInfo:
+    def put(self, key: str, data: bytes, *, if_absent: bool = True, retention: Retention | None = None) -> ObjectInfo:
+        if retention is not None:
+            raise SinkError("a local directory cannot enforce retention; use an S3 or GCS archive for locked backups")
         tmp = self._tmp_path()
         try:
             with open(tmp, "wb") as f:
@@ -148,6 +150,11 @@ class LocalSink:
                 key = name if rel == "." else f"{rel}/{name}"
                 if key.startswith(prefix):
                     yield self._info(key, Path(dirpath) / name)
+
+    def thaw(self, key: str, *, days: int, tier: str) -> str:
+        if self.head(key) is None:
+            raise ObjectNotFound(f"{self.url}/{key} does not exist")
+        return "available"  # a directory has no cold storage
 
     def delete(self, key: str) -> None:
         try:
