@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime as dt
 import os
 import time
@@ -35,8 +36,8 @@ from pipeline.jetstream import (
 )
 from pipeline.keys import KeyRing
 from pipeline.progress import NoProgress, Progress
-from pipeline.repository import Repository, ref_time
-from sinks import SinkError
+from pipeline.repository import Repository, ref_time, storage_error
+from sinks import Retention, SinkError, SinkOptions
 
 FORMAT_PROBE_BYTES = 64 * 1024
 
@@ -57,6 +58,9 @@ class BackupOptions:
     workers: int = 2
     buffer_blocks: int = 2
     stall_budget: float = 4.0
+    storage_class: str | None = None  # data object only; manifests and refs stay STANDARD
+    retention: Retention | None = None  # Object Lock on data, manifest and ref
+    sink: SinkOptions = field(default_factory=SinkOptions)
 
 
 @dataclass
@@ -78,6 +82,9 @@ class BackupResult:
     key_slots: list[str]
     consumers: int
     seconds: float
+    storage_class: str | None = None
+    retain_until: str | None = None
+    lock_mode: str | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -105,7 +112,7 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
             "pass --identity backup.key (or only its public --recipient age1… on hosts that must not read "
             "backups), or use --key-file / $JSARCHIVE_KEY; --no-encrypt stores the backup in the clear"
         )
-    repo = Repository.open(opts.url)
+    repo = Repository.open(opts.url, opts.sink)
     js = await connect(opts.connect)
     async with js:
         server = js.server_info()
@@ -153,11 +160,16 @@ async def _run(
     failure: list[BaseException] = []
 
     try:
-        writer = repo.sink.open_writer(
-            repo.data_key(backup_id), part_size=block_size, metadata={"jsarchive-stream": opts.stream}
+        writer = await asyncio.to_thread(
+            repo.sink.open_writer,
+            repo.data_key(backup_id),
+            part_size=block_size,
+            metadata={"jsarchive-stream": opts.stream, "jsarchive-backup-id": backup_id},
+            storage_class=opts.storage_class,
+            retention=opts.retention,
         )
     except SinkError as e:
-        raise TransferFailed(f"cannot start writing to {repo.url}: {e}") from None
+        raise storage_error(e, f"cannot start writing the backup to {repo.url}") from None
 
     def seal_and_store(index: int, block: bytes, last: bool) -> _Block:
         stored = compressor.compress(block)
@@ -221,9 +233,10 @@ async def _run(
         for t in tasks:
             t.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
-        await asyncio.to_thread(writer.abort)
+        with contextlib.suppress(SinkError):  # the original failure is what the user needs to see
+            await asyncio.to_thread(writer.abort)
         if isinstance(e, SinkError):
-            raise TransferFailed(f"writing the backup to {repo.url} failed: {e}") from None
+            raise storage_error(e, f"writing the backup to {repo.url} failed") from None
         raise
     pool.shutdown(wait=False)
 
@@ -231,7 +244,8 @@ async def _run(
     state = snap.state
     stored_total = sum(b.stored_len for b in blocks)
     if info.size != stored_total:
-        await asyncio.to_thread(repo.sink.delete, repo.data_key(backup_id))
+        with contextlib.suppress(SinkError):
+            await asyncio.to_thread(repo.sink.delete, repo.data_key(backup_id))
         raise TransferFailed(f"the archive stored {info.size} bytes for the data object, expected {stored_total}")
     offsets = []
     off = 0
@@ -289,12 +303,13 @@ async def _run(
     }
     raw = mf.build(envelope, body, data_key)
     try:
-        mid = await asyncio.to_thread(repo.write_manifest, raw)
-        ref = await asyncio.to_thread(repo.write_ref, opts.stream, ref_time(created), backup_id, mid)
+        mid = await asyncio.to_thread(repo.write_manifest, raw, opts.retention)
+        ref = await asyncio.to_thread(repo.write_ref, opts.stream, ref_time(created), backup_id, mid, opts.retention)
     except SinkError as e:
-        raise TransferFailed(
-            f"the data was stored but the manifest or ref could not be written to {repo.url}: {e}. The backup is "
-            f"not usable; `jsarchive prune` collects data/{backup_id}"
+        raise storage_error(
+            e,
+            f"the data was stored but the manifest or ref could not be written to {repo.url}; the backup is not "
+            f"usable and `jsarchive prune` collects data/{backup_id}",
         ) from None
     return BackupResult(
         manifest_id=mid,
@@ -314,4 +329,7 @@ async def _run(
         key_slots=[s.describe() for s in slots_],
         consumers=envelope["summary"]["consumers"],
         seconds=round(seconds, 3),
+        storage_class=info.storage_class,
+        retain_until=opts.retention.until.isoformat() if opts.retention else None,
+        lock_mode=opts.retention.mode if opts.retention else None,
     )

@@ -66,6 +66,20 @@ class TransferFailed(JsArchiveError):
     kind = "transfer"
 
 
+class PermissionDenied(JsArchiveError):
+    """The archive's credentials may not do this (IAM, bucket policy, Object Lock)."""
+
+    exit_code = 10
+    kind = "permission"
+
+
+class ColdStorage(JsArchiveError):
+    """Backup data sits in a cold storage class and must be thawed before it can be read."""
+
+    exit_code = 11
+    kind = "cold"
+
+
 class Interrupted(JsArchiveError):
     exit_code = 130
     kind = "interrupted"

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 
 from pipeline.errors import JsArchiveError
 from pipeline.repository import Repository
+from sinks import SinkOptions
 
 
 @dataclass
@@ -32,8 +33,8 @@ class BackupEntry:
         return d
 
 
-def list_backups(url: str, stream: str | None = None) -> list[BackupEntry]:
-    repo = Repository.open(url)
+def list_backups(url: str, stream: str | None = None, sink: SinkOptions | None = None) -> list[BackupEntry]:
+    repo = Repository.open(url, sink)
     out = []
     for ref in repo.refs(stream):
         try:

@@ -15,8 +15,16 @@ import re
 from dataclasses import dataclass
 
 from pipeline import manifest as mf
-from pipeline.errors import ConnectionFailed, IntegrityError, NotFoundError, UsageError
-from sinks import ObjectNotFound, Sink, SinkError, open_sink
+from pipeline.errors import (
+    ColdStorage,
+    ConnectionFailed,
+    IntegrityError,
+    JsArchiveError,
+    NotFoundError,
+    PermissionDenied,
+    UsageError,
+)
+from sinks import AccessDenied, ObjectArchived, ObjectNotFound, Retention, Sink, SinkError, SinkOptions, open_sink
 
 DATA = "data/"
 MANIFESTS = "manifests/"
@@ -24,6 +32,17 @@ REFS = "refs/"
 _REF_NAME = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{32})")
 _HEX = re.compile(r"[0-9a-f]+")
 MIN_ID_PREFIX = 6
+
+
+def storage_error(e: SinkError, doing: str) -> JsArchiveError:
+    """The pipeline's error (and exit code) for a storage failure while ``doing`` something."""
+    if isinstance(e, ObjectNotFound):
+        return NotFoundError(f"{doing}: {e}")
+    if isinstance(e, AccessDenied):
+        return PermissionDenied(f"{doing}: {e}")
+    if isinstance(e, ObjectArchived):
+        return ColdStorage(f"{doing}: {e}")
+    return ConnectionFailed(f"{doing}: {e}")
 
 
 def ref_time(created: dt.datetime) -> str:
@@ -43,9 +62,9 @@ class Repository:
         self.sink = sink
 
     @classmethod
-    def open(cls, url: str) -> Repository:
+    def open(cls, url: str, options: SinkOptions | None = None) -> Repository:
         try:
-            return cls(open_sink(url))
+            return cls(open_sink(url, options))
         except SinkError as e:
             raise UsageError(str(e)) from None
 
@@ -67,14 +86,16 @@ class Repository:
         return f"{REFS}{stream}/{time}-{backup_id}"
 
     # -- writing -----------------------------------------------------------------------------------------------
-    def write_manifest(self, raw: bytes) -> str:
+    def write_manifest(self, raw: bytes, retention: Retention | None = None) -> str:
         mid = mf.manifest_id(raw)
-        self.sink.put(self.manifest_key(mid), raw, if_absent=True)
+        self.sink.put(self.manifest_key(mid), raw, if_absent=True, retention=retention)
         return mid
 
-    def write_ref(self, stream: str, time: str, backup_id: str, manifest_id: str) -> str:
+    def write_ref(
+        self, stream: str, time: str, backup_id: str, manifest_id: str, retention: Retention | None = None
+    ) -> str:
         key = self.ref_key(stream, time, backup_id)
-        self.sink.put(key, manifest_id.encode("ascii") + b"\n", if_absent=True)
+        self.sink.put(key, manifest_id.encode("ascii") + b"\n", if_absent=True, retention=retention)
         return key
 
     # -- reading -----------------------------------------------------------------------------------------------
@@ -90,7 +111,7 @@ class Repository:
                 if name and m:
                     out.append(Ref(stream=name, time=m.group(1), backup_id=m.group(2), key=info.key))
         except SinkError as e:
-            raise ConnectionFailed(f"cannot list {self.url}: {e}") from None
+            raise storage_error(e, f"cannot list {self.url}") from None
         out.sort(key=lambda r: (r.time, r.backup_id), reverse=True)
         return out
 
@@ -98,7 +119,7 @@ class Repository:
         try:
             text = self.sink.get(ref.key).decode("ascii", "replace").strip()
         except SinkError as e:
-            raise ConnectionFailed(f"cannot read {ref.key} in {self.url}: {e}") from None
+            raise storage_error(e, f"cannot read {ref.key} in {self.url}") from None
         if not (len(text) == 64 and _HEX.fullmatch(text)):
             raise IntegrityError(f"ref {ref.key} in {self.url} does not hold a manifest id")
         return text
@@ -116,14 +137,14 @@ class Repository:
         except ObjectNotFound:
             raise NotFoundError(f"backup {manifest_id[:12]} has no manifest in {self.url}") from None
         except SinkError as e:
-            raise ConnectionFailed(f"cannot read manifest {manifest_id[:12]} from {self.url}: {e}") from None
+            raise storage_error(e, f"cannot read manifest {manifest_id[:12]} from {self.url}") from None
         return mf.parse(raw, manifest_id)
 
     def manifest_ids(self) -> list[str]:
         try:
             return [i.key[len(MANIFESTS) :] for i in self.sink.list(MANIFESTS)]
         except SinkError as e:
-            raise ConnectionFailed(f"cannot list {self.url}: {e}") from None
+            raise storage_error(e, f"cannot list {self.url}") from None
 
     def resolve(self, id_or_prefix: str) -> str:
         """A full manifest id from a full id or a unique prefix of at least six hex digits."""

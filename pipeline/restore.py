@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pipeline import crypto
 from pipeline.compress import BlockCompressor, Compression
 from pipeline.errors import (
+    ColdStorage,
     ConflictError,
-    ConnectionFailed,
     IntegrityError,
     JsArchiveError,
     NotFoundError,
@@ -41,8 +41,8 @@ from pipeline.jetstream import (
 from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
 from pipeline.progress import NoProgress, Progress
-from pipeline.repository import Repository
-from sinks import SinkError
+from pipeline.repository import Repository, storage_error
+from sinks import SinkError, SinkOptions
 
 
 @dataclass
@@ -60,6 +60,7 @@ class RestoreOptions:
     prefetch: int = 4
     workers: int = 2
     wait: float = 120.0  # how long the restored stream may take to become healthy
+    sink: SinkOptions = field(default_factory=SinkOptions)
 
 
 @dataclass
@@ -135,7 +136,7 @@ class BlockReader:
         try:
             stored = self.repo.sink.get_range(self.m.data_key, blk.offset, blk.length)
         except SinkError as e:
-            raise ConnectionFailed(f"cannot read {where}: {e}") from None
+            raise storage_error(e, f"cannot read {where}") from None
         if len(stored) != blk.length:
             raise IntegrityError(f"{where}: the data object is truncated ({len(stored)} of {blk.length} bytes)")
         if crypto.sha256(stored).hex() != blk.sha256:
@@ -179,7 +180,7 @@ class BlockReader:
 async def restore_stream_async(opts: RestoreOptions, progress: Progress | None = None) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
-    repo = Repository.open(opts.url)
+    repo = Repository.open(opts.url, opts.sink)
     m = repo.load_manifest(repo.resolve(opts.backup)) if opts.backup else repo.latest(opts.stream)
     mid = m.id
     if m.stream != opts.stream:
@@ -187,9 +188,24 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             f"backup {mid[:12]} is of stream {m.stream!r}, not {opts.stream!r}; restoring under another name is "
             "not supported yet"
         )
-    head = repo.sink.head(m.data_key)
+    try:
+        head = repo.sink.head(m.data_key)
+    except SinkError as e:
+        raise storage_error(e, f"cannot read the data object of backup {mid[:12]}") from None
     if head is None:
         raise NotFoundError(f"the data object {m.data_key} of backup {mid[:12]} is missing from {repo.url}")
+    if head.archived:
+        state = (
+            "is being thawed; try again when that has finished"
+            if head.thaw == "ongoing"
+            else (
+                f"must be thawed first: jsarchive thaw {opts.url} {mid[:12]} [--tier Standard|Bulk|Expedited] "
+                "[--days N] [--wait]"
+            )
+        )
+        raise ColdStorage(
+            f"backup {mid[:12]} keeps its data in cold storage ({head.storage_class}): {repo.url}/{m.data_key} {state}"
+        )
     if head.size != m.data_size:
         raise IntegrityError(
             f"the data object {m.data_key} of backup {mid[:12]} is {head.size} bytes, the manifest says "

@@ -9,6 +9,7 @@ from pipeline.cli.demo_cmd import demo_cmd
 from pipeline.cli.keygen_cmd import keygen_cmd
 from pipeline.cli.ls_cmd import ls_cmd
 from pipeline.cli.stream_cmd import stream_group
+from pipeline.cli.thaw_cmd import thaw_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -19,11 +20,13 @@ def main() -> None:
     \b
     Exit codes: 0 ok, 1 other failure, 2 bad usage, 3 not found, 4 integrity failure,
     5 no usable key, 6 conflict (already exists), 7 cannot connect, 8 refused by the server,
-    9 transfer broke off, 130 interrupted.
+    9 transfer broke off, 10 archive permission denied, 11 data in cold storage (thaw first),
+    130 interrupted.
     """
 
 
 main.add_command(stream_group)
 main.add_command(ls_cmd)
 main.add_command(keygen_cmd)
+main.add_command(thaw_cmd)
 main.add_command(demo_cmd)

@@ -12,10 +12,11 @@ from typing import Any
 
 import click
 
-from pipeline.errors import Interrupted, JsArchiveError
+from pipeline.errors import Interrupted, JsArchiveError, UsageError
 from pipeline.jetstream import ConnectOptions
 from pipeline.keys import KeyRing
 from pipeline.progress import NoProgress, Progress
+from sinks import Retention, SinkOptions
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b?)\s*$", re.IGNORECASE)
 
@@ -152,6 +153,76 @@ def key_ring(kw: dict) -> KeyRing:
         identity_files=list(kw.pop("identity_files", ())),
         key_files=list(kw.pop("key_files", ())),
     )
+
+
+def archive_options(f: Callable) -> Callable:
+    """How to reach the archive's object store; credentials come from the SDKs' default chains."""
+    opts = [
+        click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL [$AWS_ENDPOINT_URL]"),
+        click.option("--region", help="object store region [SDK default]"),
+        click.option("--profile", envvar="AWS_PROFILE", help="AWS profile [$AWS_PROFILE]"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def sink_options(kw: dict, sse_kms_key: str | None = None) -> SinkOptions:
+    return SinkOptions(
+        endpoint_url=kw.pop("s3_endpoint", None),
+        region=kw.pop("region", None),
+        profile=kw.pop("profile", None),
+        sse_kms_key=sse_kms_key,
+    )
+
+
+def storage_options(f: Callable) -> Callable:
+    """Backup-only: where and how long the stored objects live."""
+    opts = [
+        click.option(
+            "--storage-class",
+            help="storage class of the data object (S3: STANDARD, STANDARD_IA, "
+            "INTELLIGENT_TIERING, GLACIER_IR, GLACIER, DEEP_ARCHIVE; GCS: STANDARD, NEARLINE, COLDLINE, "
+            "ARCHIVE); manifests and refs stay STANDARD",
+        ),
+        click.option(
+            "--lock-mode",
+            type=click.Choice(["GOVERNANCE", "COMPLIANCE"], case_sensitive=False),
+            help="Object Lock mode for data, manifest and ref",
+        ),
+        click.option("--retain-until", metavar="DATE", help="lock until this UTC date or time (ISO 8601)"),
+        click.option("--retain-days", type=click.IntRange(1, 36500), help="lock for this many days"),
+        click.option("--legal-hold", is_flag=True, help="also place a legal hold (needs --lock-mode)"),
+        click.option("--sse-kms-key", help="S3 server-side encryption with this KMS key"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def retention(kw: dict) -> Retention | None:
+    import datetime as dt
+
+    mode, until, days, hold = kw.pop("lock_mode"), kw.pop("retain_until"), kw.pop("retain_days"), kw.pop("legal_hold")
+    if not mode:
+        if until or days or hold:
+            raise UsageError("--retain-until, --retain-days and --legal-hold need --lock-mode GOVERNANCE|COMPLIANCE")
+        return None
+    if bool(until) == bool(days):
+        raise UsageError("--lock-mode needs exactly one of --retain-until DATE or --retain-days N")
+    now = dt.datetime.now(dt.timezone.utc)
+    if days:
+        when = now + dt.timedelta(days=days)
+    else:
+        try:
+            when = dt.datetime.fromisoformat(until.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"--retain-until {until!r} is not an ISO 8601 date or time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        if when <= now:
+            raise UsageError(f"--retain-until {until} is in the past")
+    return Retention(mode=mode.upper(), until=when, legal_hold=hold)
 
 
 def output_options(f: Callable) -> Callable:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli.common import emit_json, handle_errors, human_bytes
+from pipeline.cli.common import archive_options, emit_json, handle_errors, human_bytes, sink_options
 from pipeline.listing import list_backups
 
 
@@ -12,10 +12,11 @@ from pipeline.listing import list_backups
 @click.argument("url")
 @click.option("--stream", help="only backups of this stream")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@archive_options
 @handle_errors
-def ls_cmd(url: str, stream: str | None, as_json: bool) -> None:
+def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
     """List the backups in the archive at URL, newest first."""
-    rows = list_backups(url, stream)
+    rows = list_backups(url, stream, sink_options(kw))
     if as_json:
         emit_json({"ok": True, "backups": [r.to_json() for r in rows]})
         return

@@ -7,6 +7,7 @@ import click
 from pipeline.backup import BackupOptions, backup_stream
 from pipeline.cli.common import (
     SIZE,
+    archive_options,
     connect_options,
     connection_options,
     emit_json,
@@ -16,6 +17,9 @@ from pipeline.cli.common import (
     key_ring,
     make_progress,
     output_options,
+    retention,
+    sink_options,
+    storage_options,
 )
 from pipeline.compress import Compression
 from pipeline.jetstream import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW_SIZE, RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT
@@ -57,7 +61,9 @@ def stream_group() -> None:
     show_default=True,
     help="blocks buffered between NATS and the archive (memory ≈ (workers + buffer) × block size)",
 )
+@storage_options
 @key_options(write=True)
+@archive_options
 @connection_options
 @output_options
 @handle_errors
@@ -73,6 +79,8 @@ def backup_cmd(
     block_size: int | None,
     workers: int,
     buffer_blocks: int,
+    storage_class: str | None,
+    sse_kms_key: str | None,
     no_progress: bool,
     as_json: bool,
     **kw: object,
@@ -92,6 +100,9 @@ def backup_cmd(
         block_size=block_size,
         workers=workers,
         buffer_blocks=buffer_blocks,
+        storage_class=storage_class.upper() if storage_class else None,
+        retention=retention(kw),
+        sink=sink_options(kw, sse_kms_key),
     )
     res = backup_stream(opts, make_progress(no_progress, as_json))
     if as_json:
@@ -140,6 +151,7 @@ def backup_cmd(
     help="seconds the restored stream may take to have a leader, current replicas and its consumers",
 )
 @key_options(write=False)
+@archive_options
 @connection_options
 @output_options
 @handle_errors
@@ -170,6 +182,7 @@ def restore_cmd(
         chunk_size=chunk_size,
         in_flight=in_flight,
         wait=wait,
+        sink=sink_options(kw),
     )
     res = restore_stream(opts, make_progress(no_progress, as_json))
     if as_json:
