@@ -23,7 +23,14 @@ from pipeline import __version__, crypto
 from pipeline import manifest as mf
 from pipeline.blocks import BlockCutter, choose_block_size
 from pipeline.compress import BlockCompressor, Compression
-from pipeline.errors import JsArchiveError, KeyUnavailable, NotFoundError, ServerRefused, TransferFailed
+from pipeline.errors import (
+    JsArchiveError,
+    KeyUnavailable,
+    NotFoundError,
+    ServerRefused,
+    TransferFailed,
+    UsageError,
+)
 from pipeline.jetstream import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_WINDOW_SIZE,
@@ -113,6 +120,10 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
             "backups), or use --key-file / $JSARCHIVE_KEY; --no-encrypt stores the backup in the clear"
         )
     repo = Repository.open(opts.url, opts.sink)
+    if opts.retention is not None and not getattr(repo.sink, "supports_retention", False):
+        raise UsageError(
+            f"{repo.url} cannot enforce retention (Object Lock); use an S3 or GCS archive for locked backups"
+        )
     js = await connect(opts.connect)
     async with js:
         server = js.server_info()

@@ -77,6 +77,7 @@ class ObjectWriter(Protocol):
 
 class Sink(Protocol):
     url: str
+    supports_retention: bool  # whether the store can enforce Retention (Object Lock, retention policies)
 
     def open_writer(
         self,

@@ -28,6 +28,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalSink:
+    supports_retention = False  # a directory cannot enforce Object Lock
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
         self.url = str(self.root)

@@ -191,6 +191,8 @@ class _NoSuchBucket(ObjectNotFound):
 
 
 class S3Sink:
+    supports_retention = True  # Object Lock; the bucket must have it enabled
+
     def __init__(self, bucket: str, prefix: str = "", options: SinkOptions | None = None) -> None:
         segments = [s for s in prefix.split("/") if s]
         if not bucket or "/" in bucket:

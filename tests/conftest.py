@@ -10,6 +10,9 @@ import pytest
 
 from pipeline.embedded import EmbeddedServer, ServerSpec, start_cluster
 from pipeline.keys import KeyRing, generate_identity
+
+# Object-store emulator fixtures, shared by the sink and pipeline tests.
+from tests.s3_fixtures import aws_env, bucket, lock_bucket, moto, moto_server, s3  # noqa: F401, I001
 from tests.servers import server_binary
 
 
