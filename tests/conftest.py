@@ -12,6 +12,12 @@ from pipeline.embedded import EmbeddedServer, ServerSpec, start_cluster
 from pipeline.keys import KeyRing, generate_identity
 
 # Object-store emulator fixtures, shared by the sink and pipeline tests.
+from tests.gcs_fixtures import (  # noqa: F401, I001
+    fixture_fake_gcs_server,
+    fixture_gcp_storage_emulator,
+    fixture_gcs_emulator,
+    fixture_no_google_env,
+)
 from tests.s3_fixtures import aws_env, bucket, lock_bucket, moto, moto_server, s3  # noqa: F401, I001
 from tests.servers import server_binary
 

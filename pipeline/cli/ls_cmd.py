@@ -16,7 +16,7 @@ from pipeline.listing import list_backups
 @handle_errors
 def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
     """List the backups in the archive at URL, newest first."""
-    rows = list_backups(url, stream, sink_options(kw))
+    rows = list_backups(url, stream, sink_options(kw, url=url))
     if as_json:
         emit_json({"ok": True, "backups": [r.to_json() for r in rows]})
         return

@@ -102,7 +102,7 @@ def backup_cmd(
         buffer_blocks=buffer_blocks,
         storage_class=storage_class.upper() if storage_class else None,
         retention=retention(kw),
-        sink=sink_options(kw, sse_kms_key),
+        sink=sink_options(kw, sse_kms_key, url=url),
     )
     res = backup_stream(opts, make_progress(no_progress, as_json))
     if as_json:
@@ -182,7 +182,7 @@ def restore_cmd(
         chunk_size=chunk_size,
         in_flight=in_flight,
         wait=wait,
-        sink=sink_options(kw),
+        sink=sink_options(kw, url=url),
     )
     res = restore_stream(opts, make_progress(no_progress, as_json))
     if as_json:

@@ -48,7 +48,7 @@ def thaw_cmd(
         wait=wait,
         wait_timeout=wait_timeout,
         poll=poll,
-        sink=sink_options(kw),
+        sink=sink_options(kw, url=url),
         say=lambda m: click.echo(m, err=True),
     )
     if as_json:
