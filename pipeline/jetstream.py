@@ -51,6 +51,7 @@ SNAPSHOT_IDLE_TIMEOUT = 10.0  # the server gives up after 5 s without acks; 10 s
 RESTORE_INIT_TIMEOUT = 30.0  # clustered: the meta leader places the stream and the new leader answers
 RESTORE_ACK_TIMEOUT = 30.0
 RESTORE_EOF_TIMEOUT = 3600.0  # older servers do the whole restore after EOF
+FIRST_CHUNK_GRACE = 2.0  # how long the first restore chunk may find no subscriber (well inside the 5 s watchdog)
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -559,6 +560,11 @@ class JetStream:
         try:
             async for chunk in chunks:
                 seq += 1
+                if seq == 1:
+                    _check_restore_reply(stream, await self._first_chunk(stream, deliver, chunk), "chunk 1")
+                    if on_sent is not None:
+                        on_sent(len(chunk))
+                    continue
                 fut = loop.create_future()
                 waiting[str(seq)] = fut
                 try:
@@ -594,6 +600,29 @@ class JetStream:
             return info
         finally:
             await _unsubscribe(sub)
+
+    async def _first_chunk(self, stream: str, deliver: str, chunk: bytes) -> Any:
+        """Send the first chunk alone until the server takes it.
+
+        In a cluster the stream leader answers the restore request as soon as it has subscribed to the delivery
+        subject, but that interest can reach the server we are connected to after the answer does. A chunk sent in
+        that gap finds no subscriber (503 no responders) and was received by nobody, so sending it again is safe;
+        the rest is pipelined once the first one is in. (Seen with several restores at once into a 3-node cluster.)
+        """
+        deadline = asyncio.get_running_loop().time() + FIRST_CHUNK_GRACE
+        while True:
+            try:
+                return await self.nc.request(deliver, chunk, timeout=RESTORE_ACK_TIMEOUT)
+            except nats.errors.NoRespondersError:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise TransferFailed(_abandoned(stream)) from None
+                await asyncio.sleep(0.05)
+            except nats.errors.TimeoutError:
+                raise TransferFailed(
+                    f"restore of {stream!r}: the server did not acknowledge chunk 1 within {RESTORE_ACK_TIMEOUT:g} s"
+                ) from None
+            except nats.errors.ConnectionClosedError:
+                raise TransferFailed(f"restore of {stream!r}: the connection closed at chunk 1") from None
 
 
 async def _unsubscribe(sub: Any) -> None:

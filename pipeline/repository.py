@@ -5,6 +5,8 @@ data/<backup-id>                          sealed blocks, back to back
 manifests/<sha256>                        the manifest, named by the hash of its bytes (the commit point)
 refs/<stream>/<UTC-time>-<backup-id>      content: the manifest's sha256 (for listing without reading data)
                                           UTC-time: YYYYmmddTHHMMSS.ffffffZ, so names sort by time
+sets/<sha256>                             an account backup set, named by the hash of its bytes (pipeline.account)
+runs/<run-id>/…                           small records of a sharded account run, sealed into a set later
 ```
 """
 
@@ -24,13 +26,26 @@ from pipeline.errors import (
     PermissionDenied,
     UsageError,
 )
-from sinks import AccessDenied, ObjectArchived, ObjectNotFound, Retention, Sink, SinkError, SinkOptions, open_sink
+from sinks import (
+    AccessDenied,
+    ObjectArchived,
+    ObjectExists,
+    ObjectNotFound,
+    Retention,
+    Sink,
+    SinkError,
+    SinkOptions,
+    open_sink,
+)
 
 DATA = "data/"
 MANIFESTS = "manifests/"
 REFS = "refs/"
+SETS = "sets/"
+RUNS = "runs/"
 _REF_NAME = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{32})")
 _HEX = re.compile(r"[0-9a-f]+")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 MIN_ID_PREFIX = 6
 
 
@@ -85,6 +100,10 @@ class Repository:
     def ref_key(stream: str, time: str, backup_id: str) -> str:
         return f"{REFS}{stream}/{time}-{backup_id}"
 
+    @staticmethod
+    def set_key(set_id: str) -> str:
+        return f"{SETS}{set_id}"
+
     # -- writing -----------------------------------------------------------------------------------------------
     def write_manifest(self, raw: bytes, retention: Retention | None = None) -> str:
         mid = mf.manifest_id(raw)
@@ -98,7 +117,66 @@ class Repository:
         self.sink.put(key, manifest_id.encode("ascii") + b"\n", if_absent=True, retention=retention)
         return key
 
+    def write_set(self, raw: bytes, retention: Retention | None = None) -> str:
+        """Store set bytes under their SHA-256. Writing the same bytes again is a no-op (same name, same content)."""
+        sid = mf.manifest_id(raw)
+        # Content-addressed: if the name exists it already holds exactly these bytes.
+        self.put_small(self.set_key(sid), raw, retention)
+        return sid
+
+    def put_small(self, key: str, raw: bytes, retention: Retention | None = None) -> bool:
+        """Create a small immutable object; False if ``key`` already exists (it is never replaced)."""
+        try:
+            self.sink.put(key, raw, if_absent=True, retention=retention)
+        except ObjectExists:
+            return False
+        return True
+
     # -- reading -----------------------------------------------------------------------------------------------
+    def keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix``, sorted."""
+        try:
+            return sorted(i.key for i in self.sink.list(prefix))
+        except SinkError as e:
+            raise storage_error(e, f"cannot list {self.url}") from None
+
+    def get_small(self, key: str) -> bytes | None:
+        """A small object's bytes, or None if it does not exist."""
+        try:
+            return self.sink.get(key)
+        except ObjectNotFound:
+            return None
+        except SinkError as e:
+            raise storage_error(e, f"cannot read {key} from {self.url}") from None
+
+    def list_sets(self) -> list[str]:
+        """The ids of every set in the archive (unordered: order by their content, e.g. ``finished``)."""
+        return [k[len(SETS) :] for k in self.keys(SETS) if _HEX64.fullmatch(k[len(SETS) :])]
+
+    def load_set(self, set_id: str) -> bytes:
+        """The bytes of set ``set_id``, checked against their name (parse them with pipeline.account)."""
+        raw = self.get_small(self.set_key(set_id))
+        if raw is None:
+            raise NotFoundError(f"no set {set_id[:12]} in {self.url}")
+        actual = mf.manifest_id(raw)
+        if actual != set_id:
+            raise IntegrityError(f"set {set_id[:12]} was altered: its bytes hash to {actual[:12]}, not to its name")
+        return raw
+
+    def resolve_set(self, id_or_prefix: str) -> str:
+        """A full set id from a full id or a unique prefix of at least six hex digits."""
+        ident = id_or_prefix.strip().lower()
+        if not _HEX.fullmatch(ident or "x"):
+            raise UsageError(f"{id_or_prefix!r} is not a set id (hex digits, as `jsarchive account ls` shows)")
+        if len(ident) < MIN_ID_PREFIX:
+            raise UsageError(f"set id prefix {id_or_prefix!r} is too short: give at least {MIN_ID_PREFIX} digits")
+        matches = [s for s in self.list_sets() if s.startswith(ident)]
+        if not matches:
+            raise NotFoundError(f"no set with id {id_or_prefix} in {self.url}")
+        if len(matches) > 1:
+            raise UsageError(f"set id prefix {id_or_prefix} is ambiguous in {self.url}: give more digits")
+        return matches[0]
+
     def refs(self, stream: str | None = None) -> list[Ref]:
         """Refs newest first, for one stream or all."""
         prefix = f"{REFS}{stream}/" if stream else REFS

@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from pipeline import __version__
+from pipeline.cli.account_cmd import account_group
 from pipeline.cli.demo_cmd import demo_cmd
+from pipeline.cli.export_cmd import export_cmd, import_cmd
+from pipeline.cli.inspect_cmd import cat_cmd, inspect_cmd
 from pipeline.cli.keygen_cmd import keygen_cmd
 from pipeline.cli.ls_cmd import ls_cmd
 from pipeline.cli.stream_cmd import stream_group
@@ -26,7 +29,12 @@ def main() -> None:
 
 
 main.add_command(stream_group)
+main.add_command(account_group)
+main.add_command(export_cmd)
+main.add_command(import_cmd)
 main.add_command(ls_cmd)
 main.add_command(keygen_cmd)
 main.add_command(thaw_cmd)
+main.add_command(inspect_cmd)
+main.add_command(cat_cmd)
 main.add_command(demo_cmd)

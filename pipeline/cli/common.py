@@ -167,11 +167,11 @@ def archive_options(f: Callable) -> Callable:
     return f
 
 
-def sink_options(kw: dict, sse_kms_key: str | None = None, *, url: str | None = None) -> SinkOptions:
+def sink_options(kw: dict, sse_kms_key: str | None = None, *, url: str) -> SinkOptions:
     """Archive options for ``url``; --s3-endpoint ($AWS_ENDPOINT_URL) only ever applies to s3:// archives."""
     endpoint = kw.pop("s3_endpoint", None)
     return SinkOptions(
-        endpoint_url=endpoint if url is None or url.startswith("s3://") else None,
+        endpoint_url=endpoint if url.startswith("s3://") else None,
         region=kw.pop("region", None),
         profile=kw.pop("profile", None),
         sse_kms_key=sse_kms_key,

@@ -1,0 +1,119 @@
+"""`jsarchive export` and `jsarchive import`: natscli backup directories out of and into the archive."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.cli.common import (
+    SIZE,
+    archive_options,
+    emit_json,
+    handle_errors,
+    human_bytes,
+    key_options,
+    key_ring,
+    make_progress,
+    output_options,
+    retention,
+    sink_options,
+    storage_options,
+)
+from pipeline.compress import Compression
+from pipeline.natscli import ExportOptions, ImportOptions, export_backup, import_directory
+
+
+@click.command("export")
+@click.argument("url")
+@click.argument("backup_id", metavar="ID")
+@click.argument("directory", metavar="DIR")
+@key_options(write=False)
+@archive_options
+@output_options
+@handle_errors
+def export_cmd(url: str, backup_id: str, directory: str, no_progress: bool, as_json: bool, **kw: object) -> None:
+    """Write backup ID as a natscli backup directory DIR (backup.json + stream.tar.s2).
+
+    ID may also be an account set: DIR then holds one such directory per stream, as `nats account backup`
+    writes it. DIR must not exist (or be empty); nothing appears there unless the whole export succeeded.
+    """
+    res = export_backup(
+        ExportOptions(
+            url=url, backup=backup_id, directory=directory, keys=key_ring(kw), sink=sink_options(kw, url=url)
+        ),
+        make_progress(no_progress, as_json),
+    )
+    if as_json:
+        emit_json({"ok": True, "export": res.to_json()})
+        return
+    what = f"backup {res.id[:12]}" if res.kind == "stream" else f"set {res.id[:12]} ({len(res.streams)} streams)"
+    click.echo(f"Exported {what} to {res.directory} in {res.seconds:.2f} s")
+    for s in res.streams:
+        click.echo(
+            f"  {s.stream}: {human_bytes(s.snapshot_bytes)} stream.tar.s2 ({s.snapshot_format}) in {s.directory}"
+        )
+
+
+@click.command("import")
+@click.argument("directory", metavar="DIR")
+@click.argument("url")
+@click.option(
+    "--consumers/--no-consumers",
+    default=True,
+    show_default=True,
+    help="whether the natscli backup included consumers (--no-consumers if it was made with --no-consumers)",
+)
+@click.option("--compression", default="zstd:3", show_default=True, help="zstd, zstd:LEVEL (1-22) or none")
+@click.option("--no-encrypt", is_flag=True, help="store the import unencrypted (recorded in the manifest)")
+@click.option("--block-size", type=SIZE, default=None, help="archive block size [8MiB, grown for large files]")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="compress/seal threads")
+@storage_options
+@key_options(write=True)
+@archive_options
+@output_options
+@handle_errors
+def import_cmd(
+    directory: str,
+    url: str,
+    consumers: bool,
+    compression: str,
+    no_encrypt: bool,
+    block_size: int | None,
+    workers: int,
+    storage_class: str | None,
+    sse_kms_key: str | None,
+    no_progress: bool,
+    as_json: bool,
+    **kw: object,
+) -> None:
+    """Bring a natscli stream backup directory (or an account backup: a directory of them) into the archive at URL.
+
+    Every stream becomes an ordinary encrypted backup whose manifest records that it was imported; an account
+    directory also gets a set, so `jsarchive account restore` can restore it as a whole.
+    """
+    res = import_directory(
+        ImportOptions(
+            directory=directory,
+            url=url,
+            keys=key_ring(kw),
+            encrypt=not no_encrypt,
+            compression=Compression.parse(compression),
+            consumers=consumers,
+            block_size=block_size,
+            workers=workers,
+            storage_class=storage_class.upper() if storage_class else None,
+            retention=retention(kw),
+            sink=sink_options(kw, sse_kms_key, url=url),
+        ),
+        make_progress(no_progress, as_json),
+    )
+    if as_json:
+        emit_json({"ok": True, "import": res.to_json()})
+        return
+    click.echo(f"Imported {len(res.streams)} stream(s) from {res.directory} in {res.seconds:.2f} s")
+    for b in res.streams:
+        click.echo(
+            f"  {b.stream}: {b.messages:,} messages, snapshot {human_bytes(b.snapshot_bytes)} ({b.snapshot_format}) "
+            f"→ stored {human_bytes(b.stored_bytes)} as {b.manifest_id}"
+        )
+    if res.set_id:
+        click.echo(f"  set {res.set_id}")

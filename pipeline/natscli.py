@@ -1,0 +1,728 @@
+"""natscli interoperability: export backups as natscli backup directories and import natscli directories.
+
+natscli (``nats stream backup`` / ``nats account backup``, through jsm.go's ``SnapshotToDirectory``) writes, per
+stream, a directory with:
+
+- ``stream.tar.s2``: the snapshot chunks as the server sent them, concatenated. jsarchive stores exactly these
+  bytes (compressed and sealed block by block), so an export decrypts and decompresses them back, byte for byte.
+- ``backup.json``: ``json.MarshalIndent(map[string]any{"config": resp.Config, "state": resp.State}, "", "  ")``
+  where ``resp`` is jsm.go's typed ``api.JSApiStreamSnapshotResponse``. The server's JSON is therefore decoded
+  into jsm.go's ``StreamConfig`` / ``StreamState`` structs and encoded again: keys come out in **jsm.go's struct
+  field order** (not the server's, which differs, e.g. ``max_msgs_per_subject`` before ``max_msgs``), jsm.go's
+  ``omitempty`` rules decide what is left out (``compression: "none"`` and ``allow_msg_ttl: false`` are), fields
+  jsm.go lacks are dropped, and Go's encoder escapes ``<``, ``>``, ``&``, U+2028 and U+2029 as ``\\u003c`` etc.
+  :func:`backup_json` reproduces that from the config and state a manifest holds (see :data:`GO_STRUCTS`).
+
+An account backup directory is a directory of such stream directories, named after the streams.
+
+Import reads either kind of directory into the archive as ordinary encrypted backups whose manifests record where
+they came from; an account directory also gets a set, so ``jsarchive account restore`` takes it as a whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__, crypto
+from pipeline import manifest as mf
+from pipeline.account import build_set, parse_set, set_entry
+from pipeline.backup import BackupResult
+from pipeline.blocks import BlockCutter, choose_block_size
+from pipeline.compress import BlockCompressor, Compression
+from pipeline.errors import ConflictError, IntegrityError, KeyUnavailable, NotFoundError, UsageError
+from pipeline.jetstream import detect_snapshot_format
+from pipeline.keys import KeyRing
+from pipeline.manifest import Manifest
+from pipeline.progress import NoProgress, Progress
+from pipeline.repository import Repository, ref_time, storage_error
+from pipeline.restore import BlockReader
+from sinks import Retention, SinkError, SinkOptions
+
+BACKUP_JSON = "backup.json"
+STREAM_DATA = "stream.tar.s2"
+S2_MAGIC = b"\xff\x06\x00\x00S2sTwO"
+SNAPPY_MAGIC = b"\xff\x06\x00\x00sNaPpY"
+READ_SIZE = 1024 * 1024
+ORIGIN_TYPE = "natscli-import"
+
+# -- Go's encoding/json as jsm.go applies it ---------------------------------------------------------------------
+#
+# jsm.go api.StreamConfig / StreamState and their nested structs (jsm.go v0.4.x, the version natscli 0.3 builds
+# with), as (json key, omitempty, type). Types: "str", "int", "bool", "time" (time.Time, never omitted),
+# "enum:<zero>" (an int-backed enum whose zero value encodes as <zero>, so omitempty drops exactly that value),
+# "[]" (slice), "map" (Go sorts map keys), "*S" (pointer to struct S), "[]*S" / "[]S" (slice of structs), "S"
+# (struct value: never omitted). ``allow_batched`` follows ``persist_mode`` as jsm.go added it for 2.14 servers.
+GO_STRUCTS: dict[str, list[tuple[str, bool, str]]] = {
+    "StreamConfig": [
+        ("name", False, "str"),
+        ("description", True, "str"),
+        ("subjects", True, "[]"),
+        ("retention", False, "enum:limits"),
+        ("max_consumers", False, "int"),
+        ("max_msgs_per_subject", False, "int"),
+        ("max_msgs", False, "int"),
+        ("max_bytes", False, "int"),
+        ("max_age", False, "int"),
+        ("max_msg_size", True, "int"),
+        ("storage", False, "enum:file"),
+        ("discard", False, "enum:old"),
+        ("num_replicas", False, "int"),
+        ("no_ack", True, "bool"),
+        ("template_owner", True, "str"),
+        ("duplicate_window", True, "int"),
+        ("placement", True, "*Placement"),
+        ("mirror", True, "*StreamSource"),
+        ("sources", True, "[]*StreamSource"),
+        ("compression", True, "enum:none"),
+        ("subject_transform", True, "*SubjectTransformConfig"),
+        ("republish", True, "*RePublish"),
+        ("sealed", False, "bool"),
+        ("deny_delete", False, "bool"),
+        ("deny_purge", False, "bool"),
+        ("allow_rollup_hdrs", False, "bool"),
+        ("allow_direct", False, "bool"),
+        ("mirror_direct", False, "bool"),
+        ("discard_new_per_subject", True, "bool"),
+        ("first_seq", True, "int"),
+        ("metadata", True, "map"),
+        ("allow_msg_ttl", True, "bool"),
+        ("subject_delete_marker_ttl", True, "int"),
+        ("consumer_limits", False, "StreamConsumerLimits"),
+        ("allow_atomic", True, "bool"),
+        ("allow_msg_counter", True, "bool"),
+        ("allow_msg_schedules", True, "bool"),
+        ("persist_mode", True, "enum:default"),
+        ("allow_batched", True, "bool"),
+    ],
+    "StreamConsumerLimits": [("inactive_threshold", True, "int"), ("max_ack_pending", True, "int")],
+    "Placement": [("cluster", True, "str"), ("tags", True, "[]"), ("preferred", True, "str")],
+    "StreamSource": [
+        ("name", False, "str"),
+        ("opt_start_seq", True, "int"),
+        ("opt_start_time", True, "*time"),
+        ("filter_subject", True, "str"),
+        ("external", True, "*ExternalStream"),
+        ("subject_transforms", True, "[]SubjectTransformConfig"),
+    ],
+    "ExternalStream": [("api", False, "str"), ("deliver", False, "str")],
+    "SubjectTransformConfig": [("src", False, "str"), ("dest", False, "str")],
+    "RePublish": [("src", True, "str"), ("dest", False, "str"), ("headers_only", True, "bool")],
+    "StreamState": [
+        ("messages", False, "int"),
+        ("bytes", False, "int"),
+        ("first_seq", False, "int"),
+        ("first_ts", False, "time"),
+        ("last_seq", False, "int"),
+        ("last_ts", False, "time"),
+        ("num_deleted", True, "int"),
+        ("deleted", True, "[]"),
+        ("num_subjects", True, "int"),
+        ("subjects", True, "map"),
+        ("lost", True, "*LostStreamData"),
+        ("consumer_count", False, "int"),
+    ],
+    "LostStreamData": [("msgs", False, "[]"), ("bytes", False, "int")],
+}
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def _zero(typ: str) -> Any:
+    if typ == "str":
+        return ""
+    if typ == "int":
+        return 0
+    if typ == "bool":
+        return False
+    if typ == "time":
+        return GO_ZERO_TIME
+    if typ.startswith("enum:"):
+        return typ[5:]
+    if typ in GO_STRUCTS:
+        return _go_struct({}, typ)
+    return None  # nil slice, map or pointer encodes as null
+
+
+def _is_empty(value: Any, typ: str) -> bool:
+    """Go's omitempty: false, 0, "", nil and empty slices/maps; an enum at its zero value; never a struct."""
+    if value is None:
+        return typ != "time" and typ not in GO_STRUCTS
+    if typ.startswith("enum:"):
+        return value in ("", typ[5:])
+    if typ in GO_STRUCTS or typ == "time":
+        return False
+    if isinstance(value, bool):
+        return value is False
+    if isinstance(value, (int, str, list, dict)):
+        return not value
+    return False
+
+
+def _go_value(value: Any, typ: str) -> Any:
+    if value is None:
+        return _zero(typ)
+    if typ in GO_STRUCTS and isinstance(value, dict):
+        return _go_struct(value, typ)
+    if typ.startswith("*") and typ[1:] in GO_STRUCTS and isinstance(value, dict):
+        return _go_struct(value, typ[1:])
+    if typ.startswith("[]") and typ[2:].lstrip("*") in GO_STRUCTS and isinstance(value, list):
+        return [_go_value(v, typ[2:].lstrip("*")) for v in value]
+    if typ == "map" and isinstance(value, dict):
+        return {k: value[k] for k in sorted(value)}  # Go encodes map keys sorted
+    if typ.startswith("enum:") and value == "":
+        return typ[5:]
+    return value
+
+
+def _go_struct(obj: dict, struct: str) -> dict:
+    """``obj`` as jsm.go would re-encode it: struct field order, omitempty, zero values for absent fields.
+
+    Keys jsm.go does not know are kept (after the known ones, sorted) rather than dropped as natscli would: they
+    are config a newer server sent, and a restore from the exported directory should not lose it.
+    """
+    out: dict = {}
+    for key, omitempty, typ in GO_STRUCTS[struct]:
+        value = obj.get(key)
+        if omitempty and _is_empty(value, typ):
+            continue
+        out[key] = _go_value(value, typ)
+    known = {k for k, _, _ in GO_STRUCTS[struct]}
+    for key in sorted(k for k in obj if k not in known):
+        out[key] = obj[key]
+    return out
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def go_marshal_indent(obj: Any) -> bytes:
+    """``json.MarshalIndent(obj, "", "  ")`` for already-ordered dicts: Go's layout and its HTML-safe escaping."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False, separators=(",", ": "), allow_nan=False)
+    # These characters occur only inside strings in JSON text, so replacing them everywhere is exact. Go writes
+    # control characters as \b \f \n \r \t or \u00xx (lowercase), as Python does.
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    text = _LONE_SURROGATE.sub("\ufffd", text)  # Go replaces invalid UTF-8 with U+FFFD
+    return text.encode("utf-8")
+
+
+def backup_json(config: dict, state: dict) -> bytes:
+    """The bytes natscli writes as ``backup.json`` for a snapshot whose response had ``config`` and ``state``."""
+    return go_marshal_indent({"config": _go_struct(config, "StreamConfig"), "state": _go_struct(state, "StreamState")})
+
+
+# -- export ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportOptions:
+    url: str
+    backup: str  # a backup (manifest) id or an account set id, full or a unique prefix of >= 6 hex digits
+    directory: str  # must not exist, or be empty
+    keys: KeyRing = field(default_factory=KeyRing)
+    prefetch: int = 4
+    workers: int = 2
+    sink: SinkOptions = field(default_factory=SinkOptions)
+
+
+@dataclass
+class ExportedStream:
+    stream: str
+    manifest_id: str
+    directory: str
+    snapshot_format: str
+    snapshot_bytes: int
+    stream_tar_s2_sha256: str
+    backup_json_sha256: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ExportResult:
+    kind: str  # "stream" | "account"
+    id: str  # the manifest id or the set id
+    directory: str
+    streams: list[ExportedStream]
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "directory": self.directory,
+            "streams": [s.to_json() for s in self.streams],
+            "seconds": self.seconds,
+        }
+
+
+def _resolve_any(repo: Repository, ident: str) -> tuple[str, str]:
+    """("manifest" | "set", full id) for a full id or unique prefix among backups and sets together."""
+    text = ident.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]+", text or "x"):
+        raise UsageError(f"{ident!r} is not a backup or set id (hex digits, as `jsarchive ls` shows)")
+    if len(text) < 6:
+        raise UsageError(f"id prefix {ident!r} is too short: give at least 6 digits")
+    hits = [("manifest", m) for m in repo.manifest_ids() if m.startswith(text)]
+    hits += [("set", s) for s in repo.list_sets() if s.startswith(text)]
+    if not hits:
+        raise NotFoundError(f"no backup or set with id {ident} in {repo.url}")
+    if len(hits) > 1:
+        raise UsageError(f"id prefix {ident} is ambiguous in {repo.url}: give more digits")
+    return hits[0]
+
+
+def _prepare_target(directory: str) -> tuple[Path, Path]:
+    """(final dir, temporary sibling): everything is written to the sibling and renamed into place at the end."""
+    target = Path(directory).expanduser().absolute()
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ConflictError(f"{target} already exists and is not an empty directory; export writes a new one")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.partial-{os.urandom(4).hex()}"
+        tmp.mkdir(mode=0o700)  # natscli creates backup directories 0700
+    except OSError as e:
+        raise UsageError(f"cannot create {target}: {e.strerror}") from None
+    return target, tmp
+
+
+def export_backup(opts: ExportOptions, progress: Progress | None = None) -> ExportResult:
+    return asyncio.run(export_backup_async(opts, progress))
+
+
+async def export_backup_async(opts: ExportOptions, progress: Progress | None = None) -> ExportResult:
+    """Write a natscli backup directory for one backup, or a natscli account directory for a set.
+
+    Nothing appears at ``opts.directory`` unless every file was written and every block checked.
+    """
+    progress = progress or NoProgress()
+    t0 = time.monotonic()
+    repo = Repository.open(opts.url, opts.sink)
+    kind, ident = _resolve_any(repo, opts.backup)
+    if kind == "manifest":
+        members = [("", repo.load_manifest(ident))]
+    else:
+        bset = parse_set(repo.load_set(ident), ident)
+        members = []
+        for e in bset.streams:
+            try:
+                members.append((e["stream"], repo.load_manifest(e["manifest_id"])))
+            except NotFoundError:
+                raise NotFoundError(
+                    f"set {ident[:12]} lists stream {e['stream']!r} with backup {e['manifest_id'][:12]}, whose "
+                    f"manifest is missing from {repo.url}"
+                ) from None
+    opened = []
+    for sub, m in members:  # every key and body before any byte is written
+        if sub and m.stream != sub:
+            raise IntegrityError(f"set {ident[:12]} lists backup {m.id[:12]} as {sub!r}, but it is of {m.stream!r}")
+        data_key = opts.keys.unwrap(m.key_slots, m.backup_id) if m.encrypted else None
+        opened.append((sub, m, data_key, m.open_body(data_key)))
+    target, tmp = _prepare_target(opts.directory)
+    out: list[ExportedStream] = []
+    try:
+        for sub, m, data_key, body in opened:
+            where = tmp / sub if sub else tmp
+            where.mkdir(exist_ok=True, mode=0o700)
+            out.append(
+                await _export_one(repo, m, data_key, body, where, target / sub if sub else target, opts, progress)
+            )
+        with contextlib.suppress(FileNotFoundError):
+            target.rmdir()  # an empty directory may stand where the export goes
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(
+        kind="stream" if kind == "manifest" else "account",
+        id=ident,
+        directory=str(target),
+        streams=out,
+        seconds=round(time.monotonic() - t0, 3),
+    )
+
+
+async def _export_one(
+    repo: Repository,
+    m: Manifest,
+    data_key: bytes | None,
+    body: dict,
+    where: Path,
+    final: Path,
+    opts: ExportOptions,
+    progress: Progress,
+) -> ExportedStream:
+    reader = BlockReader(repo, m, body, data_key, opts.prefetch, opts.workers)
+    digest = hashlib.sha256()
+    total = 0
+    progress.start(f"export {m.stream}", int(body["snapshot"].get("bytes") or 0) or None)
+    try:
+        with open(where / STREAM_DATA, "wb") as f:
+            async for chunk in reader.chunks(READ_SIZE):
+                f.write(chunk)
+                digest.update(chunk)
+                total += len(chunk)
+                progress.advance(len(chunk))
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        progress.finish()
+    meta = backup_json(body.get("config") or {}, body.get("state") or {})
+    # natscli writes backup.json only after a successful snapshot; here it goes last too.
+    (where / BACKUP_JSON).write_bytes(meta)
+    return ExportedStream(
+        stream=m.stream,
+        manifest_id=m.id,
+        directory=str(final),
+        snapshot_format=m.snapshot_format,
+        snapshot_bytes=total,
+        stream_tar_s2_sha256=digest.hexdigest(),
+        backup_json_sha256=hashlib.sha256(meta).hexdigest(),
+    )
+
+
+# -- import ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportOptions:
+    directory: str  # a natscli stream backup directory, or an account backup directory of them
+    url: str
+    keys: KeyRing = field(default_factory=KeyRing)
+    encrypt: bool = True
+    compression: Compression = field(default_factory=Compression)
+    # natscli's backup.json does not say whether --no-consumers was used; its consumer_count is the stream's.
+    # False records that consumers were left out, so a restore does not wait for consumers that never come.
+    consumers: bool = True
+    block_size: int | None = None
+    workers: int = 2
+    storage_class: str | None = None
+    retention: Retention | None = None
+    sink: SinkOptions = field(default_factory=SinkOptions)
+
+
+@dataclass
+class ImportResult:
+    kind: str  # "stream" | "account"
+    directory: str
+    set_id: str | None
+    streams: list[BackupResult]
+    seconds: float
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "directory": self.directory,
+            "set_id": self.set_id,
+            "streams": [s.to_json() for s in self.streams],
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class NatscliStream:
+    """One natscli stream backup directory, read and checked (the data file only at its start)."""
+
+    directory: Path
+    name: str
+    config: dict
+    state: dict
+    data: Path
+    size: int
+    snapshot_format: str
+    backup_json_sha256: str
+    snapshot_time: str  # backup.json's modification time: natscli writes it when the snapshot ends
+
+
+def read_stream_dir(path: Path) -> NatscliStream:
+    """Parse and check a natscli stream backup directory; a clear error for anything that is not one."""
+    meta = path / BACKUP_JSON
+    data = path / STREAM_DATA
+    try:
+        raw = meta.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} has no {BACKUP_JSON}: it is not a natscli stream backup directory") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {meta}: {e.strerror}") from None
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{meta} is not valid JSON ({e}): not a natscli backup") from None
+    config = doc.get("config") if isinstance(doc, dict) else None
+    state = doc.get("state") if isinstance(doc, dict) else None
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str) or not config["name"]:
+        raise UsageError(f"{meta} has no config with a stream name: not a natscli backup")
+    if state is not None and not isinstance(state, dict):
+        raise UsageError(f"{meta} has a state that is not an object: not a natscli backup")
+    try:
+        size = data.stat().st_size
+        with open(data, "rb") as f:
+            head = f.read(64 * 1024)
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} has {BACKUP_JSON} but no {STREAM_DATA}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {data}: {e.strerror}") from None
+    if not (head.startswith(S2_MAGIC) or head.startswith(SNAPPY_MAGIC)):
+        raise UsageError(f"{data} is not an S2 stream (it does not start with the S2 stream identifier)")
+    fmt = detect_snapshot_format(head)
+    if fmt is None:
+        raise UsageError(f"{data} holds no snapshot data after its S2 header (truncated?)")
+    mtime = dt.datetime.fromtimestamp(meta.stat().st_mtime, tz=dt.timezone.utc)
+    return NatscliStream(
+        directory=path,
+        name=config["name"],
+        config=config,
+        state=state or {},
+        data=data,
+        size=size,
+        snapshot_format=fmt,
+        backup_json_sha256=hashlib.sha256(raw).hexdigest(),
+        snapshot_time=mtime.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    )
+
+
+def read_backup_dir(directory: str) -> tuple[str, list[NatscliStream]]:
+    """("stream", [one]) for a stream directory, ("account", [...]) for a directory of stream directories."""
+    root = Path(directory).expanduser().absolute()
+    if not root.is_dir():
+        raise NotFoundError(f"{root} is not a directory")
+    if (root / BACKUP_JSON).exists():
+        return "stream", [read_stream_dir(root)]
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    subdirs = [p for p in entries if p.is_dir() and (p / BACKUP_JSON).exists()]
+    if not subdirs:
+        raise NotFoundError(
+            f"{root} has no {BACKUP_JSON} (not a natscli stream backup) and no stream directories holding one "
+            "(not a natscli account backup)"
+        )
+    # natscli's account restore takes every entry as a stream directory; say which ones are not.
+    strays = [p.name for p in entries if p not in subdirs]
+    if strays:
+        raise UsageError(
+            f"{root} looks like a natscli account backup, but {', '.join(strays)} "
+            f"{'is not a stream directory' if len(strays) == 1 else 'are not stream directories'} with {BACKUP_JSON}"
+        )
+    streams = [read_stream_dir(p) for p in subdirs]
+    seen: dict[str, Path] = {}
+    for s in streams:
+        if s.name in seen:
+            raise UsageError(
+                f"stream {s.name!r} is backed up twice in {root}: {seen[s.name].name} and {s.directory.name}"
+            )
+        seen[s.name] = s.directory
+    return "account", streams
+
+
+def import_directory(opts: ImportOptions, progress: Progress | None = None) -> ImportResult:
+    """Bring a natscli stream or account backup directory into the archive (an account also gets a set)."""
+    progress = progress or NoProgress()
+    t0 = time.monotonic()
+    if opts.encrypt and not opts.keys.can_write:
+        raise KeyUnavailable(
+            "backups are encrypted and no key is configured: pass --identity, --recipient or --key-file (or "
+            "--no-encrypt to store the import in the clear)"
+        )
+    kind, streams = read_backup_dir(opts.directory)  # every directory is checked before anything is written
+    repo = Repository.open(opts.url, opts.sink)
+    if opts.retention is not None and not getattr(repo.sink, "supports_retention", False):
+        raise UsageError(
+            f"{repo.url} cannot enforce retention (Object Lock); use an S3 or GCS archive for locked backups"
+        )
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    results = [_import_one(repo, s, opts, progress) for s in streams]
+    set_id = None
+    if kind == "account":
+        entries = [set_entry(repo.load_manifest(r.manifest_id)) for r in results]
+        raw = build_set(
+            account={"name": None, "domain": None, "server": None},
+            started=started,
+            finished=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            entries=entries,
+            skipped=[],
+            warnings=[],
+            options={"consumers": opts.consumers, "check": False, "include": [], "exclude": []},
+            origin={"type": ORIGIN_TYPE, "directory": Path(opts.directory).name},
+        )
+        try:
+            set_id = repo.write_set(raw, opts.retention)
+        except SinkError as e:
+            raise storage_error(
+                e, f"the streams were imported but the set could not be written to {repo.url}"
+            ) from None
+    return ImportResult(
+        kind=kind,
+        directory=str(Path(opts.directory).expanduser().absolute()),
+        set_id=set_id,
+        streams=results,
+        seconds=round(time.monotonic() - t0, 3),
+    )
+
+
+def _import_one(repo: Repository, src: NatscliStream, opts: ImportOptions, progress: Progress) -> BackupResult:
+    """The backup pipeline of pipeline.backup, fed from a file instead of a snapshot (same blocks, same manifest)."""
+    started = time.monotonic()
+    created = dt.datetime.now(dt.timezone.utc)
+    backup_id = os.urandom(16).hex()
+    data_key = crypto.new_data_key() if opts.encrypt else None
+    block_size = opts.block_size or choose_block_size(src.size)
+    compressor = BlockCompressor(opts.compression)
+    try:
+        writer = repo.sink.open_writer(
+            repo.data_key(backup_id),
+            part_size=block_size,
+            metadata={"jsarchive-stream": src.name, "jsarchive-backup-id": backup_id},
+            storage_class=opts.storage_class,
+            retention=opts.retention,
+        )
+    except SinkError as e:
+        raise storage_error(e, f"cannot start writing the import of {src.name!r} to {repo.url}") from None
+
+    def seal_and_store(index: int, block: bytes, last: bool) -> tuple[int, int, bytes, int, bytes]:
+        stored = compressor.compress(block)
+        if data_key is not None:
+            stored = crypto.seal(data_key, stored, crypto.block_aad(backup_id, index, last))
+        sha = crypto.sha256(stored)
+        writer.write_part(index + 1, stored, sha)
+        return index, len(stored), sha, len(block), crypto.sha256(block)
+
+    cutter = BlockCutter(block_size)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.workers), thread_name_prefix="import")
+    futures: list[concurrent.futures.Future] = []
+    inflight: set[concurrent.futures.Future] = set()
+    total = 0
+    progress.start(f"import {src.name}", src.size)
+    try:
+        try:
+            with open(src.data, "rb") as f:
+                while chunk := f.read(READ_SIZE):
+                    total += len(chunk)
+                    for index, block, last in cutter.feed(chunk):
+                        fu = pool.submit(seal_and_store, index, block, last)
+                        futures.append(fu)
+                        inflight.add(fu)
+                        # Bounded memory: at most workers + 2 blocks in flight; a failed block stops the import.
+                        while len(inflight) > opts.workers + 2:
+                            done, inflight = concurrent.futures.wait(
+                                inflight, return_when=concurrent.futures.FIRST_COMPLETED
+                            )
+                            for d in done:
+                                d.result()
+                    progress.advance(len(chunk))
+            futures.append(pool.submit(seal_and_store, *cutter.finish()))
+            blocks = sorted((fu.result() for fu in futures), key=lambda b: b[0])
+        finally:
+            progress.finish()
+        info = writer.complete()
+    except BaseException as e:
+        for fu in futures:
+            fu.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.suppress(SinkError):
+            writer.abort()
+        if isinstance(e, SinkError):
+            raise storage_error(e, f"writing the import of {src.name!r} to {repo.url} failed") from None
+        if isinstance(e, OSError):
+            raise UsageError(f"cannot read {src.data}: {e.strerror}") from None
+        raise
+    pool.shutdown(wait=False)
+    stored_total = sum(b[1] for b in blocks)
+    if info.size != stored_total:
+        raise IntegrityError(f"the archive stored {info.size} bytes for the import of {src.name!r}, not {stored_total}")
+    offsets, off = [], 0
+    for b in blocks:
+        offsets.append([off, b[1], b[2].hex()])
+        off += b[1]
+    state, config = src.state, src.config
+    slots = opts.keys.wrap(data_key, backup_id) if data_key is not None else []
+    envelope = {
+        "backup_id": backup_id,
+        "stream": src.name,
+        "created": created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "tool": {"name": "jsarchive", "version": __version__},
+        # The server that took the snapshot is not recorded by natscli; the snapshot format is read from the bytes.
+        "server": {"version": "", "name": "", "cluster": None, "api_level": None},
+        "snapshot_format": src.snapshot_format,
+        "data": {"key": repo.data_key(backup_id), "size": stored_total, "block_size": block_size},
+        "blocks": offsets,
+        "summary": {
+            "messages": int(state.get("messages", 0) or 0),
+            "bytes": int(state.get("bytes", 0) or 0),
+            "first_seq": int(state.get("first_seq", 0) or 0),
+            "last_seq": int(state.get("last_seq", 0) or 0),
+            "consumers": int(state.get("consumer_count", 0) or 0) if opts.consumers else 0,
+            "snapshot_bytes": total,
+            "storage": str(config.get("storage", "file")),
+            "replicas": int(config.get("num_replicas", 1) or 1),
+        },
+        "encryption": {
+            "scheme": mf.SCHEME_AES if data_key is not None else mf.SCHEME_NONE,
+            "key_slots": [s.to_json() for s in slots],
+        },
+        "origin": {
+            "type": ORIGIN_TYPE,
+            "directory": src.directory.name,
+            "backup_json_sha256": src.backup_json_sha256,
+            "snapshot_time": src.snapshot_time,
+        },
+    }
+    seconds = time.monotonic() - started
+    body = {
+        "config": config,
+        "state": state,
+        "consumers": [],
+        "snapshot": {
+            "format": src.snapshot_format,
+            "inner_encoding": "s2-stream",
+            "no_consumers": not opts.consumers,
+            "jsck": False,
+            "chunk_size": None,
+            "window_size": None,
+            "chunks": 0,
+            "bytes": total,
+        },
+        "compression": opts.compression.to_json(),
+        "plain_blocks": [[b[3], b[4].hex()] for b in blocks],
+        "timings": {"started": envelope["created"], "seconds": round(seconds, 3)},
+    }
+    raw = mf.build(envelope, body, data_key)
+    try:
+        mid = repo.write_manifest(raw, opts.retention)
+        ref = repo.write_ref(src.name, ref_time(created), backup_id, mid, opts.retention)
+    except SinkError as e:
+        raise storage_error(
+            e, f"the data was stored but the manifest or ref could not be written to {repo.url}"
+        ) from None
+    return BackupResult(
+        manifest_id=mid,
+        backup_id=backup_id,
+        stream=src.name,
+        created=envelope["created"],
+        ref=ref,
+        server_version="",
+        snapshot_format=src.snapshot_format,
+        messages=envelope["summary"]["messages"],
+        bytes=envelope["summary"]["bytes"],
+        snapshot_bytes=total,
+        stored_bytes=stored_total,
+        blocks=len(blocks),
+        block_size=block_size,
+        encrypted=data_key is not None,
+        key_slots=[s.describe() for s in slots],
+        consumers=envelope["summary"]["consumers"],
+        seconds=round(seconds, 3),
+        storage_class=info.storage_class,
+        retain_until=opts.retention.until.isoformat() if opts.retention else None,
+        lock_mode=opts.retention.mode if opts.retention else None,
+    )

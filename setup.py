@@ -1,0 +1,42 @@
+"""Build of the optional C accelerator ``pipeline._s2block`` (the S2 block decoder used by pipeline/s2.py).
+
+Everything else about the package is in pyproject.toml. The extension is optional: when there is no C compiler
+(or no Python headers), or its build fails for any other reason, the install goes on without it and pipeline.s2
+uses its pure-Python decoder. Set JSARCHIVE_NO_EXTENSIONS=1 to skip the build on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that warns instead of failing: the accelerator is an optimization, never a requirement."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as e:  # noqa: BLE001 - e.g. DistutilsPlatformError: no compiler at all
+            self._skipped("the C extensions", e)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as e:  # noqa: BLE001 - CompileError, LinkError, DistutilsExecError, OSError, ...
+            self._skipped(ext.name, e)
+
+    def _skipped(self, what: str, e: BaseException) -> None:
+        sys.stderr.write(
+            f"WARNING: could not build {what} ({type(e).__name__}: {e}); "
+            "jsarchive works without it, using its slower pure-Python S2 decoder\n"
+        )
+
+
+skip = os.environ.get("JSARCHIVE_NO_EXTENSIONS", "") not in ("", "0")
+extensions = [] if skip else [Extension("pipeline._s2block", ["pipeline/_s2block.c"], optional=True)]
+
+setup(ext_modules=extensions, cmdclass={"build_ext": OptionalBuildExt})
