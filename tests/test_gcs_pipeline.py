@@ -68,3 +68,39 @@ def test_missing_bucket_is_one_clear_error(nats_server, identity_file, gcs_emula
     )
     assert r.exit_code == 3, r.output
     assert "no-such-bucket-here" in r.stderr and r.stderr.count("jsarchive: error:") == 1
+
+
+def test_restore_from_gcs_into_a_cluster(nats_server, two_clusters, keyring, gcp_storage_emulator, monkeypatch):
+    """Backup into GCS, restore straight from the bucket into cluster west, placed by tag, as R1."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcp_storage_emulator.url)
+    asyncio.run(fill_stream(nats_server.url, messages=4000))
+    before = asyncio.run(stream_state(nats_server.url, "ORDERS"))
+    url = f"gs://{gcp_storage_emulator.make_bucket()}/dr"
+    backup_stream(
+        BackupOptions(stream="ORDERS", url=url, connect=ConnectOptions(servers=nats_server.url), keys=keyring)
+    )
+    west = two_clusters["west"]
+    try:
+        r = restore_stream(
+            RestoreOptions(
+                url=url,
+                stream="ORDERS",
+                connect=ConnectOptions(servers=west[0].url),
+                keys=keyring,
+                tags=["az:3"],
+                replicas=1,
+            )
+        )
+        assert r.cluster == "west" and r.leader == "west-3" and r.replicas == []
+        after = asyncio.run(stream_state(west[1].url, "ORDERS"))
+        keys = ("messages", "first_seq", "last_seq", "num_deleted", "num_subjects", "consumers")
+        assert {k: after[k] for k in keys} == {k: before[k] for k in keys}
+    finally:
+        asyncio.run(_delete_stream(west[0].url, "ORDERS"))
+
+
+async def _delete_stream(url: str, name: str) -> None:
+    from pipeline.jetstream import connect
+
+    async with await connect(ConnectOptions(servers=url)) as js:
+        await js.delete_stream(name)

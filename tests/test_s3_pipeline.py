@@ -221,3 +221,28 @@ def test_lock_options_are_checked_before_anything_runs(tmp_path):
         ],
     )
     assert r.exit_code == 2 and "cannot enforce retention" in r.stderr
+
+
+def test_restore_from_s3_into_a_cluster(nats_server, two_clusters, keyring, moto, bucket):
+    """Backup from a standalone server into S3, restore straight from the bucket into cluster west as R3."""
+    asyncio.run(fill_stream(nats_server.url, messages=4000))
+    before = asyncio.run(stream_state(nats_server.url, "ORDERS"))
+    url = f"s3://{bucket}/dr"
+    _backup(nats_server, url, keyring, moto)
+    west = two_clusters["west"]
+    try:
+        r = _restore(west[0], url, keyring, moto, cluster="west", replicas=3)
+        assert r.cluster == "west" and r.leader in {s.spec.name for s in west} and len(r.replicas) == 2
+        after = asyncio.run(stream_state(west[1].url, "ORDERS"))
+        keys = ("messages", "first_seq", "last_seq", "num_deleted", "num_subjects", "consumers")
+        assert {k: after[k] for k in keys} == {k: before[k] for k in keys}
+        assert after["_info"]["config"]["placement"] == {"cluster": "west"}
+    finally:
+        asyncio.run(_delete_stream(west[0].url, "ORDERS"))
+
+
+async def _delete_stream(url: str, name: str) -> None:
+    from pipeline.jetstream import connect
+
+    async with await connect(ConnectOptions(servers=url)) as js:
+        await js.delete_stream(name)
