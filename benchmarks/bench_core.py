@@ -6,8 +6,10 @@ Measures on an embedded nats-server 2.15:
   raw restore       the server's own snapshot bytes in 1 MiB chunks, 4 in flight (the limit for restore)
   natscli-style     the same bytes in 64 KiB chunks, stop-and-wait
   jsarchive restore from the local archive (subprocess: wall, CPU, peak RSS)
+  S3 (moto):        jsarchive backup to s3:// against natscli's two steps (snapshot to a file, then boto3's
+                    managed multipart upload_file)
 
-Usage: python benchmarks/bench_core.py [--gib 1.0] [--gib 0.25 ...] [--json out.json]
+Usage: python benchmarks/bench_core.py [--gib 1.0] [--gib 0.25 ...] [--json out.json] [--no-s3]
 Peak RSS is compared across sizes to show it does not grow with the stream.
 """
 
@@ -19,10 +21,12 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import nats
@@ -35,11 +39,15 @@ from pipeline.jetstream import ConnectOptions, connect  # noqa: E402
 
 STREAM = "EVENTS"
 WORDS = ("checkout", "login", "logout", "view", "search", "add_to_cart", "refund", "signup", "rate", "share")
+PATHS = ("/cart", "/checkout", "/search", "/product/{}", "/account", "/orders/{}", "/help/{}", "/api/v2/i/{}")
 COUNTRIES = ("DE", "US", "FR", "JP", "BR", "IN", "GB", "CA", "AU", "NL", "SE", "ES", "IT", "MX", "KR")
 
 
+PATHS = ("/cart", "/checkout", "/search", "/product/{}", "/account", "/orders/{}", "/help/{}", "/api/v2/items/{}")
+
+
 def event(rng: random.Random, i: int, t0: float) -> bytes:
-    """~1 KiB JSON event with unique ids and timestamps: compresses like real telemetry, not like a repeated pool."""
+    """A 0.5–1 KiB JSON event with unique ids, timestamps and free-form fields; no padding (it flatters ratios)."""
     ev = {
         "id": f"{rng.getrandbits(128):032x}",
         "seq": i,
@@ -59,9 +67,12 @@ def event(rng: random.Random, i: int, t0: float) -> bytes:
         ],
         "ua": f"Mozilla/5.0 (X11; Linux x86_64) Chrome/{rng.randrange(90, 140)}.0.{rng.randrange(9999)}",
         "trace": f"{rng.getrandbits(256):064x}",
+        "path": rng.choice(PATHS).format(rng.randrange(1_000_000)),
+        "referrer": f"https://{rng.choice(WORDS)}.example/{rng.getrandbits(40):010x}",
+        "latency_ms": round(rng.lognormvariate(3, 1), 3),
+        "ip": f"{rng.randrange(1, 255)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}",
     }
-    body = json.dumps(ev, separators=(",", ":"))
-    return (body + " " * max(0, 1000 - len(body))).encode()[: max(1000, len(body))]
+    return json.dumps(ev, separators=(",", ":")).encode()
 
 
 async def fill(url: str, target_bytes: int) -> dict:
@@ -120,11 +131,65 @@ async def raw_restore(url: str, snap: Path, chunk: int, in_flight: int, config: 
         return {"seconds": round(wall, 3), "chunk": chunk, "in_flight": in_flight}
 
 
+class Moto:
+    """moto's S3 server in its own process, stopped by its PID (it holds objects in RAM: keep streams moderate)."""
+
+    def __init__(self) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1).read()
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("moto did not start") from None
+                time.sleep(0.1)
+
+    CREDS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def env(self) -> dict:
+        return {**os.environ, **self.CREDS, "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+            region_name="us-east-1",
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def upload_file(moto: Moto, path: Path, bucket: str) -> dict:
+    """natscli's second step: upload the snapshot file with boto3's managed (multipart, threaded) transfer."""
+    client = moto.client()
+    t = time.monotonic()
+    client.upload_file(str(path), bucket, "natscli/stream.tar.s2")
+    return {"seconds": round(time.monotonic() - t, 3)}
+
+
 def run_cli(args: list[str], env: dict) -> dict:
     """Run jsarchive as a child; wall time, CPU seconds and peak RSS (from wait4, exact, no polling)."""
     t = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli.__main__", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "pipeline.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     out, err = b"", b""
     _, status, ru = os.wait4(proc.pid, 0)
@@ -153,32 +218,45 @@ async def delete(url: str) -> None:
         await js.delete_stream(STREAM)
 
 
-def bench(gib: float, workdir: Path) -> dict:
+def bench(gib: float, workdir: Path, with_s3: bool) -> dict:
     srv = EmbeddedServer(ServerSpec(name="bench", max_file_store="64GB"), workdir=workdir / "nats")
     srv.start()
+    moto = Moto() if with_s3 else None
     try:
         srv.wait_ready()
         version = srv.varz()["version"]
         filled = asyncio.run(fill(srv.url, int(gib * 1024**3)))
         config = asyncio.run(stream_config(srv.url))
         snap_file = workdir / "snapshot.s2"
-        asyncio.run(raw_snapshot(srv.url, snap_file))  # the server's own bytes, for the raw restore
         raw_snap = asyncio.run(raw_snapshot(srv.url, None))
+        snap_to_file = asyncio.run(raw_snapshot(srv.url, snap_file))  # natscli step 1, and the bytes to restore
         key = workdir / "bench.key"
         subprocess.run(
-            [sys.executable, "-m", "pipeline.cli.__main__", "keygen", "-o", str(key)], check=True, capture_output=True
+            [sys.executable, "-m", "pipeline.cli", "keygen", "-o", str(key)], check=True, capture_output=True
         )
-        env = dict(os.environ)
+        common = ["-s", srv.url, "-i", str(key), "--json", "--no-progress"]
         archive = workdir / "archive"
-        backup = run_cli(
-            ["stream", "backup", STREAM, str(archive), "-s", srv.url, "-i", str(key), "--json", "--no-progress"], env
-        )
+        backup = run_cli(["stream", "backup", STREAM, str(archive), *common], dict(os.environ))
+        s3: dict = {}
+        if moto is not None:
+            moto.client().create_bucket(Bucket="bench")
+            s3_backup = run_cli(
+                ["stream", "backup", STREAM, "s3://bench/jsarchive", *common, "--s3-endpoint", moto.endpoint],
+                moto.env(),
+            )
+            s3_backup.pop("result")
+            upload = upload_file(moto, snap_file, "bench")
+            two_step = round(snap_to_file["seconds"] + upload["seconds"], 3)
+            s3 = {
+                "s3_backup": s3_backup,
+                "two_step_upload": upload,
+                "two_step_seconds": two_step,
+                "s3_speedup_vs_two_step": round(two_step / s3_backup["seconds"], 3),
+            }
         asyncio.run(delete(srv.url))
         raw_rest = asyncio.run(raw_restore(srv.url, snap_file, 1024 * 1024, 4, config))
         natscli_rest = asyncio.run(raw_restore(srv.url, snap_file, 64 * 1024, 1, config))
-        restore = run_cli(
-            ["stream", "restore", str(archive), STREAM, "-s", srv.url, "-i", str(key), "--json", "--no-progress"], env
-        )
+        restore = run_cli(["stream", "restore", str(archive), STREAM, *common], dict(os.environ))
         b = backup.pop("result")["backup"]
         r = restore.pop("result")["restore"]
         assert r["messages"] == filled["messages"], (r["messages"], filled)
@@ -188,6 +266,7 @@ def bench(gib: float, workdir: Path) -> dict:
             "stream": filled,
             "snapshot_bytes": raw_snap["bytes"],
             "raw_snapshot": raw_snap,
+            "snapshot_to_file": snap_to_file,
             "backup": backup,
             "stored_bytes": b["stored_bytes"],
             "ratio_vs_stream": round(filled["bytes"] / b["stored_bytes"], 3),
@@ -197,8 +276,11 @@ def bench(gib: float, workdir: Path) -> dict:
             "backup_vs_raw": round(backup["seconds"] / raw_snap["seconds"], 3),
             "restore_vs_raw": round(restore["seconds"] / raw_rest["seconds"], 3),
             "restore_speedup_vs_natscli": round(natscli_rest["seconds"] / restore["seconds"], 3),
+            **s3,
         }
     finally:
+        if moto is not None:
+            moto.stop()
         srv.cleanup()
 
 
@@ -207,28 +289,58 @@ def main() -> None:
     ap.add_argument("--gib", type=float, action="append", help="stream size(s) in GiB (default 0.25 and 1)")
     ap.add_argument("--json", help="write results here")
     ap.add_argument("--workdir", help="where the server store, snapshot and archive go (default: a temp dir)")
+    ap.add_argument("--no-s3", action="store_true", help="skip the S3 (moto) scenarios")
     args = ap.parse_args()
-    sizes = args.gib or [0.25, 1.0]
     results = []
-    for gib in sizes:
+    for gib in args.gib or [0.25, 1.0]:
         wd = Path(args.workdir or tempfile.mkdtemp(prefix="jsarchive-bench-")) / f"{gib}gib"
         wd.mkdir(parents=True, exist_ok=True)
         try:
-            results.append(bench(gib, wd))
+            results.append(bench(gib, wd, not args.no_s3))
         finally:
             shutil.rmtree(wd, ignore_errors=True)
-    print(
-        f"{'GiB':>5} {'msgs':>9} {'snap MB':>8} {'raw snap s':>10} {'backup s':>9} {'ratio':>6} {'RSS MiB':>8} "
-        f"{'raw rest s':>10} {'64K s':>7} {'restore s':>9} {'ratio':>6} {'RSS MiB':>8} {'stored MB':>9}"
+    cols = (
+        "GiB",
+        "msgs",
+        "snap MB",
+        "raw snap s",
+        "backup s",
+        "x raw",
+        "RSS MiB",
+        "raw rest s",
+        "64K s",
+        "restore s",
+        "x raw",
+        "vs 64K",
+        "RSS MiB",
+        "S3 s",
+        "2-step s",
+        "vs 2step",
+        "S3 RSS",
     )
+    print(" ".join(f"{c:>10}" for c in cols))
     for r in results:
-        print(
-            f"{r['gib']:>5} {r['stream']['messages']:>9} {r['snapshot_bytes'] / 1e6:>8.0f} "
-            f"{r['raw_snapshot']['seconds']:>10.2f} {r['backup']['seconds']:>9.2f} {r['backup_vs_raw']:>6.2f} "
-            f"{r['backup']['peak_rss_mib']:>8.0f} {r['raw_restore']['seconds']:>10.2f} "
-            f"{r['natscli_restore']['seconds']:>7.2f} {r['restore']['seconds']:>9.2f} {r['restore_vs_raw']:>6.2f} "
-            f"{r['restore']['peak_rss_mib']:>8.0f} {r['stored_bytes'] / 1e6:>9.0f}"
+        s3 = r.get("s3_backup") or {}
+        row = (
+            r["gib"],
+            r["stream"]["messages"],
+            round(r["snapshot_bytes"] / 1e6),
+            r["raw_snapshot"]["seconds"],
+            r["backup"]["seconds"],
+            r["backup_vs_raw"],
+            r["backup"]["peak_rss_mib"],
+            r["raw_restore"]["seconds"],
+            r["natscli_restore"]["seconds"],
+            r["restore"]["seconds"],
+            r["restore_vs_raw"],
+            r["restore_speedup_vs_natscli"],
+            r["restore"]["peak_rss_mib"],
+            s3.get("seconds", "-"),
+            r.get("two_step_seconds", "-"),
+            r.get("s3_speedup_vs_two_step", "-"),
+            s3.get("peak_rss_mib", "-"),
         )
+        print(" ".join(f"{v:>10}" for v in row))
     out = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load": os.getloadavg()},
         "results": results,
