@@ -31,14 +31,12 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline import __version__
 from pipeline import manifest as mf
-from pipeline.backup import BackupOptions, BackupResult, backup_stream_async
+from pipeline.backup import BackupOptions, BackupResult, backup_stream_async, check_writable
 from pipeline.compress import Compression
 from pipeline.errors import (
-    ColdStorage,
     ConflictError,
     IntegrityError,
     JsArchiveError,
-    KeyUnavailable,
     NotFoundError,
     ServerRefused,
     TransferFailed,
@@ -684,16 +682,8 @@ async def backup_account_async(
         shard = None  # the only shard of an unnamed run is simply the whole account
     if run is not None and shard is None:
         shard = Shard(0, 1, "--run")
-    if opts.encrypt and not opts.keys.can_write:
-        raise KeyUnavailable(
-            "backups are encrypted and no key is configured: pass --identity, --recipient or --key-file "
-            "(or --no-encrypt to store the account in the clear)"
-        )
     repo = Repository.open(opts.url, opts.sink)
-    if opts.retention is not None and not getattr(repo.sink, "supports_retention", False):
-        raise UsageError(
-            f"{repo.url} cannot enforce retention (Object Lock); use an S3 or GCS archive for locked backups"
-        )
+    check_writable(repo, opts.encrypt, opts.keys, opts.retention)
 
     js = await connect(opts.connect)
     async with js:
@@ -1223,9 +1213,10 @@ async def restore_account_async(
     manifests: dict[str, Manifest] = {}
     for name in chosen:
         m = _load_member(repo, label, name, entries[name]["manifest_id"])
-        _check_data(repo, m, label)
+        repo.check_data(m, label)
         if m.encrypted:
-            opts.keys.unwrap(m.key_slots, m.backup_id)  # KeyUnavailable now, not after half the account
+            # KeyUnavailable now, not after half the account; added slot objects count too
+            opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body)
         manifests[name] = m
 
     js = await connect(opts.connect)
@@ -1315,25 +1306,6 @@ async def restore_account_async(
             _common_exit_code([int(f["exit_code"]) for f in failed]),
         )
     return result
-
-
-def _check_data(repo: Repository, m: Manifest, label: str) -> None:
-    try:
-        head = repo.sink.head(m.data_key)
-    except SinkError as e:
-        raise storage_error(e, f"cannot read the data object of backup {m.id[:12]}") from None
-    if head is None:
-        raise NotFoundError(f"{label}: the data object {m.data_key} of stream {m.stream!r} is missing from {repo.url}")
-    if head.archived:
-        raise ColdStorage(
-            f"{label}: backup {m.id[:12]} of stream {m.stream!r} keeps its data in cold storage "
-            f"({head.storage_class}): `jsarchive thaw` it first"
-        )
-    if head.size != m.data_size:
-        raise IntegrityError(
-            f"{label}: the data object {m.data_key} of stream {m.stream!r} is {head.size} bytes, the manifest says "
-            f"{m.data_size}"
-        )
 
 
 async def _delete_and_wait(connect_opts: ConnectOptions, stream: str, deadline_s: float = 30.0) -> None:

@@ -106,6 +106,20 @@ class _Block:
     plain_sha: bytes
 
 
+def check_writable(repo: Repository, encrypt: bool, keys: KeyRing, retention: Retention | None) -> None:
+    """What must hold before a backup starts writing: a key to encrypt to, and a store that can enforce the lock."""
+    if encrypt and not keys.can_write:
+        raise KeyUnavailable(
+            "backups are encrypted and no key is configured. Create one with `jsarchive keygen -o backup.key` and "
+            "pass --identity backup.key (or only its public --recipient age1… on hosts that must not read "
+            "backups), or use --key-file / $JSARCHIVE_KEY / --kms-key; --no-encrypt stores the backup in the clear"
+        )
+    if retention is not None and not getattr(repo.sink, "supports_retention", False):
+        raise UsageError(
+            f"{repo.url} cannot enforce retention (Object Lock); use an S3 or GCS archive for locked backups"
+        )
+
+
 def backup_stream(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:
     """Back up ``opts.stream`` into the archive at ``opts.url``; raises :class:`JsArchiveError` on failure."""
     return asyncio.run(backup_stream_async(opts, progress))
@@ -113,17 +127,8 @@ def backup_stream(opts: BackupOptions, progress: Progress | None = None) -> Back
 
 async def backup_stream_async(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:
     progress = progress or NoProgress()
-    if opts.encrypt and not opts.keys.can_write:
-        raise KeyUnavailable(
-            "backups are encrypted and no key is configured. Create one with `jsarchive keygen -o backup.key` and "
-            "pass --identity backup.key (or only its public --recipient age1… on hosts that must not read "
-            "backups), or use --key-file / $JSARCHIVE_KEY; --no-encrypt stores the backup in the clear"
-        )
     repo = Repository.open(opts.url, opts.sink)
-    if opts.retention is not None and not getattr(repo.sink, "supports_retention", False):
-        raise UsageError(
-            f"{repo.url} cannot enforce retention (Object Lock); use an S3 or GCS archive for locked backups"
-        )
+    check_writable(repo, opts.encrypt, opts.keys, opts.retention)
     js = await connect(opts.connect)
     async with js:
         server = js.server_info()
@@ -160,6 +165,8 @@ async def _run(
     created = dt.datetime.now(dt.timezone.utc)
     backup_id = os.urandom(16).hex()
     data_key = crypto.new_data_key() if opts.encrypt else None
+    # Wrap first: a KMS or recipient problem fails before anything is written (no orphaned data object).
+    slots_ = await asyncio.to_thread(opts.keys.wrap, data_key, backup_id) if data_key is not None else []
     compressor = BlockCompressor(opts.compression)
     loop = asyncio.get_running_loop()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.workers), thread_name_prefix="seal")
@@ -264,7 +271,6 @@ async def _run(
         offsets.append([off, b.stored_len, b.stored_sha.hex()])
         off += b.stored_len
     seconds = time.monotonic() - started
-    slots_ = opts.keys.wrap(data_key, backup_id) if data_key is not None else []
     envelope = {
         "backup_id": backup_id,
         "stream": opts.stream,

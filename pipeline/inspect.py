@@ -22,14 +22,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from pipeline import natsarc, s2
-from pipeline.errors import ColdStorage, IntegrityError, NotFoundError, UsageError
+from pipeline.errors import UsageError
 from pipeline.jetstream import V1, V2
 from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
 from pipeline.natsarc import ConsumerPosition, Message, TarMember
-from pipeline.repository import Repository, storage_error
+from pipeline.repository import Repository
 from pipeline.restore import BlockReader
-from sinks import SinkError, SinkOptions
+from sinks import SinkOptions
 
 __all__ = [
     "ConsumerSummary",
@@ -90,24 +90,9 @@ def open_backup(
     """
     repo = Repository.open(url, sink)
     m = repo.load_manifest(repo.resolve(backup))
-    try:
-        head = repo.sink.head(m.data_key)
-    except SinkError as e:
-        raise storage_error(e, f"cannot read the data object of backup {m.id[:12]}") from None
-    if head is None:
-        raise NotFoundError(f"the data object {m.data_key} of backup {m.id[:12]} is missing from {repo.url}")
-    if head.archived:
-        raise ColdStorage(
-            f"backup {m.id[:12]} keeps its data in cold storage ({head.storage_class}); thaw it first: "
-            f"jsarchive thaw {url} {m.id[:12]} --wait"
-        )
-    if head.size != m.data_size:
-        raise IntegrityError(
-            f"the data object {m.data_key} of backup {m.id[:12]} is {head.size} bytes, the manifest says "
-            f"{m.data_size}: it is truncated or was replaced"
-        )
+    repo.check_data(m)
     keys = keys or KeyRing()
-    data_key = keys.unwrap(m.key_slots, m.backup_id) if m.encrypted else None
+    data_key = keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
     body = m.open_body(data_key)
     reader = BlockReader(repo, m, body, data_key, prefetch, workers)
     return OpenedBackup(repo, m, body, reader, max(1, prefetch), max(1, workers))

@@ -38,10 +38,10 @@ from typing import Any
 from pipeline import __version__, crypto
 from pipeline import manifest as mf
 from pipeline.account import build_set, parse_set, set_entry
-from pipeline.backup import BackupResult
+from pipeline.backup import BackupResult, check_writable
 from pipeline.blocks import BlockCutter, choose_block_size
 from pipeline.compress import BlockCompressor, Compression
-from pipeline.errors import ConflictError, IntegrityError, KeyUnavailable, NotFoundError, UsageError
+from pipeline.errors import ConflictError, IntegrityError, NotFoundError, UsageError
 from pipeline.jetstream import detect_snapshot_format
 from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
@@ -328,7 +328,7 @@ async def export_backup_async(opts: ExportOptions, progress: Progress | None = N
     for sub, m in members:  # every key and body before any byte is written
         if sub and m.stream != sub:
             raise IntegrityError(f"set {ident[:12]} lists backup {m.id[:12]} as {sub!r}, but it is of {m.stream!r}")
-        data_key = opts.keys.unwrap(m.key_slots, m.backup_id) if m.encrypted else None
+        data_key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
         opened.append((sub, m, data_key, m.open_body(data_key)))
     target, tmp = _prepare_target(opts.directory)
     out: list[ExportedStream] = []
@@ -529,17 +529,9 @@ def import_directory(opts: ImportOptions, progress: Progress | None = None) -> I
     """Bring a natscli stream or account backup directory into the archive (an account also gets a set)."""
     progress = progress or NoProgress()
     t0 = time.monotonic()
-    if opts.encrypt and not opts.keys.can_write:
-        raise KeyUnavailable(
-            "backups are encrypted and no key is configured: pass --identity, --recipient or --key-file (or "
-            "--no-encrypt to store the import in the clear)"
-        )
     kind, streams = read_backup_dir(opts.directory)  # every directory is checked before anything is written
     repo = Repository.open(opts.url, opts.sink)
-    if opts.retention is not None and not getattr(repo.sink, "supports_retention", False):
-        raise UsageError(
-            f"{repo.url} cannot enforce retention (Object Lock); use an S3 or GCS archive for locked backups"
-        )
+    check_writable(repo, opts.encrypt, opts.keys, opts.retention)
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     results = [_import_one(repo, s, opts, progress) for s in streams]
     set_id = None

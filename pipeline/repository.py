@@ -7,12 +7,14 @@ refs/<stream>/<UTC-time>-<backup-id>      content: the manifest's sha256 (for li
                                           UTC-time: YYYYmmddTHHMMSS.ffffffZ, so names sort by time
 sets/<sha256>                             an account backup set, named by the hash of its bytes (pipeline.account)
 runs/<run-id>/…                           small records of a sharded account run, sealed into a set later
+keyslots/<manifest-id>/<sha256>           a key slot added after the backup, named by the hash of its bytes
 ```
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from dataclasses import dataclass
 
@@ -26,10 +28,12 @@ from pipeline.errors import (
     PermissionDenied,
     UsageError,
 )
+from pipeline.keys import KeySlot
 from sinks import (
     AccessDenied,
     ObjectArchived,
     ObjectExists,
+    ObjectInfo,
     ObjectNotFound,
     Retention,
     Sink,
@@ -43,6 +47,8 @@ MANIFESTS = "manifests/"
 REFS = "refs/"
 SETS = "sets/"
 RUNS = "runs/"
+KEYSLOTS = "keyslots/"
+KEYSLOT_FORMAT = "jsarchive.keyslot"
 _REF_NAME = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{32})")
 _HEX = re.compile(r"[0-9a-f]+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -62,6 +68,49 @@ def storage_error(e: SinkError, doing: str) -> JsArchiveError:
 
 def ref_time(created: dt.datetime) -> str:
     return created.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+@dataclass(frozen=True)
+class ExtraSlot:
+    """A ``keyslots/<manifest-id>/<sha256>`` object: ``slot`` if it is valid for its backup, else ``problem``."""
+
+    key: str
+    slot: KeySlot | None
+    problem: str | None = None
+
+
+def encode_extra_slot(manifest: mf.Manifest, slot: KeySlot) -> bytes:
+    """The canonical bytes of an added key slot for ``manifest`` (docs/format.md §7.5)."""
+    return mf.canonical(
+        {
+            "format": KEYSLOT_FORMAT,
+            "version": 1,
+            "backup_id": manifest.backup_id,
+            "manifest_id": manifest.id,
+            "slot": slot.to_json(),
+        }
+    )
+
+
+def parse_extra_slot(raw: bytes, key: str, manifest: mf.Manifest) -> KeySlot:
+    """The slot in an added key-slot object; ValueError if it is not a valid one for ``manifest``."""
+    name = key.rsplit("/", 1)[-1]
+    if mf.manifest_id(raw) != name:
+        raise ValueError("its bytes do not hash to its name (altered)")
+    try:
+        obj = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("not JSON") from None
+    if not isinstance(obj, dict) or obj.get("format") != KEYSLOT_FORMAT or type(obj.get("version")) is not int:
+        raise ValueError("not a jsarchive key slot")
+    if obj["version"] != 1:
+        raise ValueError(f"key slot format version {obj['version']}; this jsarchive reads version 1")
+    if obj.get("backup_id") != manifest.backup_id or obj.get("manifest_id") != manifest.id:
+        raise ValueError("it belongs to another backup")
+    try:
+        return KeySlot.from_json(obj["slot"], origin=key)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("bad or missing slot") from None
 
 
 @dataclass(frozen=True)
@@ -104,6 +153,10 @@ class Repository:
     def set_key(set_id: str) -> str:
         return f"{SETS}{set_id}"
 
+    @staticmethod
+    def keyslot_prefix(manifest_id: str) -> str:
+        return f"{KEYSLOTS}{manifest_id}/"
+
     # -- writing -----------------------------------------------------------------------------------------------
     def write_manifest(self, raw: bytes, retention: Retention | None = None) -> str:
         mid = mf.manifest_id(raw)
@@ -132,7 +185,49 @@ class Repository:
             return False
         return True
 
+    def write_extra_slot(self, manifest: mf.Manifest, slot: KeySlot, retention: Retention | None = None) -> str:
+        """Store ``slot`` for ``manifest`` as ``keyslots/<manifest id>/<sha256 of the object>``; its key."""
+        raw = encode_extra_slot(manifest, slot)
+        key = self.keyslot_prefix(manifest.id) + mf.manifest_id(raw)
+        try:
+            self.put_small(key, raw, retention)
+        except SinkError as e:
+            raise storage_error(e, f"cannot write the key slot {key} to {self.url}") from None
+        return key
+
     # -- reading -----------------------------------------------------------------------------------------------
+    def extra_slot_objects(self, manifest: mf.Manifest) -> list[ExtraSlot]:
+        """Every object under ``keyslots/<manifest id>/``, parsed; invalid ones carry the reason."""
+        out = []
+        for key in self.keys(self.keyslot_prefix(manifest.id)):
+            raw = self.get_small(key)
+            if raw is None:
+                continue
+            try:
+                out.append(ExtraSlot(key, parse_extra_slot(raw, key, manifest)))
+            except ValueError as e:
+                out.append(ExtraSlot(key, None, str(e)))
+        return out
+
+    def load_extra_slots(self, manifest: mf.Manifest) -> list[KeySlot]:
+        """The valid key slots added to ``manifest`` after the backup (``keyslots/``), to try after its own.
+
+        They are not authenticated by the manifest: unwrap them with a ``verify`` check (see ``KeyRing.unwrap``).
+        Invalid objects are skipped (``jsarchive key list`` shows them). Credentials that may read a backup by id
+        but not list the archive get the manifest's slots only, as before added slots existed.
+        """
+        if not manifest.encrypted:
+            return []
+        try:
+            objects = self.extra_slot_objects(manifest)
+        except PermissionDenied:
+            return []
+        return [e.slot for e in objects if e.slot is not None]
+
+    def key_slots(self, manifest: mf.Manifest) -> list[KeySlot]:
+        """Every slot that may open ``manifest``: its own, then the ones added later (:meth:`load_extra_slots`)."""
+        return list(manifest.key_slots) + self.load_extra_slots(manifest)
+
     def keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix``, sorted."""
         try:
@@ -217,6 +312,35 @@ class Repository:
         except SinkError as e:
             raise storage_error(e, f"cannot read manifest {manifest_id[:12]} from {self.url}") from None
         return mf.parse(raw, manifest_id)
+
+    def check_data(self, m: mf.Manifest, context: str = "") -> ObjectInfo:
+        """The backup's data object, checked before any of it is read: present, readable (not cold), right size."""
+        where = f"{context}: " if context else ""
+        try:
+            head = self.sink.head(m.data_key)
+        except SinkError as e:
+            raise storage_error(e, f"{where}cannot read the data object of backup {m.id[:12]}") from None
+        if head is None:
+            raise NotFoundError(
+                f"{where}the data object {m.data_key} of backup {m.id[:12]} ({m.stream}) is missing from {self.url}"
+            )
+        if head.archived:
+            state = (
+                "is being thawed; try again when that has finished"
+                if head.thaw == "ongoing"
+                else f"must be thawed first: jsarchive thaw {self.url} {m.id[:12]} [--tier Standard|Bulk|Expedited] "
+                "[--days N] [--wait]"
+            )
+            raise ColdStorage(
+                f"{where}backup {m.id[:12]} keeps its data in cold storage ({head.storage_class}): "
+                f"{self.url}/{m.data_key} {state}"
+            )
+        if head.size != m.data_size:
+            raise IntegrityError(
+                f"{where}the data object {m.data_key} of backup {m.id[:12]} is {head.size} bytes, the manifest says "
+                f"{m.data_size}: it is truncated or was replaced"
+            )
+        return head
 
     def manifest_ids(self) -> list[str]:
         try:

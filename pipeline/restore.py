@@ -20,11 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pipeline import crypto
 from pipeline.compress import BlockCompressor, Compression
 from pipeline.errors import (
-    ColdStorage,
     ConflictError,
     IntegrityError,
     JsArchiveError,
-    NotFoundError,
     ServerRefused,
     TransferFailed,
     UsageError,
@@ -188,30 +186,8 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             f"backup {mid[:12]} is of stream {m.stream!r}, not {opts.stream!r}; restoring under another name is "
             "not supported yet"
         )
-    try:
-        head = repo.sink.head(m.data_key)
-    except SinkError as e:
-        raise storage_error(e, f"cannot read the data object of backup {mid[:12]}") from None
-    if head is None:
-        raise NotFoundError(f"the data object {m.data_key} of backup {mid[:12]} is missing from {repo.url}")
-    if head.archived:
-        state = (
-            "is being thawed; try again when that has finished"
-            if head.thaw == "ongoing"
-            else (
-                f"must be thawed first: jsarchive thaw {opts.url} {mid[:12]} [--tier Standard|Bulk|Expedited] "
-                "[--days N] [--wait]"
-            )
-        )
-        raise ColdStorage(
-            f"backup {mid[:12]} keeps its data in cold storage ({head.storage_class}): {repo.url}/{m.data_key} {state}"
-        )
-    if head.size != m.data_size:
-        raise IntegrityError(
-            f"the data object {m.data_key} of backup {mid[:12]} is {head.size} bytes, the manifest says "
-            f"{m.data_size}: it is truncated or was replaced"
-        )
-    data_key = opts.keys.unwrap(m.key_slots, m.backup_id) if m.encrypted else None
+    repo.check_data(m)
+    data_key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
     warnings = [] if m.encrypted else [f"backup {mid[:12]} is not encrypted (it was made with --no-encrypt)"]
     body = m.open_body(data_key)
     reader = BlockReader(repo, m, body, data_key, opts.prefetch, opts.workers)

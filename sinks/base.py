@@ -62,6 +62,17 @@ class ObjectInfo:
     thaw: str | None = None  # None | "ongoing" | "available" (a restored copy of an archived object)
 
 
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """An upload that was started and never completed or aborted: it is invisible, but may still cost storage."""
+
+    key: str  # the object it would have become ("" when the store does not say: local temporary files)
+    upload_id: str  # the S3 UploadId; the temporary file's name for a local directory
+    started: dt.datetime | None = None
+    last_activity: dt.datetime | None = None  # the newest of ``started`` and its last written part
+    size: int | None = None  # bytes stored so far, when known
+
+
 class ObjectWriter(Protocol):
     """One large object written as numbered parts (1-based) that are concatenated in number order."""
 
@@ -104,3 +115,16 @@ class Sink(Protocol):
 
     def thaw(self, key: str, *, days: int, tier: str) -> str:
         """Start making an archived object readable for ``days``; returns "started", "ongoing" or "available"."""
+
+    def purge(self, key: str) -> None:
+        """Delete ``key`` for good. On a versioned store every version and delete marker of it is removed by its
+        version id (a plain delete would only add a delete marker and keep the bytes); raises
+        :class:`AccessDenied`, before deleting anything, if a version is under retention or a legal hold. Where
+        there are no versions this is :meth:`delete`."""
+
+    def list_incomplete(self, older_than: dt.datetime | None = None) -> list[IncompleteUpload]:
+        """Uploads that never completed and saw no activity since ``older_than`` (None: all of them). Stores
+        that cannot list unfinished uploads return []."""
+
+    def abort_incomplete(self, item: IncompleteUpload) -> None:
+        """Discard an unfinished upload returned by :meth:`list_incomplete`; already gone is not an error."""

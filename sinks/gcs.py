@@ -62,7 +62,16 @@ import requests
 from google.auth.transport.requests import AuthorizedSession
 
 from sinks import retry
-from sinks.base import AccessDenied, ObjectExists, ObjectInfo, ObjectNotFound, Retention, SinkError, SinkOptions
+from sinks.base import (
+    AccessDenied,
+    IncompleteUpload,
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    Retention,
+    SinkError,
+    SinkOptions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +160,9 @@ def _retention_of(resource: dict[str, Any]) -> Retention | None:
     until = _parse_time(resource.get("retentionExpirationTime"))
     if until is not None:
         return Retention(mode="BUCKET", until=until, legal_hold=hold)
+    if hold or resource.get("eventBasedHold"):
+        # A hold without a retention time (as S3's legal hold alone): no mode, and a date that has passed.
+        return Retention(mode="", until=dt.datetime.fromtimestamp(0, dt.timezone.utc), legal_hold=True)
     return None
 
 
@@ -607,6 +619,20 @@ class GCSSink:
         if self.head(key) is None:
             raise ObjectNotFound(f"{self._target(self._name(key))} does not exist")
         return "available"  # GCS reads every storage class, ARCHIVE included, without a restore
+
+    def purge(self, key: str) -> None:
+        # The live generation only: on a bucket with object versioning (or soft delete) GCS keeps the deleted
+        # bytes as a noncurrent generation until the bucket's lifecycle rule or soft-delete window removes them.
+        # GCS itself refuses (403) to delete an object under retention or a hold.
+        self.delete(key)
+
+    def list_incomplete(self, older_than: dt.datetime | None = None) -> list[IncompleteUpload]:
+        # GCS has no API to list resumable upload sessions: only the writer that started one knows its URI.
+        # An unfinished session never becomes an object and GCS discards it after a week, so nothing is lost.
+        return []
+
+    def abort_incomplete(self, item: IncompleteUpload) -> None:
+        return None  # nothing is ever listed (see list_incomplete)
 
 
 # -- the resumable writer ----------------------------------------------------------------------------------------

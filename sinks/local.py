@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from sinks.base import ObjectExists, ObjectInfo, ObjectNotFound, Retention, SinkError
+from sinks.base import IncompleteUpload, ObjectExists, ObjectInfo, ObjectNotFound, Retention, SinkError
 
 INCOMPLETE_DIR = ".incomplete"
 
@@ -165,6 +165,42 @@ class LocalSink:
             pass
         except OSError as e:
             raise SinkError(f"cannot delete {self.url}/{key}: {e.strerror}") from e
+
+    def purge(self, key: str) -> None:
+        self.delete(key)  # a directory keeps no versions
+
+    def list_incomplete(self, older_than: dt.datetime | None = None) -> list[IncompleteUpload]:
+        """Temporary files under ``.incomplete/`` last written before ``older_than``: uploads of a writer that
+        died before completing or aborting (a live writer keeps its file's modification time fresh)."""
+        out = []
+        try:
+            entries = list(os.scandir(self.root / INCOMPLETE_DIR))
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise SinkError(f"cannot list {self.url}/{INCOMPLETE_DIR}: {e.strerror}") from e
+        for entry in entries:
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # completed or aborted meanwhile
+            modified = dt.datetime.fromtimestamp(st.st_mtime, tz=dt.timezone.utc)
+            if older_than is None or modified < older_than:
+                out.append(IncompleteUpload("", entry.name, modified, modified, st.st_size))
+        return sorted(out, key=lambda u: u.upload_id)
+
+    def abort_incomplete(self, item: IncompleteUpload) -> None:
+        name = item.upload_id
+        if not name or "/" in name or name in (".", ".."):
+            raise SinkError(f"invalid temporary file name {name!r}")
+        try:
+            (self.root / INCOMPLETE_DIR / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise SinkError(f"cannot delete {self.url}/{INCOMPLETE_DIR}/{name}: {e.strerror}") from e
 
 
 class LocalObjectWriter:

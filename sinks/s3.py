@@ -32,6 +32,7 @@ from urllib3.exceptions import ProtocolError
 from sinks import retry
 from sinks.base import (
     AccessDenied,
+    IncompleteUpload,
     ObjectArchived,
     ObjectExists,
     ObjectInfo,
@@ -596,6 +597,92 @@ class S3Sink:
                 f"cannot delete {what}{f' (version {version_id})' if version_id else ''}: {e} -- an object under "
                 "Object Lock retention or a legal hold cannot be deleted before it expires"
             ) from None
+
+    def purge(self, key: str) -> None:
+        """Delete every version and delete marker of ``key`` by version id, after checking that no version is
+        under Object Lock retention or a legal hold (then :class:`AccessDenied`, and nothing is deleted). A plain
+        delete on a versioned bucket would only add a delete marker and keep the bytes (and their cost) forever.
+        Needs s3:ListBucketVersions, s3:GetObject(Version) and s3:DeleteObject(Version)."""
+        full = self._key(key)
+        what = self._what(key)
+        versions = []  # (version id, is a delete marker); "null" on unversioned buckets
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": full, "MaxKeys": self._page_size}
+        while True:
+            page = self._call(what, lambda kw=dict(kwargs): self.client.list_object_versions(**kw))
+            for kind, marker in (("Versions", False), ("DeleteMarkers", True)):
+                for v in page.get(kind) or []:
+                    if v.get("Key") == full:
+                        versions.append((str(v.get("VersionId") or "null"), marker))
+            if not page.get("IsTruncated"):
+                break
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
+        now = dt.datetime.now(dt.timezone.utc)
+        for vid, marker in versions:
+            head = None if marker else self._head(key, **_version(vid))
+            lock = _retention_of(head) if head is not None else None
+            if lock is not None and (lock.legal_hold or lock.until > now):
+                hold = ", legal hold" if lock.legal_hold else ""
+                raise AccessDenied(
+                    f"cannot delete {what}: version {vid} is under Object Lock ({lock.mode or 'no mode'} until "
+                    f"{lock.until.isoformat()}{hold})"
+                )
+        for vid, _marker in versions:
+            self.delete(key, version_id=None if vid == "null" else vid)
+
+    def list_incomplete(self, older_than: dt.datetime | None = None) -> list[IncompleteUpload]:
+        """Multipart uploads under the prefix that were started, and had their last part uploaded, before
+        ``older_than`` (ListMultipartUploads, then ListParts for each candidate)."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": base, "MaxUploads": self._page_size}
+        out = []
+        while True:
+            page = self._call(self.url, lambda kw=dict(kwargs): self.client.list_multipart_uploads(**kw))
+            for up in page.get("Uploads") or []:
+                started = _utc(up["Initiated"]) if up.get("Initiated") is not None else None
+                if older_than is not None and started is not None and started >= older_than:
+                    continue
+                item = self._upload_activity(up["Key"][len(base) :], up["Key"], up["UploadId"], started)
+                if item is None:
+                    continue  # completed or aborted meanwhile
+                if older_than is None or item.last_activity is None or item.last_activity < older_than:
+                    out.append(item)
+            if not page.get("IsTruncated"):
+                return out
+            kwargs["KeyMarker"] = page.get("NextKeyMarker")
+            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
+
+    def _upload_activity(
+        self, key: str, full: str, upload_id: str, started: dt.datetime | None
+    ) -> IncompleteUpload | None:
+        last, size = started, 0
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": full, "UploadId": upload_id}
+        while True:
+            try:
+                page = self._call(self._what(key), lambda kw=dict(kwargs): self.client.list_parts(**kw))
+            except SinkError as e:
+                if getattr(e, "_s3_code", None) == "NoSuchUpload" or isinstance(e, ObjectNotFound):
+                    return None
+                raise
+            for part in page.get("Parts") or []:
+                size += int(part.get("Size", 0))
+                if part.get("LastModified") is not None:
+                    t = _utc(part["LastModified"])
+                    last = t if last is None or t > last else last
+            if not page.get("IsTruncated"):
+                return IncompleteUpload(key, upload_id, started, last, size)
+            kwargs["PartNumberMarker"] = page.get("NextPartNumberMarker")
+
+    def abort_incomplete(self, item: IncompleteUpload) -> None:
+        full = self._key(item.key)
+        try:
+            self._call(
+                self._what(item.key),
+                lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=item.upload_id),
+            )
+        except SinkError as e:
+            if getattr(e, "_s3_code", None) != "NoSuchUpload":
+                raise
 
     def thaw(self, key: str, *, days: int, tier: str) -> str:
         if tier not in TIERS:

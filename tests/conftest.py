@@ -73,6 +73,18 @@ def keyring(identity_file: tuple[Path, str]) -> KeyRing:
 @pytest.fixture(autouse=True)
 def _no_ambient_nats_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests never pick up the developer's NATS contexts, env vars or $JSARCHIVE_KEY."""
-    for var in ("NATS_URL", "NATS_CONTEXT", "NATS_USER", "NATS_PASSWORD", "NATS_CREDS", "NATS_NKEY", "JSARCHIVE_KEY"):
+    for var in (
+        "NATS_URL",
+        "NATS_CONTEXT",
+        "NATS_USER",
+        "NATS_PASSWORD",
+        "NATS_CREDS",
+        "NATS_NKEY",
+        "JSARCHIVE_KEY",
+        "JSARCHIVE_KMS_KEY",
+        "JSARCHIVE_GCP_KMS_KEY",
+        "JSARCHIVE_USE_KMS_SLOTS",
+        "AWS_ENDPOINT_URL_KMS",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))

@@ -9,10 +9,14 @@ from pipeline.cli.account_cmd import account_group
 from pipeline.cli.demo_cmd import demo_cmd
 from pipeline.cli.export_cmd import export_cmd, import_cmd
 from pipeline.cli.inspect_cmd import cat_cmd, inspect_cmd
+from pipeline.cli.key_cmd import key_group
 from pipeline.cli.keygen_cmd import keygen_cmd
 from pipeline.cli.ls_cmd import ls_cmd
+from pipeline.cli.prune_cmd import prune_cmd
+from pipeline.cli.show_cmd import show_cmd
 from pipeline.cli.stream_cmd import stream_group
 from pipeline.cli.thaw_cmd import thaw_cmd
+from pipeline.cli.verify_cmd import verify_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -33,7 +37,11 @@ main.add_command(account_group)
 main.add_command(export_cmd)
 main.add_command(import_cmd)
 main.add_command(ls_cmd)
+main.add_command(show_cmd)
+main.add_command(verify_cmd)
+main.add_command(prune_cmd)
 main.add_command(keygen_cmd)
+main.add_command(key_group)
 main.add_command(thaw_cmd)
 main.add_command(inspect_cmd)
 main.add_command(cat_cmd)

@@ -100,6 +100,54 @@ def connect_options(kw: dict) -> ConnectOptions:
     )
 
 
+def kms_key_options(write: bool, prefix: str = "") -> list[Callable]:
+    """--kms-key / --gcp-kms-key (and, for reading, --use-kms-slots); ``prefix`` names the unlock keys of add-slot."""
+    verb = "wraps the data key (needs kms:Encrypt / cryptoKeyEncrypter)" if write else "opens backups (needs Decrypt)"
+    env = not prefix
+    opts = [
+        click.option(
+            f"--{prefix}kms-key",
+            f"{prefix.replace('-', '_')}kms_keys",
+            multiple=True,
+            metavar="ARN|ALIAS|ID",
+            envvar="JSARCHIVE_KMS_KEY" if env else None,
+            help=("unlock: " if prefix else "")
+            + f"AWS KMS key that {verb} (repeatable)"
+            + (" [$JSARCHIVE_KMS_KEY]" if env else ""),
+        ),
+        click.option(
+            f"--{prefix}gcp-kms-key",
+            f"{prefix.replace('-', '_')}gcp_kms_keys",
+            multiple=True,
+            metavar="projects/…/cryptoKeys/K",
+            envvar="JSARCHIVE_GCP_KMS_KEY" if env else None,
+            help=("unlock: " if prefix else "")
+            + f"Google Cloud KMS key that {verb} (repeatable)"
+            + (" [$JSARCHIVE_GCP_KMS_KEY]" if env else ""),
+        ),
+    ]
+    if not write:
+        opts.append(
+            click.option(
+                "--use-kms-slots",
+                is_flag=True,
+                envvar="JSARCHIVE_USE_KMS_SLOTS",
+                help="also ask KMS to open every aws-kms/gcp-kms slot with the key the slot names, with this "
+                "host's credentials [$JSARCHIVE_USE_KMS_SLOTS]",
+            )
+        )
+    return opts
+
+
+def kms_endpoint_option(f: Callable) -> Callable:
+    return click.option(
+        "--kms-endpoint",
+        envvar="AWS_ENDPOINT_URL_KMS",
+        metavar="URL",
+        help="AWS KMS endpoint URL (KMS-compatible services, tests) [$AWS_ENDPOINT_URL_KMS]",
+    )(f)
+
+
 def key_options(write: bool) -> Callable:
     def deco(f: Callable) -> Callable:
         opts = [
@@ -118,6 +166,8 @@ def key_options(write: bool) -> Callable:
                 metavar="FILE",
                 help="raw 256-bit key file (64 hex digits); $JSARCHIVE_KEY is used too",
             ),
+            *kms_key_options(write),
+            kms_endpoint_option,
         ]
         if write:
             opts = [
@@ -152,6 +202,11 @@ def key_ring(kw: dict) -> KeyRing:
         recipients_files=list(kw.pop("recipients_files", ())),
         identity_files=list(kw.pop("identity_files", ())),
         key_files=list(kw.pop("key_files", ())),
+        kms_keys=list(kw.pop("kms_keys", ())),
+        gcp_kms_keys=list(kw.pop("gcp_kms_keys", ())),
+        kms_endpoint=kw.pop("kms_endpoint", None),
+        aws_profile=kw.get("profile"),  # --profile applies to the archive and to KMS; sink_options pops it
+        use_kms_slots=bool(kw.pop("use_kms_slots", False)),
     )
 
 

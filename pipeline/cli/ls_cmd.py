@@ -15,7 +15,8 @@ from pipeline.listing import list_backups
 @archive_options
 @handle_errors
 def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
-    """List the backups in the archive at URL, newest first."""
+    """List the backups in the archive at URL, newest first, with the storage class and Object Lock of each data
+    object (read with a HEAD)."""
     rows = list_backups(url, stream, sink_options(kw, url=url))
     if as_json:
         emit_json({"ok": True, "backups": [r.to_json() for r in rows]})
@@ -27,10 +28,11 @@ def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for col in ("ID", "STREAM", "CREATED (UTC)", "MESSAGES", "SIZE", "STORED", "RATIO", "FORMAT", "ENCRYPTED"):
+    columns = ("ID", "STREAM", "CREATED (UTC)", "MESSAGES", "SIZE", "STORED", "RATIO", "FORMAT", "ENCRYPTED")
+    for col in (*columns, "CLASS", "LOCK", "RETAIN UNTIL"):
         table.add_column(col, justify="right" if col in ("MESSAGES", "SIZE", "STORED", "RATIO") else "left")
     for r in rows:
-        if r.problem:
+        if r.problem and not r.snapshot_format:  # the ref's manifest is missing or invalid
             table.add_row(r.manifest_id[:12], r.stream, r.created, "", "", "", "", "", f"[red]{r.problem}[/red]")
             continue
         table.add_row(
@@ -43,5 +45,8 @@ def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
             f"{r.ratio:.2f}",
             r.snapshot_format,
             "yes" if r.encrypted else "NO",
+            "[red]data missing[/red]" if r.problem else (r.storage_class or ""),
+            (r.lock_mode or "") + (" +hold" if r.legal_hold else ""),
+            (r.retain_until or "").replace("T", " ")[:19],
         )
     Console(width=200).print(table)
