@@ -6,6 +6,10 @@ Blocks are fetched ahead in parallel (ranged reads), each checked against the ma
 (AEAD), decompressed and checked against its plaintext hash before its bytes are sent. After the server's final
 answer we wait until the stream has a leader, its replicas are current and its consumers are back, then compare
 its state with the manifest. Any failure after the server accepted the restore deletes the partial stream.
+
+Rewrite mode (``--as``, ``--subject-map``, ``--subject``, ``--until-seq``, ``--until``; V2 backups onto servers
+>= 2.15): the decoded archive is rewritten by :mod:`pipeline.rewrite` and sent Snappy-framed instead, with the
+rewritten config and state in the request, and the final comparison uses the rewritten state.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import queue
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from pipeline import crypto
 from pipeline.compress import BlockCompressor, Compression
@@ -40,7 +48,11 @@ from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
 from pipeline.progress import NoProgress, Progress
 from pipeline.repository import Repository, storage_error
+from pipeline.s2 import iter_decode
 from sinks import SinkError, SinkOptions
+
+if TYPE_CHECKING:  # pipeline.rewrite imports pipeline.inspect, which imports this module
+    from pipeline.rewrite import RewritePlan, RewriteSpec
 
 
 @dataclass
@@ -59,6 +71,23 @@ class RestoreOptions:
     workers: int = 2
     wait: float = 120.0  # how long the restored stream may take to become healthy
     sink: SinkOptions = field(default_factory=SinkOptions)
+    # Rewrite mode (V2 backups onto servers >= 2.15; see pipeline/rewrite.py): any of these set turns it on.
+    new_name: str | None = None  # restore as this stream (--as)
+    subject_map: list[str] = field(default_factory=list)  # "SRC=DST" subject mappings (--subject-map)
+    subjects: list[str] = field(default_factory=list)  # keep only messages on these subjects (--subject)
+    until_seq: int | None = None  # cut after this sequence (--until-seq)
+    until_ns: int | None = None  # cut before this time, ns since the epoch (--until)
+
+    def rewrite_spec(self) -> RewriteSpec:
+        from pipeline.rewrite import RewriteSpec, SubjectMap
+
+        return RewriteSpec(
+            new_name=self.new_name,
+            subject_map=SubjectMap.parse(self.subject_map),
+            subjects=tuple(self.subjects),
+            until_seq=self.until_seq,
+            until_ns=self.until_ns,
+        )
 
 
 @dataclass
@@ -126,6 +155,22 @@ class BlockReader:
         if sum(n for n, _ in self.plain) != int(body["snapshot"].get("bytes", -1)):
             raise IntegrityError(f"manifest {manifest.id[:12]}: block sizes do not add up to the snapshot size")
 
+    def blocks(self) -> Iterator[bytes]:
+        """Every block in order (a synchronous iterator, ``prefetch`` blocks read ahead in a thread pool)."""
+        n = len(self.m.blocks)
+        ahead: deque[concurrent.futures.Future] = deque()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="open") as pool:
+            try:
+                nxt = 0
+                for index in range(n):
+                    while nxt < n and nxt < index + self.prefetch:
+                        ahead.append(pool.submit(self.read_block, nxt))
+                        nxt += 1
+                    yield ahead.popleft().result()
+            finally:
+                for f in ahead:
+                    f.cancel()
+
     def read_block(self, index: int) -> bytes:
         blk = self.m.blocks[index]
         where = (
@@ -183,8 +228,8 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     mid = m.id
     if m.stream != opts.stream:
         raise UsageError(
-            f"backup {mid[:12]} is of stream {m.stream!r}, not {opts.stream!r}; restoring under another name is "
-            "not supported yet"
+            f"backup {mid[:12]} is of stream {m.stream!r}, not {opts.stream!r}; to restore it under "
+            "another name, give its own stream name and --as NEWNAME"
         )
     repo.check_data(m)
     data_key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
@@ -195,6 +240,14 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     config["name"] = opts.stream
     state = body.get("state") or {}
     expected_consumers = 0 if body["snapshot"].get("no_consumers") else int(state.get("consumer_count", 0))
+    spec = opts.rewrite_spec()
+    target = spec.new_name or opts.stream
+    plan: RewritePlan | None = None
+    if spec.active and m.snapshot_format != V2:
+        raise UsageError(
+            f"backup {mid[:12]} is in snapshot format {m.snapshot_format}: --as, --subject-map, --subject, "
+            "--until-seq and --until need a V2 backup (taken from nats-server 2.15 or later)"
+        )
 
     js = await connect(opts.connect)
     async with js:
@@ -204,24 +257,37 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
                 f"backup {mid[:12]} was taken from nats-server {m.server.get('version', '?')} in snapshot format "
                 f"V2, which nats-server {server.version} cannot read; restore it into a server of version 2.15 or later"
             )
-        if await js.stream_info(opts.stream) is not None:
-            raise ConflictError(
-                f"stream {opts.stream!r} already exists on the target server; delete it first or restore elsewhere"
+        if spec.active and format_for_version(server.version_tuple) != V2:
+            raise ServerRefused(
+                f"nats-server {server.version} cannot do a partial or renamed restore: it needs 2.15 or later"
             )
+        if await js.stream_info(target) is not None:
+            raise ConflictError(
+                f"stream {target!r} already exists on the target server; delete it first or restore elsewhere"
+            )
+        if spec.active:
+            from pipeline.rewrite import plan_rewrite
+
+            plan = await asyncio.to_thread(plan_rewrite, iter_decode(reader.blocks()), config, spec)
+            config, state, expected_consumers = plan.config, plan.state, len(plan.consumers)
+            await _check_subjects_free(js, target, opts.stream, plan)
+            warnings += _rewrite_notes(plan)
         accepted = False
 
         def on_accepted() -> None:
             nonlocal accepted
             accepted = True
             # Only now: a refused request (placement, name in use) prints nothing but its error.
-            progress.start(f"restore {opts.stream}", int(body["snapshot"].get("bytes") or 0) or None)
+            total = None if plan else int(body["snapshot"].get("bytes") or 0) or None
+            progress.start(f"restore {target}", total)
 
         try:
             try:
+                chunks = reader.chunks(opts.chunk_size) if plan is None else _rewritten_chunks(reader, plan, opts)
                 await js.restore(
-                    opts.stream,
+                    target,
                     {"config": config, "state": state},
-                    reader.chunks(opts.chunk_size),
+                    chunks,
                     in_flight=opts.in_flight,
                     on_sent=progress.advance,
                     on_accepted=on_accepted,
@@ -234,11 +300,12 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             finally:
                 if accepted:
                     progress.finish()
-            info, state_warnings = await _await_healthy(js, opts.stream, state, expected_consumers, opts.wait)
+            expected = plan.expected_state() if plan else state
+            info, state_warnings = await _await_healthy(js, target, expected, expected_consumers, opts.wait)
             warnings += state_warnings
         except BaseException as e:
             if accepted:
-                note = await _remove_partial(js, opts.stream)
+                note = await _remove_partial(js, target)
                 if isinstance(e, JsArchiveError):
                     raise type(e)(f"{e}; {note}") from None
             raise
@@ -247,7 +314,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     cfg = info.get("config") or {}
     return RestoreResult(
         manifest_id=mid,
-        stream=opts.stream,
+        stream=target,
         server_version=server.version,
         snapshot_format=m.snapshot_format,
         messages=int(st.get("messages", 0)),
@@ -266,6 +333,91 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         seconds=round(time.monotonic() - started, 3),
         warnings=warnings,
     )
+
+
+def _rewrite_notes(plan: RewritePlan) -> list[str]:
+    spec = plan.spec
+    notes = []
+    if spec.subjects or spec.until_seq is not None or spec.until_ns is not None:
+        notes.append(
+            f"partial restore: {plan.messages} messages up to sequence {plan.cut}, {plan.dropped} left out "
+            "(as deletes: sequences are kept)"
+        )
+    return notes
+
+
+async def _check_subjects_free(js: JetStream, target: str, original: str, plan: RewritePlan) -> None:
+    """The server does not check subject overlap on restore: refuse subjects another stream already listens on."""
+    from pipeline.rewrite import filters_overlap
+
+    mine = list(plan.config.get("subjects") or [])
+    for name in await js.stream_names():
+        if name == target:
+            continue
+        info = await js.stream_info(name)
+        theirs = list(((info or {}).get("config") or {}).get("subjects") or [])
+        clash = next(((a, b) for a in mine for b in theirs if filters_overlap(a, b)), None)
+        if clash:
+            hint = " (map them with --subject-map, e.g. 'ORDERS.>=DRILL.ORDERS.>')" if name == original else ""
+            raise ConflictError(
+                f"stream {target!r} would listen on {clash[0]!r}, which overlaps {clash[1]!r} of existing stream "
+                f"{name!r}{hint}"
+            )
+
+
+_END = object()
+
+
+async def _rewritten_chunks(reader: BlockReader, plan: RewritePlan, opts: RestoreOptions) -> AsyncIterator[bytes]:
+    """Pass 2 (in a thread): blocks → S2 decode → rewrite → Snappy framing → chunks of ``opts.chunk_size``."""
+
+    from pipeline.rewrite import rechunk, rewrite_archive, snappy_framed
+
+    def produce() -> Iterator[bytes]:
+        archive = rewrite_archive(iter_decode(reader.blocks()), plan)
+        return rechunk(snappy_framed(archive), opts.chunk_size)
+
+    async for chunk in _threaded(produce, max(2, opts.in_flight * 2)):
+        yield chunk
+
+
+async def _threaded(make: Callable[[], Iterator[bytes]], depth: int) -> AsyncIterator[bytes]:
+    """The items of a blocking iterator, produced in a thread with at most ``depth`` waiting."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in make():
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=run, name="rewrite", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await asyncio.to_thread(q.get)
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                await asyncio.sleep(0.05)
 
 
 async def _await_healthy(

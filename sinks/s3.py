@@ -6,8 +6,9 @@ SSE-KMS key. boto3's own retries are off: every call goes through :mod:`sinks.re
 ``options.retry_budget``), and every botocore error leaves this module as a :class:`~sinks.base.SinkError`.
 
 Multipart uploads: the caller's parts (sealed blocks) can be smaller than the 5 MiB that S3 requires of every part but
-the last, so :class:`S3ObjectWriter` joins consecutive caller parts into S3 parts of at least
-``max(part_size, 5 MiB)``. Each UploadPart carries ``x-amz-checksum-sha256`` of exactly its bytes, which S3 verifies
+the last, so :class:`S3ObjectWriter` joins consecutive caller parts until an S3 part has at least 5 MiB (a caller
+part that large goes up alone, without a copy). Each UploadPart carries ``x-amz-checksum-sha256`` of exactly its
+bytes, which S3 verifies
 (and which Object Lock buckets require of every write).
 """
 
@@ -448,8 +449,9 @@ class S3Sink:
         # Not idempotent: if a response is lost and the call retried, the first upload is orphaned. Buckets should
         # carry an AbortIncompleteMultipartUpload lifecycle rule (the terraform modules set one).
         resp = self._call(what, lambda: self.client.create_multipart_upload(**params))
-        target = min(max(part_size, MIN_PART), MAX_PART)
-        return S3ObjectWriter(self, key, resp["UploadId"], target, retention)
+        # Join caller parts only up to S3's minimum: a caller part of >= 5 MiB then goes up as it is (no copy, its
+        # digest reused), and there are never more S3 parts than caller parts. ``part_size`` is only a hint here.
+        return S3ObjectWriter(self, key, resp["UploadId"], MIN_PART, retention)
 
     def put(self, key: str, data: bytes, *, if_absent: bool = True, retention: Retention | None = None) -> ObjectInfo:
         full = self._key(key)

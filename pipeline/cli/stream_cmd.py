@@ -150,6 +150,25 @@ def backup_cmd(
     show_default=True,
     help="seconds the restored stream may take to have a leader, current replicas and its consumers",
 )
+@click.option(
+    "--as", "new_name", metavar="NEWNAME", help="restore under this stream name (V2 backups, servers >= 2.15)"
+)
+@click.option(
+    "--subject-map",
+    "subject_map",
+    multiple=True,
+    metavar="SRC=DST",
+    help="rewrite subjects of messages, the stream and its consumers, e.g. 'ORDERS.>=DRILL.ORDERS.>' (repeatable)",
+)
+@click.option(
+    "--subject",
+    "subjects",
+    multiple=True,
+    metavar="FILTER",
+    help="keep only messages on these subjects (before mapping; repeatable); the rest become deletes",
+)
+@click.option("--until-seq", type=click.IntRange(1), help="keep messages up to this sequence; cut the rest")
+@click.option("--until", "until", metavar="TIME", help="keep messages before TIME (ISO 8601 or a duration ago: 2h)")
 @key_options(write=False)
 @archive_options
 @connection_options
@@ -165,11 +184,22 @@ def restore_cmd(
     chunk_size: int,
     in_flight: int,
     wait: float,
+    new_name: str | None,
+    subject_map: tuple[str, ...],
+    subjects: tuple[str, ...],
+    until_seq: int | None,
+    until: str | None,
     no_progress: bool,
     as_json: bool,
     **kw: object,
 ) -> None:
-    """Restore STREAM from the archive at URL into the connected server or cluster."""
+    """Restore STREAM from the archive at URL into the connected server or cluster.
+
+    --as, --subject-map, --subject, --until-seq and --until restore a rewritten copy (V2 backups onto
+    nats-server >= 2.15): renamed, with mapped subjects, filtered or cut. Sequences are kept.
+    """
+    from pipeline.inspect import parse_time
+
     opts = RestoreOptions(
         url=url,
         stream=stream,
@@ -183,6 +213,11 @@ def restore_cmd(
         in_flight=in_flight,
         wait=wait,
         sink=sink_options(kw, url=url),
+        new_name=new_name,
+        subject_map=list(subject_map),
+        subjects=list(subjects),
+        until_seq=until_seq,
+        until_ns=parse_time(until) if until else None,
     )
     res = restore_stream(opts, make_progress(no_progress, as_json))
     if as_json:
