@@ -1,34 +1,21 @@
-"""Back up one stream: snapshot → block cutter → (zstd → seal → sha256 → write_part) in threads → manifest → ref.
+"""Back up one stream: preflight, then the server's snapshot chunks fed into a :class:`pipeline.writer.BackupWriter`.
 
-Data flows one way. The NATS side only enqueues: a chunk is acked as soon as it is appended to the current block,
-and a full block waits for a slot among ``workers + buffer_blocks`` before the next chunk is taken. Peak memory is
-therefore about (workers + buffer_blocks) × block size, whatever the stream's size; if no slot frees up within
-``stall_budget`` seconds the backup fails with a clear message instead of letting the server time out.
-
-The manifest is written only after the data object is complete, and the ref only after the manifest; any failure
-before that aborts the upload, so an archive never holds a manifest for a backup that did not finish.
+The NATS side only enqueues: a chunk is acked as soon as the writer has appended it to the current block (see
+pipeline/writer.py for the bounded stages, the memory budget and the commit order).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
-import datetime as dt
-import os
-import time
 from dataclasses import asdict, dataclass, field
 
-from pipeline import __version__, crypto
-from pipeline import manifest as mf
-from pipeline.blocks import BlockCutter, choose_block_size
-from pipeline.compress import BlockCompressor, Compression
+from pipeline.blocks import choose_block_size
+from pipeline.compress import Compression
 from pipeline.errors import (
     JsArchiveError,
     KeyUnavailable,
     NotFoundError,
     ServerRefused,
-    TransferFailed,
     UsageError,
 )
 from pipeline.jetstream import (
@@ -39,14 +26,12 @@ from pipeline.jetstream import (
     JetStream,
     ServerInfo,
     connect,
-    detect_snapshot_format,
 )
 from pipeline.keys import KeyRing
 from pipeline.progress import NoProgress, Progress
-from pipeline.repository import Repository, ref_time, storage_error
-from sinks import Retention, SinkError, SinkOptions
-
-FORMAT_PROBE_BYTES = 64 * 1024
+from pipeline.repository import Repository
+from pipeline.writer import BackupWriter, WriteSettings
+from sinks import Retention, SinkOptions
 
 
 @dataclass
@@ -161,72 +146,20 @@ async def _run(
     block_size: int,
     progress: Progress,
 ) -> BackupResult:
-    started = time.monotonic()
-    created = dt.datetime.now(dt.timezone.utc)
-    backup_id = os.urandom(16).hex()
-    data_key = crypto.new_data_key() if opts.encrypt else None
-    # Wrap first: a KMS or recipient problem fails before anything is written (no orphaned data object).
-    slots_ = await asyncio.to_thread(opts.keys.wrap, data_key, backup_id) if data_key is not None else []
-    compressor = BlockCompressor(opts.compression)
-    loop = asyncio.get_running_loop()
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.workers), thread_name_prefix="seal")
-    slots = asyncio.Semaphore(max(1, opts.workers) + max(0, opts.buffer_blocks))
-    tasks: list[asyncio.Future] = []
-    cutter = BlockCutter(block_size)
-    probe = bytearray()
-    snapshot_format: str | None = None
-    failure: list[BaseException] = []
-
-    try:
-        writer = await asyncio.to_thread(
-            repo.sink.open_writer,
-            repo.data_key(backup_id),
-            part_size=block_size,
-            metadata={"jsarchive-stream": opts.stream, "jsarchive-backup-id": backup_id},
-            storage_class=opts.storage_class,
-            retention=opts.retention,
-        )
-    except SinkError as e:
-        raise storage_error(e, f"cannot start writing the backup to {repo.url}") from None
-
-    def seal_and_store(index: int, block: bytes, last: bool) -> _Block:
-        stored = compressor.compress(block)
-        if data_key is not None:
-            stored = crypto.seal(data_key, stored, crypto.block_aad(backup_id, index, last))
-        stored_sha = crypto.sha256(stored)
-        writer.write_part(index + 1, stored, stored_sha)
-        return _Block(index, len(stored), stored_sha, len(block), crypto.sha256(block))
-
-    def on_done(fut: asyncio.Future) -> None:
-        slots.release()
-        if not fut.cancelled() and fut.exception() is not None and not failure:
-            failure.append(fut.exception())
-
-    async def submit(index: int, block: bytes, last: bool) -> None:
-        if failure:
-            raise failure[0]
-        try:
-            await asyncio.wait_for(slots.acquire(), timeout=opts.stall_budget)
-        except asyncio.TimeoutError:
-            raise TransferFailed(
-                f"the archive at {repo.url} accepted no data for {opts.stall_budget:g} s; stopping before the "
-                "server aborts the snapshot (its limit is 5 s without acks)"
-            ) from None
-        fut = loop.run_in_executor(pool, seal_and_store, index, block, last)
-        fut.add_done_callback(on_done)
-        tasks.append(fut)
+    settings = WriteSettings(
+        compression=opts.compression,
+        workers=opts.workers,
+        buffer_blocks=opts.buffer_blocks,
+        stall_budget=opts.stall_budget,
+        storage_class=opts.storage_class,
+        retention=opts.retention,
+    )
+    w = BackupWriter(repo, opts.stream, opts.keys, opts.encrypt, settings, block_size)
+    await w.start()
 
     async def on_chunk(chunk: bytes) -> None:
-        nonlocal snapshot_format
-        if snapshot_format is None:
-            probe.extend(chunk[: FORMAT_PROBE_BYTES - len(probe)])
-            snapshot_format = detect_snapshot_format(bytes(probe))
-        for index, block, last in cutter.feed(chunk):
-            await submit(index, block, last)
+        await w.feed(chunk)
         progress.advance(len(chunk))
-
-    def on_start(resp: dict) -> None:
-        progress.start(f"backup {opts.stream}", None)
 
     try:
         try:
@@ -237,116 +170,52 @@ async def _run(
                 jsck=opts.check,
                 chunk_size=opts.chunk_size,
                 window_size=opts.window_size,
-                on_start=on_start,
+                on_start=lambda _resp: progress.start(f"backup {opts.stream}", None),
             )
-            await submit(*cutter.finish())
-            results = await asyncio.gather(*tasks)
+            await w.finish()
         finally:
             progress.finish()
-        if failure:
-            raise failure[0]
-        blocks = sorted(results, key=lambda b: b.index)
-        info = await asyncio.to_thread(writer.complete)
-    except BaseException as e:
-        for t in tasks:
-            t.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-        with contextlib.suppress(SinkError):  # the original failure is what the user needs to see
-            await asyncio.to_thread(writer.abort)
-        if isinstance(e, SinkError):
-            raise storage_error(e, f"writing the backup to {repo.url} failed") from None
+    except BaseException:
+        await w.abort()
         raise
-    pool.shutdown(wait=False)
-
-    fmt = snapshot_format or server.snapshot_format
-    state = snap.state
-    stored_total = sum(b.stored_len for b in blocks)
-    if info.size != stored_total:
-        with contextlib.suppress(SinkError):
-            await asyncio.to_thread(repo.sink.delete, repo.data_key(backup_id))
-        raise TransferFailed(f"the archive stored {info.size} bytes for the data object, expected {stored_total}")
-    offsets = []
-    off = 0
-    for b in blocks:
-        offsets.append([off, b.stored_len, b.stored_sha.hex()])
-        off += b.stored_len
-    seconds = time.monotonic() - started
-    envelope = {
-        "backup_id": backup_id,
-        "stream": opts.stream,
-        "created": created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "tool": {"name": "jsarchive", "version": __version__},
-        "server": {
+    c = await w.commit(
+        server={
             "version": server.version,
             "name": server.name,
             "cluster": server.cluster,
             "api_level": server.api_level,
         },
-        "snapshot_format": fmt,
-        "data": {"key": repo.data_key(backup_id), "size": stored_total, "block_size": block_size},
-        "blocks": offsets,
-        "summary": {
-            "messages": int(state.get("messages", 0)),
-            "bytes": int(state.get("bytes", 0)),
-            "first_seq": int(state.get("first_seq", 0)),
-            "last_seq": int(state.get("last_seq", 0)),
-            "consumers": 0 if not opts.consumers else int(state.get("consumer_count", 0)),
-            "snapshot_bytes": snap.bytes,
-            "storage": str(snap.config.get("storage", "file")),
-            "replicas": int(snap.config.get("num_replicas", 1) or 1),
-        },
-        "encryption": {
-            "scheme": mf.SCHEME_AES if data_key is not None else mf.SCHEME_NONE,
-            "key_slots": [s.to_json() for s in slots_],
-        },
-    }
-    body = {
-        "config": snap.config,
-        "state": state,
-        "consumers": consumers,
-        "snapshot": {
-            "format": fmt,
-            "inner_encoding": "s2-stream",
-            "no_consumers": not opts.consumers,
+        config=snap.config,
+        state=snap.state,
+        consumers=consumers,
+        include_consumers=opts.consumers,
+        snapshot={
             "jsck": opts.check,
             "chunk_size": opts.chunk_size,
             "window_size": opts.window_size,
             "chunks": snap.chunks,
-            "bytes": snap.bytes,
         },
-        "compression": opts.compression.to_json(),
-        "plain_blocks": [[b.plain_len, b.plain_sha.hex()] for b in blocks],
-        "timings": {"started": envelope["created"], "seconds": round(seconds, 3)},
-    }
-    raw = mf.build(envelope, body, data_key)
-    try:
-        mid = await asyncio.to_thread(repo.write_manifest, raw, opts.retention)
-        ref = await asyncio.to_thread(repo.write_ref, opts.stream, ref_time(created), backup_id, mid, opts.retention)
-    except SinkError as e:
-        raise storage_error(
-            e,
-            f"the data was stored but the manifest or ref could not be written to {repo.url}; the backup is not "
-            f"usable and `jsarchive prune` collects data/{backup_id}",
-        ) from None
+        snapshot_format=w.snapshot_format or server.snapshot_format,
+    )
     return BackupResult(
-        manifest_id=mid,
-        backup_id=backup_id,
+        manifest_id=c.manifest_id,
+        backup_id=c.backup_id,
         stream=opts.stream,
-        created=envelope["created"],
-        ref=ref,
+        created=c.created,
+        ref=c.ref,
         server_version=server.version,
-        snapshot_format=fmt,
-        messages=envelope["summary"]["messages"],
-        bytes=envelope["summary"]["bytes"],
-        snapshot_bytes=snap.bytes,
-        stored_bytes=stored_total,
-        blocks=len(blocks),
-        block_size=block_size,
-        encrypted=data_key is not None,
-        key_slots=[s.describe() for s in slots_],
-        consumers=envelope["summary"]["consumers"],
-        seconds=round(seconds, 3),
-        storage_class=info.storage_class,
+        snapshot_format=c.snapshot_format,
+        messages=c.summary["messages"],
+        bytes=c.summary["bytes"],
+        snapshot_bytes=c.snapshot_bytes,
+        stored_bytes=c.stored_bytes,
+        blocks=c.blocks,
+        block_size=c.block_size,
+        encrypted=c.encrypted,
+        key_slots=c.key_slots,
+        consumers=c.summary["consumers"],
+        seconds=c.seconds,
+        storage_class=c.storage_class,
         retain_until=opts.retention.until.isoformat() if opts.retention else None,
         lock_mode=opts.retention.mode if opts.retention else None,
     )

@@ -22,7 +22,6 @@ they came from; an account directory also gets a set, so ``jsarchive account res
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import datetime as dt
 import hashlib
@@ -35,19 +34,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, crypto
-from pipeline import manifest as mf
 from pipeline.account import build_set, parse_set, set_entry
 from pipeline.backup import BackupResult, check_writable
-from pipeline.blocks import BlockCutter, choose_block_size
-from pipeline.compress import BlockCompressor, Compression
+from pipeline.blocks import choose_block_size
+from pipeline.compress import Compression
 from pipeline.errors import ConflictError, IntegrityError, NotFoundError, UsageError
 from pipeline.jetstream import detect_snapshot_format
 from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
 from pipeline.progress import NoProgress, Progress
-from pipeline.repository import Repository, ref_time, storage_error
+from pipeline.repository import Repository, storage_error
 from pipeline.restore import BlockReader
+from pipeline.writer import BackupWriter, WriteSettings
 from sinks import Retention, SinkError, SinkOptions
 
 BACKUP_JSON = "backup.json"
@@ -563,158 +561,73 @@ def import_directory(opts: ImportOptions, progress: Progress | None = None) -> I
 
 
 def _import_one(repo: Repository, src: NatscliStream, opts: ImportOptions, progress: Progress) -> BackupResult:
-    """The backup pipeline of pipeline.backup, fed from a file instead of a snapshot (same blocks, same manifest)."""
-    started = time.monotonic()
-    created = dt.datetime.now(dt.timezone.utc)
-    backup_id = os.urandom(16).hex()
-    data_key = crypto.new_data_key() if opts.encrypt else None
-    block_size = opts.block_size or choose_block_size(src.size)
-    compressor = BlockCompressor(opts.compression)
-    try:
-        writer = repo.sink.open_writer(
-            repo.data_key(backup_id),
-            part_size=block_size,
-            metadata={"jsarchive-stream": src.name, "jsarchive-backup-id": backup_id},
-            storage_class=opts.storage_class,
-            retention=opts.retention,
-        )
-    except SinkError as e:
-        raise storage_error(e, f"cannot start writing the import of {src.name!r} to {repo.url}") from None
+    """The backup write path (pipeline.writer), fed from a file instead of a snapshot: same blocks, same manifest."""
+    return asyncio.run(_import_one_async(repo, src, opts, progress))
 
-    def seal_and_store(index: int, block: bytes, last: bool) -> tuple[int, int, bytes, int, bytes]:
-        stored = compressor.compress(block)
-        if data_key is not None:
-            stored = crypto.seal(data_key, stored, crypto.block_aad(backup_id, index, last))
-        sha = crypto.sha256(stored)
-        writer.write_part(index + 1, stored, sha)
-        return index, len(stored), sha, len(block), crypto.sha256(block)
 
-    cutter = BlockCutter(block_size)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.workers), thread_name_prefix="import")
-    futures: list[concurrent.futures.Future] = []
-    inflight: set[concurrent.futures.Future] = set()
-    total = 0
+async def _import_one_async(
+    repo: Repository, src: NatscliStream, opts: ImportOptions, progress: Progress
+) -> BackupResult:
+    settings = WriteSettings(
+        compression=opts.compression,
+        workers=opts.workers,
+        storage_class=opts.storage_class,
+        retention=opts.retention,
+        stall_budget=3600.0,  # reading a file: no server is waiting for acks
+    )
+    w = BackupWriter(repo, src.name, opts.keys, opts.encrypt, settings, opts.block_size or choose_block_size(src.size))
+    await w.start()
     progress.start(f"import {src.name}", src.size)
     try:
         try:
             with open(src.data, "rb") as f:
                 while chunk := f.read(READ_SIZE):
-                    total += len(chunk)
-                    for index, block, last in cutter.feed(chunk):
-                        fu = pool.submit(seal_and_store, index, block, last)
-                        futures.append(fu)
-                        inflight.add(fu)
-                        # Bounded memory: at most workers + 2 blocks in flight; a failed block stops the import.
-                        while len(inflight) > opts.workers + 2:
-                            done, inflight = concurrent.futures.wait(
-                                inflight, return_when=concurrent.futures.FIRST_COMPLETED
-                            )
-                            for d in done:
-                                d.result()
+                    await w.feed(chunk)
                     progress.advance(len(chunk))
-            futures.append(pool.submit(seal_and_store, *cutter.finish()))
-            blocks = sorted((fu.result() for fu in futures), key=lambda b: b[0])
+            await w.finish()
         finally:
             progress.finish()
-        info = writer.complete()
-    except BaseException as e:
-        for fu in futures:
-            fu.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-        with contextlib.suppress(SinkError):
-            writer.abort()
-        if isinstance(e, SinkError):
-            raise storage_error(e, f"writing the import of {src.name!r} to {repo.url} failed") from None
-        if isinstance(e, OSError):
-            raise UsageError(f"cannot read {src.data}: {e.strerror}") from None
+    except OSError as e:
+        await w.abort()
+        raise UsageError(f"cannot read {src.data}: {e.strerror}") from None
+    except BaseException:
+        await w.abort()
         raise
-    pool.shutdown(wait=False)
-    stored_total = sum(b[1] for b in blocks)
-    if info.size != stored_total:
-        raise IntegrityError(f"the archive stored {info.size} bytes for the import of {src.name!r}, not {stored_total}")
-    offsets, off = [], 0
-    for b in blocks:
-        offsets.append([off, b[1], b[2].hex()])
-        off += b[1]
-    state, config = src.state, src.config
-    slots = opts.keys.wrap(data_key, backup_id) if data_key is not None else []
-    envelope = {
-        "backup_id": backup_id,
-        "stream": src.name,
-        "created": created.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "tool": {"name": "jsarchive", "version": __version__},
+    c = await w.commit(
         # The server that took the snapshot is not recorded by natscli; the snapshot format is read from the bytes.
-        "server": {"version": "", "name": "", "cluster": None, "api_level": None},
-        "snapshot_format": src.snapshot_format,
-        "data": {"key": repo.data_key(backup_id), "size": stored_total, "block_size": block_size},
-        "blocks": offsets,
-        "summary": {
-            "messages": int(state.get("messages", 0) or 0),
-            "bytes": int(state.get("bytes", 0) or 0),
-            "first_seq": int(state.get("first_seq", 0) or 0),
-            "last_seq": int(state.get("last_seq", 0) or 0),
-            "consumers": int(state.get("consumer_count", 0) or 0) if opts.consumers else 0,
-            "snapshot_bytes": total,
-            "storage": str(config.get("storage", "file")),
-            "replicas": int(config.get("num_replicas", 1) or 1),
-        },
-        "encryption": {
-            "scheme": mf.SCHEME_AES if data_key is not None else mf.SCHEME_NONE,
-            "key_slots": [s.to_json() for s in slots],
-        },
-        "origin": {
+        server={"version": "", "name": "", "cluster": None, "api_level": None},
+        config=src.config,
+        state=src.state,
+        consumers=[],
+        include_consumers=opts.consumers,
+        snapshot={"jsck": False, "chunk_size": None, "window_size": None, "chunks": 0},
+        snapshot_format=src.snapshot_format,
+        origin={
             "type": ORIGIN_TYPE,
             "directory": src.directory.name,
             "backup_json_sha256": src.backup_json_sha256,
             "snapshot_time": src.snapshot_time,
         },
-    }
-    seconds = time.monotonic() - started
-    body = {
-        "config": config,
-        "state": state,
-        "consumers": [],
-        "snapshot": {
-            "format": src.snapshot_format,
-            "inner_encoding": "s2-stream",
-            "no_consumers": not opts.consumers,
-            "jsck": False,
-            "chunk_size": None,
-            "window_size": None,
-            "chunks": 0,
-            "bytes": total,
-        },
-        "compression": opts.compression.to_json(),
-        "plain_blocks": [[b[3], b[4].hex()] for b in blocks],
-        "timings": {"started": envelope["created"], "seconds": round(seconds, 3)},
-    }
-    raw = mf.build(envelope, body, data_key)
-    try:
-        mid = repo.write_manifest(raw, opts.retention)
-        ref = repo.write_ref(src.name, ref_time(created), backup_id, mid, opts.retention)
-    except SinkError as e:
-        raise storage_error(
-            e, f"the data was stored but the manifest or ref could not be written to {repo.url}"
-        ) from None
+    )
     return BackupResult(
-        manifest_id=mid,
-        backup_id=backup_id,
+        manifest_id=c.manifest_id,
+        backup_id=c.backup_id,
         stream=src.name,
-        created=envelope["created"],
-        ref=ref,
+        created=c.created,
+        ref=c.ref,
         server_version="",
-        snapshot_format=src.snapshot_format,
-        messages=envelope["summary"]["messages"],
-        bytes=envelope["summary"]["bytes"],
-        snapshot_bytes=total,
-        stored_bytes=stored_total,
-        blocks=len(blocks),
-        block_size=block_size,
-        encrypted=data_key is not None,
-        key_slots=[s.describe() for s in slots],
-        consumers=envelope["summary"]["consumers"],
-        seconds=round(seconds, 3),
-        storage_class=info.storage_class,
+        snapshot_format=c.snapshot_format,
+        messages=c.summary["messages"],
+        bytes=c.summary["bytes"],
+        snapshot_bytes=c.snapshot_bytes,
+        stored_bytes=c.stored_bytes,
+        blocks=c.blocks,
+        block_size=c.block_size,
+        encrypted=c.encrypted,
+        key_slots=c.key_slots,
+        consumers=c.summary["consumers"],
+        seconds=c.seconds,
+        storage_class=c.storage_class,
         retain_until=opts.retention.until.isoformat() if opts.retention else None,
         lock_mode=opts.retention.mode if opts.retention else None,
     )

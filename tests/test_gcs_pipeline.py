@@ -73,18 +73,16 @@ def test_missing_bucket_is_one_clear_error(nats_server, identity_file, gcs_emula
 def test_restore_from_gcs_into_a_cluster(nats_server, two_clusters, keyring, gcp_storage_emulator, monkeypatch):
     """Backup into GCS, restore straight from the bucket into cluster west, placed by tag, as R1."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcp_storage_emulator.url)
-    asyncio.run(fill_stream(nats_server.url, messages=4000))
-    before = asyncio.run(stream_state(nats_server.url, "ORDERS"))
+    asyncio.run(fill_stream(nats_server.url, "GCSDR", messages=4000))
+    before = asyncio.run(stream_state(nats_server.url, "GCSDR"))
     url = f"gs://{gcp_storage_emulator.make_bucket()}/dr"
-    backup_stream(
-        BackupOptions(stream="ORDERS", url=url, connect=ConnectOptions(servers=nats_server.url), keys=keyring)
-    )
+    backup_stream(BackupOptions(stream="GCSDR", url=url, connect=ConnectOptions(servers=nats_server.url), keys=keyring))
     west = two_clusters["west"]
     try:
         r = restore_stream(
             RestoreOptions(
                 url=url,
-                stream="ORDERS",
+                stream="GCSDR",
                 connect=ConnectOptions(servers=west[0].url),
                 keys=keyring,
                 tags=["az:3"],
@@ -92,11 +90,11 @@ def test_restore_from_gcs_into_a_cluster(nats_server, two_clusters, keyring, gcp
             )
         )
         assert r.cluster == "west" and r.leader == "west-3" and r.replicas == []
-        after = asyncio.run(stream_state(west[1].url, "ORDERS"))
+        after = asyncio.run(stream_state(west[1].url, "GCSDR"))
         keys = ("messages", "first_seq", "last_seq", "num_deleted", "num_subjects", "consumers")
         assert {k: after[k] for k in keys} == {k: before[k] for k in keys}
     finally:
-        asyncio.run(_delete_stream(west[0].url, "ORDERS"))
+        asyncio.run(_delete_stream(west[0].url, "GCSDR"))
 
 
 async def _delete_stream(url: str, name: str) -> None:

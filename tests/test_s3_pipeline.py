@@ -37,10 +37,10 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
     return w
 
 
-def _backup(server, url, keyring, moto, **kw) -> object:
+def _backup(server, url, keyring, moto, stream: str = "ORDERS", **kw) -> object:
     return backup_stream(
         BackupOptions(
-            stream="ORDERS",
+            stream=stream,
             url=url,
             connect=ConnectOptions(servers=server.url),
             keys=keyring,
@@ -51,11 +51,11 @@ def _backup(server, url, keyring, moto, **kw) -> object:
     )
 
 
-def _restore(server, url, keyring, moto, **kw) -> object:
+def _restore(server, url, keyring, moto, stream: str = "ORDERS", **kw) -> object:
     return restore_stream(
         RestoreOptions(
             url=url,
-            stream="ORDERS",
+            stream=stream,
             connect=ConnectOptions(servers=server.url),
             keys=keyring,
             sink=SinkOptions(endpoint_url=moto.endpoint),
@@ -224,21 +224,24 @@ def test_lock_options_are_checked_before_anything_runs(tmp_path):
 
 
 def test_restore_from_s3_into_a_cluster(nats_server, two_clusters, keyring, moto, bucket):
-    """Backup from a standalone server into S3, restore straight from the bucket into cluster west as R3."""
-    asyncio.run(fill_stream(nats_server.url, messages=4000))
-    before = asyncio.run(stream_state(nats_server.url, "ORDERS"))
+    """Backup from a standalone server into S3, restore straight from the bucket into cluster west as R3.
+
+    The stream has a name of its own: see test_cluster.py on re-using a name just deleted in a cluster.
+    """
+    asyncio.run(fill_stream(nats_server.url, "S3DR", messages=4000))
+    before = asyncio.run(stream_state(nats_server.url, "S3DR"))
     url = f"s3://{bucket}/dr"
-    _backup(nats_server, url, keyring, moto)
+    _backup(nats_server, url, keyring, moto, stream="S3DR")
     west = two_clusters["west"]
     try:
-        r = _restore(west[0], url, keyring, moto, cluster="west", replicas=3)
+        r = _restore(west[0], url, keyring, moto, stream="S3DR", cluster="west", replicas=3)
         assert r.cluster == "west" and r.leader in {s.spec.name for s in west} and len(r.replicas) == 2
-        after = asyncio.run(stream_state(west[1].url, "ORDERS"))
+        after = asyncio.run(stream_state(west[1].url, "S3DR"))
         keys = ("messages", "first_seq", "last_seq", "num_deleted", "num_subjects", "consumers")
         assert {k: after[k] for k in keys} == {k: before[k] for k in keys}
         assert after["_info"]["config"]["placement"] == {"cluster": "west"}
     finally:
-        asyncio.run(_delete_stream(west[0].url, "ORDERS"))
+        asyncio.run(_delete_stream(west[0].url, "S3DR"))
 
 
 async def _delete_stream(url: str, name: str) -> None:
