@@ -21,7 +21,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from nats.js.api import StreamConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.embedded import EmbeddedServer, ServerSpec  # noqa: E402
+from pipeline.embedded import EmbeddedServer, ServerSpec, free_port  # noqa: E402
 from pipeline.jetstream import ConnectOptions, connect  # noqa: E402
 
 STREAM = "EVENTS"
@@ -135,9 +134,7 @@ class Moto:
     """moto's S3 server in its own process, stopped by its PID (it holds objects in RAM: keep streams moderate)."""
 
     def __init__(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

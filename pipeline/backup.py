@@ -30,7 +30,7 @@ from pipeline.jetstream import (
 from pipeline.keys import KeyRing
 from pipeline.progress import NoProgress, Progress
 from pipeline.repository import Repository
-from pipeline.writer import BackupWriter, WriteSettings
+from pipeline.writer import BackupWriter, Committed, WriteSettings
 from sinks import Retention, SinkOptions
 
 
@@ -80,6 +80,31 @@ class BackupResult:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_commit(cls, c: Committed, stream: str, server_version: str, retention: Retention | None) -> BackupResult:
+        return cls(
+            manifest_id=c.manifest_id,
+            backup_id=c.backup_id,
+            stream=stream,
+            created=c.created,
+            ref=c.ref,
+            server_version=server_version,
+            snapshot_format=c.snapshot_format,
+            messages=c.summary["messages"],
+            bytes=c.summary["bytes"],
+            snapshot_bytes=c.snapshot_bytes,
+            stored_bytes=c.stored_bytes,
+            blocks=c.blocks,
+            block_size=c.block_size,
+            encrypted=c.encrypted,
+            key_slots=c.key_slots,
+            consumers=c.summary["consumers"],
+            seconds=c.seconds,
+            storage_class=c.storage_class,
+            retain_until=retention.until.isoformat() if retention else None,
+            lock_mode=retention.mode if retention else None,
+        )
 
 
 @dataclass
@@ -197,25 +222,4 @@ async def _run(
         },
         snapshot_format=w.snapshot_format or server.snapshot_format,
     )
-    return BackupResult(
-        manifest_id=c.manifest_id,
-        backup_id=c.backup_id,
-        stream=opts.stream,
-        created=c.created,
-        ref=c.ref,
-        server_version=server.version,
-        snapshot_format=c.snapshot_format,
-        messages=c.summary["messages"],
-        bytes=c.summary["bytes"],
-        snapshot_bytes=c.snapshot_bytes,
-        stored_bytes=c.stored_bytes,
-        blocks=c.blocks,
-        block_size=c.block_size,
-        encrypted=c.encrypted,
-        key_slots=c.key_slots,
-        consumers=c.summary["consumers"],
-        seconds=c.seconds,
-        storage_class=c.storage_class,
-        retain_until=opts.retention.until.isoformat() if opts.retention else None,
-        lock_mode=opts.retention.mode if opts.retention else None,
-    )
+    return BackupResult.from_commit(c, opts.stream, server.version, opts.retention)

@@ -609,25 +609,4 @@ async def _import_one_async(
             "snapshot_time": src.snapshot_time,
         },
     )
-    return BackupResult(
-        manifest_id=c.manifest_id,
-        backup_id=c.backup_id,
-        stream=src.name,
-        created=c.created,
-        ref=c.ref,
-        server_version="",
-        snapshot_format=c.snapshot_format,
-        messages=c.summary["messages"],
-        bytes=c.summary["bytes"],
-        snapshot_bytes=c.snapshot_bytes,
-        stored_bytes=c.stored_bytes,
-        blocks=c.blocks,
-        block_size=c.block_size,
-        encrypted=c.encrypted,
-        key_slots=c.key_slots,
-        consumers=c.summary["consumers"],
-        seconds=c.seconds,
-        storage_class=c.storage_class,
-        retain_until=opts.retention.until.isoformat() if opts.retention else None,
-        lock_mode=opts.retention.mode if opts.retention else None,
-    )
+    return BackupResult.from_commit(c, src.name, "", opts.retention)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline import manifest as mf
@@ -64,6 +65,23 @@ def storage_error(e: SinkError, doing: str) -> JsArchiveError:
     if isinstance(e, ObjectArchived):
         return ColdStorage(f"{doing}: {e}")
     return ConnectionFailed(f"{doing}: {e}")
+
+
+def _resolve_prefix(id_or_prefix: str, candidates: Callable[[], list[str]], what: str, shows: str, url: str) -> str:
+    """A full 64-digit id from itself or from a unique prefix of at least MIN_ID_PREFIX hex digits."""
+    ident = id_or_prefix.strip().lower()
+    if not _HEX.fullmatch(ident or "x"):
+        raise UsageError(f"{id_or_prefix!r} is not a {what} id (hex digits, as `{shows}` shows)")
+    if len(ident) == 64:
+        return ident  # a full id needs no listing; loading it says whether it exists
+    if len(ident) < MIN_ID_PREFIX:
+        raise UsageError(f"{what} id prefix {id_or_prefix!r} is too short: give at least {MIN_ID_PREFIX} digits")
+    matches = [c for c in candidates() if c.startswith(ident)]
+    if not matches:
+        raise NotFoundError(f"no {what} with id {id_or_prefix} in {url}")
+    if len(matches) > 1:
+        raise UsageError(f"{what} id prefix {id_or_prefix} is ambiguous in {url}: give more digits")
+    return matches[0]
 
 
 def ref_time(created: dt.datetime) -> str:
@@ -260,17 +278,7 @@ class Repository:
 
     def resolve_set(self, id_or_prefix: str) -> str:
         """A full set id from a full id or a unique prefix of at least six hex digits."""
-        ident = id_or_prefix.strip().lower()
-        if not _HEX.fullmatch(ident or "x"):
-            raise UsageError(f"{id_or_prefix!r} is not a set id (hex digits, as `jsarchive account ls` shows)")
-        if len(ident) < MIN_ID_PREFIX:
-            raise UsageError(f"set id prefix {id_or_prefix!r} is too short: give at least {MIN_ID_PREFIX} digits")
-        matches = [s for s in self.list_sets() if s.startswith(ident)]
-        if not matches:
-            raise NotFoundError(f"no set with id {id_or_prefix} in {self.url}")
-        if len(matches) > 1:
-            raise UsageError(f"set id prefix {id_or_prefix} is ambiguous in {self.url}: give more digits")
-        return matches[0]
+        return _resolve_prefix(id_or_prefix, self.list_sets, "set", "jsarchive account ls", self.url)
 
     def refs(self, stream: str | None = None) -> list[Ref]:
         """Refs newest first, for one stream or all."""
@@ -350,19 +358,7 @@ class Repository:
 
     def resolve(self, id_or_prefix: str) -> str:
         """A full manifest id from a full id or a unique prefix of at least six hex digits."""
-        ident = id_or_prefix.strip().lower()
-        if not _HEX.fullmatch(ident or "x"):
-            raise UsageError(f"{id_or_prefix!r} is not a backup id (hex digits, as `jsarchive ls` shows)")
-        if len(ident) == 64:
-            return ident
-        if len(ident) < MIN_ID_PREFIX:
-            raise UsageError(f"backup id prefix {id_or_prefix!r} is too short: give at least {MIN_ID_PREFIX} digits")
-        matches = [m for m in self.manifest_ids() if m.startswith(ident)]
-        if not matches:
-            raise NotFoundError(f"no backup with id {id_or_prefix} in {self.url}")
-        if len(matches) > 1:
-            raise UsageError(f"backup id prefix {id_or_prefix} is ambiguous in {self.url}: give more digits")
-        return matches[0]
+        return _resolve_prefix(id_or_prefix, self.manifest_ids, "backup", "jsarchive ls", self.url)
 
     def latest(self, stream: str) -> mf.Manifest:
         """The manifest of the newest backup of ``stream``."""

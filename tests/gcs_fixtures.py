@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,18 +21,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from pipeline.embedded import free_port
 from sinks import SinkOptions
 from sinks.gcs import GCSSink
 
 START_DEADLINE = 20.0  # seconds for an emulator to answer after it was started
 FAKE_GCS = "fake-gcs-server"
 GCP_EMULATOR = "gcp-storage-emulator"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fake_gcs_binary() -> Path:

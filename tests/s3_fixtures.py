@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +23,12 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
+from pipeline.embedded import free_port
 from sinks import SinkOptions
 from sinks.s3 import S3Sink
 
 READY_DEADLINE = 30.0  # seconds for moto to start answering (it imports every service it emulates)
 STOP_DEADLINE = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -51,7 +45,7 @@ class MotoServer:
 
 
 def _start_moto(log: Path) -> MotoServer:
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     with open(log, "ab") as out:
         proc = subprocess.Popen(

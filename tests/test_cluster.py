@@ -22,7 +22,7 @@ import pytest
 
 from pipeline.embedded import EmbeddedServer
 from pipeline.jetstream import ConnectOptions, connect
-from tests.streams import Filled, comparable, fill_stream, read_messages, stream_state
+from tests.streams import Filled, comparable, fill_stream, read_messages, stream_state, wait_consumers_settled
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -127,16 +127,20 @@ async def _assert_stays_absent(url: str, name: str, seconds: float = 1.0) -> Non
             await asyncio.sleep(0.2)
 
 
-def _fill_with_retry(url: str, name: str, messages: int, deadline_s: float = 10.0, **kw: object) -> Filled:
-    """fill_stream, retrying the stream create while the fresh meta leader still answers 10005 (G15)."""
+def _fill_with_retry(url: str, name: str, messages: int, deadline_s: float = 30.0, **kw: object) -> Filled:
+    """fill_stream, retrying the stream create while the cluster still refuses it for a moment: a fresh meta leader
+    answers 10005 (G15), a busy one 503/10008. Only the create is retried: when it fails, nothing was made."""
     deadline = time.monotonic() + deadline_s
     while True:
         try:
             return asyncio.run(fill_stream(url, name, messages, **kw))
         except nats.js.errors.APIError as e:
-            if e.err_code != PLACEMENT_ERROR or time.monotonic() >= deadline:
+            transient = e.err_code in (PLACEMENT_ERROR, 10008) or e.code == 503
+            if not transient or time.monotonic() >= deadline:
                 raise
-        time.sleep(0.1)
+            if asyncio.run(_stream_info(url, name)) is not None:
+                raise  # the create went through and something later failed: not a readiness problem
+        time.sleep(0.2)
 
 
 def _json_out(proc: subprocess.CompletedProcess) -> dict:
@@ -163,16 +167,6 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
     assert len(errors) == 1, f"expected one error line on stderr, got:\n{proc.stderr}"
     assert lines == errors, f"stderr carries more than the error line:\n{proc.stderr}"
     return errors[0]
-
-
-def _wait_consumers_settled(url: str, name: str, expected: dict, deadline_s: float = 15.0) -> dict:
-    """Stream state once the consumers' num_pending matches ``expected`` (G7: transiently wrong after a restore)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        state = asyncio.run(stream_state(url, name))
-        if state["consumers"] == expected["consumers"] or time.monotonic() >= deadline:
-            return state
-        time.sleep(0.2)
 
 
 # -- fixtures ---------------------------------------------------------------------------------------------------
@@ -265,7 +259,7 @@ def test_restore_r3_into_other_cluster(dr: Source) -> None:
         assert state["consumers"][name]["ack_floor"] == c["ack_floor"], name
         assert state["consumers"][name]["filter_subject"] == c["filter_subject"], name
     # Pending counts may lag for a moment after a restore (G7); they must converge to the source's.
-    assert comparable(_wait_consumers_settled(dr.west[1].url, STREAM, src)) == comparable(src)
+    assert comparable(wait_consumers_settled(dr.west[1].url, STREAM, src)) == comparable(src)
 
     assert asyncio.run(read_messages(dr.west[1].url, STREAM)) == dr.messages
 
@@ -295,7 +289,7 @@ def test_restore_by_tag_as_r1(dr: Source) -> None:
     assert info["cluster"]["name"] == "west"
     assert info["cluster"]["leader"] == target
     assert not info["cluster"].get("replicas")
-    state = _wait_consumers_settled(url, STREAM, dr.state)
+    state = wait_consumers_settled(url, STREAM, dr.state)
     assert comparable(state) == comparable(dr.state)
 
 

@@ -11,7 +11,7 @@ from pipeline.backup import BackupOptions, backup_stream
 from pipeline.cli import main
 from pipeline.jetstream import ConnectOptions
 from pipeline.restore import RestoreOptions, restore_stream
-from tests.streams import fill_stream, read_messages, stream_state
+from tests.streams import fill_stream, read_messages, stream_state, wait_consumers_settled
 
 
 def test_round_trip_through_gcs(nats_server, second_server, keyring, gcs_emulator, monkeypatch):
@@ -90,7 +90,7 @@ def test_restore_from_gcs_into_a_cluster(nats_server, two_clusters, keyring, gcp
             )
         )
         assert r.cluster == "west" and r.leader == "west-3" and r.replicas == []
-        after = asyncio.run(stream_state(west[1].url, "GCSDR"))
+        after = wait_consumers_settled(west[1].url, "GCSDR", before)
         keys = ("messages", "first_seq", "last_seq", "num_deleted", "num_subjects", "consumers")
         assert {k: after[k] for k in keys} == {k: before[k] for k in keys}
     finally:

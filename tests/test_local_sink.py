@@ -90,3 +90,32 @@ def test_list_by_prefix_skips_temp_files(tmp_path):
     assert [i.key for i in s.list("refs/A/")] == ["refs/A/1", "refs/A/2"]
     assert sorted(i.key for i in s.list("")) == ["manifests/m", "refs/A/1", "refs/A/2", "refs/AB/1"]
     assert list(s.list("nothing/")) == []
+
+
+def test_id_resolution_for_backups_and_sets(tmp_path):
+    """One rule for manifest and set ids: a full id, or a unique prefix of at least six hex digits."""
+    from pipeline.errors import NotFoundError, UsageError
+    from pipeline.repository import Repository
+
+    repo = Repository.open(str(tmp_path))
+    first, second = "ab12cd0" + "0" * 57, "ab12cd1" + "1" * 57
+    for key in ("manifests/" + first, "manifests/" + second, "sets/" + "ff" * 32):
+        repo.sink.put(key, b"x")
+    assert repo.resolve("AB12CD0") == first
+    assert repo.resolve_set("ffffff") == "ff" * 32
+    with pytest.raises(UsageError, match="ambiguous"):
+        repo.resolve("ab12cd")
+    for bad, msg in (("ab12c", "too short"), ("xyz123", "not a backup id")):
+        with pytest.raises(UsageError, match=msg):
+            repo.resolve(bad)
+    with pytest.raises(UsageError, match="not a set id"):
+        repo.resolve_set("set-1")
+    with pytest.raises(NotFoundError, match="no set with id"):
+        repo.resolve_set("abcdef")
+    full = "9" * 64
+    assert repo.resolve(full) == full  # a full id is taken as it is ...
+    with pytest.raises(NotFoundError):
+        repo.load_manifest(full)  # ... and loading it says it is missing
+    assert repo.resolve_set(full) == full
+    with pytest.raises(NotFoundError):
+        repo.load_set(full)

@@ -19,7 +19,7 @@ from pipeline.restore import RestoreOptions, restore_stream
 from sinks import Retention, SinkOptions
 from sinks.s3 import S3Sink
 from tests.s3_fixtures import Wire
-from tests.streams import fill_stream, read_messages, stream_state
+from tests.streams import fill_stream, read_messages, stream_state, wait_consumers_settled
 
 
 @pytest.fixture
@@ -236,7 +236,7 @@ def test_restore_from_s3_into_a_cluster(nats_server, two_clusters, keyring, moto
     try:
         r = _restore(west[0], url, keyring, moto, stream="S3DR", cluster="west", replicas=3)
         assert r.cluster == "west" and r.leader in {s.spec.name for s in west} and len(r.replicas) == 2
-        after = asyncio.run(stream_state(west[1].url, "S3DR"))
+        after = wait_consumers_settled(west[1].url, "S3DR", before)
         keys = ("messages", "first_seq", "last_seq", "num_deleted", "num_subjects", "consumers")
         assert {k: after[k] for k in keys} == {k: before[k] for k in keys}
         assert after["_info"]["config"]["placement"] == {"cluster": "west"}
