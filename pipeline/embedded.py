@@ -176,7 +176,12 @@ class EmbeddedServer:
 
 
 def start_cluster(
-    name: str, size: int = 3, tags: list[list[str]] | None = None, binary: str | None = None, timeout: float = 30.0
+    name: str,
+    size: int = 3,
+    tags: list[list[str]] | None = None,
+    binary: str | None = None,
+    timeout: float = 30.0,
+    accounts: str | None = None,
 ) -> list[EmbeddedServer]:
     """A ``size``-node cluster named ``name`` on loopback, ready when every node's /healthz is ok."""
     ports = [free_port() for _ in range(size)]
@@ -189,6 +194,7 @@ def start_cluster(
             routes=ports,
             cluster_port=ports[i],
             tags=(tags[i] if tags else []),
+            accounts=accounts,
         )
         servers.append(EmbeddedServer(spec).start())
     try:

@@ -1,0 +1,246 @@
+"""`jsarchive dr status` and `jsarchive dr recover`: which recovery path each stream needs, and taking it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import click
+
+from pipeline.cli.common import (
+    archive_options,
+    connect_options,
+    connection_options,
+    emit_json,
+    handle_errors,
+    key_options,
+    key_ring,
+    sink_options,
+)
+from pipeline.dr import (
+    LOST_AFTER,
+    RecoverOptions,
+    RecoveryFailed,
+    RecoveryResult,
+    StatusOptions,
+    StatusReport,
+    plan,
+    recover,
+    status,
+)
+from pipeline.errors import UsageError
+from pipeline.jetstream import ConnectOptions
+
+_COLOURS = {
+    "healthy": "green",
+    "healing": "yellow",
+    "needs-peer-remove": "yellow",
+    "quorum-lost": "red",
+    "lost": "red",
+    "emptied": "red",
+    "r1-lost": "red",
+}
+
+
+def system_options(f: Callable) -> Callable:
+    """The system account, for server liveness and peer-remove (natscli keeps it in a context of its own)."""
+    opts = [
+        click.option("--system-context", help="natscli context of the system account"),
+        click.option("--system-user", help="system account user"),
+        click.option("--system-password", envvar="JSARCHIVE_SYSTEM_PASSWORD", help="[$JSARCHIVE_SYSTEM_PASSWORD]"),
+        click.option("--system-creds", help="system account credentials file"),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def system_connect(kw: dict, app: ConnectOptions) -> ConnectOptions | None:
+    """The system account's connection: its own credentials, the app connection's servers and TLS settings."""
+    ctx, user, password, creds = (
+        kw.pop(k) for k in ("system_context", "system_user", "system_password", "system_creds")
+    )
+    if not (ctx or user or creds):
+        if password:
+            raise UsageError("--system-password needs --system-user")
+        return None
+    if ctx:
+        return ConnectOptions(context=ctx, tls_ca=app.tls_ca, tls_first=app.tls_first, timeout=app.timeout)
+    return dataclasses.replace(
+        app, user=user, password=password, token=None, creds=creds, nkey=None, context=app.context, name="jsarchive-sys"
+    )
+
+
+def common_dr_options(f: Callable) -> Callable:
+    f = click.option("--json", "as_json", is_flag=True, help="print JSON")(f)
+    f = click.option(
+        "--lost-after",
+        type=float,
+        default=LOST_AFTER,
+        show_default=True,
+        help="seconds without contact before a replica counts as gone (without the system account)",
+    )(f)
+    f = click.option("--stream", "streams", multiple=True, help="only this stream (repeatable)")(f)
+    f = click.option("--archive", "url", metavar="URL", help="archive whose newest backups are compared")(f)
+    f = archive_options(f)
+    f = system_options(f)
+    return connection_options(f)
+
+
+def _status_fields(kw: dict) -> dict:
+    app = connect_options(kw)
+    url = kw.pop("url")
+    return {
+        "connect": app,
+        "system": system_connect(kw, app),
+        "url": url,
+        "sink": sink_options(kw, url=url or ""),
+        "streams": list(kw.pop("streams")),
+        "lost_after": kw.pop("lost_after"),
+    }
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= 2 * n:
+            return f"{s // n}{unit}"
+    return f"{s}s"
+
+
+def print_status(report: StatusReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    view = report.cluster
+    if view.system:
+        gone = ", ".join(view.gone) or "none"
+        console.print(
+            f"meta group: {len(view.members)} servers, leader {view.meta_leader}, "
+            f"[{'red' if view.gone else 'green'}]lost: {gone}[/]"
+        )
+    else:
+        console.print("server liveness not checked (no --system-* credentials): judged from replicas' last contact")
+    table = Table(box=None, pad_edge=False)
+    cols = ["STREAM", "R", "LEADER", "CURRENT", "LAGGING", "GONE", "MESSAGES", "LAST SEQ", "VERDICT"]
+    if report.archive:
+        cols += ["NEWEST BACKUP", "AGE", "BACKUP LAST SEQ"]
+    cols.append("DETAIL")
+    for c in cols:
+        table.add_column(c, justify="right" if c in ("R", "MESSAGES", "LAST SEQ", "AGE", "BACKUP LAST SEQ") else "left")
+    for s in report.streams:
+        by = {k: ", ".join(p.name for p in s.peers if p.state == k) for k in ("current", "lagging", "gone")}
+        row = [
+            s.stream,
+            str(s.replicas or "?"),
+            s.leader or "-",
+            by["current"],
+            by["lagging"],
+            by["gone"],
+            f"{s.messages:,}" if s.messages is not None else "?",
+            str(s.last_seq) if s.last_seq is not None else "?",
+            f"[{_COLOURS[s.verdict]}]{s.verdict}[/]",
+        ]
+        if report.archive:
+            b = s.backup
+            row += [b.manifest_id[:12], _age(b.age_s), str(b.last_seq)] if b else ["[red]none[/]", "", ""]
+        row.append(s.detail)
+        table.add_row(*row)
+    console.print(table)
+
+
+@click.group("dr")
+def dr_group() -> None:
+    """Disaster recovery: cluster health per stream and the recovery that heals it."""
+
+
+@dr_group.command("status")
+@common_dr_options
+@handle_errors
+def status_cmd(as_json: bool, **kw: object) -> None:
+    """One row per stream: replicas, leader, peers that are current / lagging / gone, and a verdict.
+
+    \b
+    healthy            every replica current
+    healing            replicas rebuilding or a leader being elected
+    needs-peer-remove  replicas on lost servers: peer-remove them (dr recover)
+    quorum-lost        a survivor exists; peer-remove recovers what it holds
+    lost               no replica answers: restore required
+    emptied            present but empty while the latest backup has messages: restore required
+    r1-lost            R1 stream on a lost server: restore required
+
+    Exit code 0 when everything is healthy, 1 otherwise.
+    """
+    report = status(StatusOptions(**_status_fields(kw)))
+    if as_json:
+        emit_json({"ok": report.healthy, **report.to_json()})
+    else:
+        print_status(report)
+    raise SystemExit(0 if report.healthy else 1)
+
+
+@dr_group.command("recover")
+@common_dr_options
+@key_options(write=False)
+@click.option("--cluster", help="restore lost streams into this cluster [their backed-up placement]")
+@click.option("--tag", "tags", multiple=True, help="restore lost streams onto servers with this tag (repeatable)")
+@click.option("--replicas", type=click.IntRange(1, 5), help="replicas of restored streams [as backed up]")
+@click.option("--wait", type=float, default=120.0, show_default=True, help="seconds each rebuild or restore may take")
+@click.option("--yes", is_flag=True, help="take the plan (without it, only print it)")
+@handle_errors
+def recover_cmd(as_json: bool, yes: bool, **kw: object) -> None:
+    """Print the recovery plan; with --yes, take it: peer-remove lost servers one at a time through the system
+    account, wait for replicas to rebuild, delete and restore lost or emptied streams from their latest backups
+    (--archive), and verify each."""
+    fields = _status_fields(kw)
+    opts = RecoverOptions(
+        **fields,
+        keys=key_ring(kw),
+        cluster=kw.pop("cluster"),
+        tags=list(kw.pop("tags")),
+        replicas=kw.pop("replicas"),
+        wait=kw.pop("wait"),
+    )
+    if not yes:
+        p = plan(opts)
+        if as_json:
+            emit_json({"ok": not p.blocked, "applied": False, **p.to_json()})
+        else:
+            print_status(p.status)
+            _print_actions(p.actions, "plan (nothing done; --yes takes it)")
+        raise SystemExit(2 if p.blocked else 0)
+
+    result = recover(opts, say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True)))
+    if as_json:
+        emit_json({"applied": True, **result.to_json()})
+    else:
+        _print_actions(result.plan.actions, "recovery")
+        if result.final is not None:
+            print_status(result.final)
+    if result.plan.blocked:
+        raise UsageError(
+            "nothing was done: " + "; ".join(f"{a.kind} {a.target} {a.blocked}" for a in result.plan.blocked)
+        )
+    if not result.ok:
+        raise_failed(result)
+
+
+def raise_failed(result: RecoveryResult) -> None:
+    what = "; ".join(f"{a.kind} {a.target}: {a.message}" for a in result.failed) or "streams are still not healthy"
+    raise RecoveryFailed(f"recovery incomplete: {what}", result)
+
+
+def _print_actions(actions: list, title: str) -> None:
+    if not actions:
+        click.echo(f"{title}: nothing to do")
+        return
+    click.echo(f"{title}:")
+    for i, a in enumerate(actions, 1):
+        state = a.outcome if a.outcome != "planned" else ""
+        line = f"  {i}. {a.kind} {a.target}: {a.detail}"
+        if a.blocked:
+            line += f"  [BLOCKED: {a.blocked}]"
+        elif state:
+            line += f"  [{state}{', ' + a.message if a.message else ''}; {a.seconds:.1f} s]"
+        click.echo(line)
