@@ -110,7 +110,7 @@ class KeySlot:
         return cls(type=obj["type"], wrapped=_unb64(obj["wrapped"]), origin=origin, **extra)
 
 
-def _check_private(path: Path) -> None:
+def check_private(path: Path) -> None:
     """Refuse secret files that other users can read, as ssh does."""
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
@@ -177,7 +177,7 @@ class KeyRing:
         for f in identity_files:
             path = Path(f)
             lines = _read_lines(path, "identity file")
-            _check_private(path)
+            check_private(path)
             if not lines:
                 raise UsageError(f"identity file {f} holds no age identity")
             for line in lines:
@@ -188,7 +188,7 @@ class KeyRing:
         for f in key_files:
             path = Path(f)
             lines = _read_lines(path, "key file")
-            _check_private(path)
+            check_private(path)
             ring.raw_keys.append(parse_raw_key(lines[0] if lines else "", f"key file {f}"))
         env = os.environ.get(KEY_ENV) if use_env else None
         if env:

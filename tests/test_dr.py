@@ -137,6 +137,11 @@ def test_plan_orders_peer_removes_before_restores_and_names_what_blocks() -> Non
     assert "system account" in (p.actions[0].blocked or "")
     blocked = {a.target: a.blocked for a in p.actions if a.kind == "restore"}
     assert blocked["B"] is None and "no backup" in (blocked["C"] or "")
+    report.archive = None  # no archive: restores are blocked, and the plan says why
+    assert {a.target: a.blocked for a in plan_recovery(report, have_system=True).blocked} == {
+        "B": "needs --archive URL",
+        "C": "needs --archive URL",
+    }
     assert not plan_recovery(StatusReport("now", ClusterView(system=True), [], None), have_system=True).actions
 
 
@@ -324,14 +329,6 @@ def test_all_replicas_lost_is_restored_from_the_archive(
     verdicts = {n: s["verdict"] for n, s in _streams(doc).items()}
     assert verdicts == {"DRB": LOST, "DRR1": R1_LOST, "DRC": HEALTHY}, doc
     assert doc["cluster"]["gone"] == sorted(s.spec.name for s in servers[:3])
-
-    # no archive: restores are blocked, the plan says why
-    p = _run("dr", "recover", "-s", alive, *SYS, "--json")
-    assert p.returncode == 2
-    assert {a["target"]: a["blocked"] for a in _json(p)["actions"] if a["kind"] == "restore"} == {
-        "DRB": "needs --archive URL",
-        "DRR1": "needs --archive URL",
-    }
 
     p = _run(
         "dr", "recover", "-s", alive, *SYS, "--archive", str(archive), "--identity", str(key),

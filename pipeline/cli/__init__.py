@@ -8,6 +8,7 @@ from pipeline import __version__
 from pipeline.cli.account_cmd import account_group
 from pipeline.cli.demo_cmd import demo_cmd
 from pipeline.cli.dr_cmd import dr_group
+from pipeline.cli.drill_cmd import drill_cmd, drills_cmd
 from pipeline.cli.export_cmd import export_cmd, import_cmd
 from pipeline.cli.inspect_cmd import cat_cmd, inspect_cmd
 from pipeline.cli.key_cmd import key_group
@@ -45,6 +46,8 @@ main.add_command(keygen_cmd)
 main.add_command(key_group)
 main.add_command(thaw_cmd)
 main.add_command(dr_group)
+main.add_command(drill_cmd)
+main.add_command(drills_cmd)
 main.add_command(inspect_cmd)
 main.add_command(cat_cmd)
 main.add_command(demo_cmd)
