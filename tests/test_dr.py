@@ -346,3 +346,40 @@ def test_all_replicas_lost_is_restored_from_the_archive(
         assert info["state"]["messages"] == before[n]["state"]["messages"], n
         assert info["state"]["last_seq"] == before[n]["state"]["last_seq"], n
         assert info["state"]["consumer_count"] == 1, n
+
+
+def test_quorum_lost_survivor_is_recovered_by_peer_remove(
+    make_cluster: Callable[..., list[EmbeddedServer]], tmp_path: Path, identity_file: tuple[Path, str]
+) -> None:
+    """Leader and one follower lost, one replica survives: no backup needed, peer-remove makes it leader again."""
+    servers = make_cluster(5)
+    url = _urls(servers)
+    _fill(url, "DRQ", 2_000)
+    info = _wait_current(url, "DRQ", 3)
+    archive = tmp_path / "archive"
+    _backup(url, "DRQ", archive, identity_file[0])
+    by_name = {s.spec.name: s for s in servers}
+    doomed = [info["cluster"]["leader"], info["cluster"]["replicas"][0]["name"]]
+    survivor = info["cluster"]["replicas"][1]["name"]
+    for name in doomed:
+        _lose(by_name[name])
+    alive = _urls([s for s in servers if s.spec.name not in doomed])
+
+    deadline = time.monotonic() + 40
+    while True:  # the survivor answers once it has given up on an election (a few seconds)
+        doc = _json(_run("dr", "status", "-s", alive, *SYS, "--archive", str(archive), "--json"))
+        drq = _streams(doc)["DRQ"]
+        if drq["verdict"] == QUORUM_LOST or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert drq["verdict"] == QUORUM_LOST, drq
+    assert drq["remove"] == sorted(doomed) and drq["leader"] is None
+    assert survivor in drq["detail"] and f"last_seq {info['state']['last_seq']}" in drq["detail"]
+    assert not drq["restore_required"]
+
+    res = _json(_run("dr", "recover", "-s", alive, *SYS, "--archive", str(archive), "--yes", "--json"))
+    assert res["ok"], res["actions"]
+    assert {a["kind"] for a in res["actions"]} == {"peer-remove", "note", "wait"}  # no restore: the survivor heals
+    after = _wait_current(alive, "DRQ", 3)
+    assert after["state"]["messages"] == info["state"]["messages"]
+    assert survivor in {after["cluster"]["leader"], *(r["name"] for r in after["cluster"]["replicas"])}
