@@ -35,7 +35,7 @@ from pipeline.dr import (
     judge,
     plan_recovery,
 )
-from pipeline.embedded import EmbeddedServer, start_cluster
+from pipeline.embedded import EmbeddedServer, free_port, start_cluster
 from pipeline.jetstream import ConnectOptions, connect
 from tests.test_cluster import JSARCHIVE
 
@@ -383,3 +383,19 @@ def test_quorum_lost_survivor_is_recovered_by_peer_remove(
     after = _wait_current(alive, "DRQ", 3)
     assert after["state"]["messages"] == info["state"]["messages"]
     assert survivor in {after["cluster"]["leader"], *(r["name"] for r in after["cluster"]["replicas"])}
+
+
+def test_status_on_a_standalone_server_and_bad_input(nats_server: EmbeddedServer, tmp_path: Path) -> None:
+    asyncio.run(_fill_async(nats_server.url, "SOLO", 50, None, 1))
+    doc = _json(_run("dr", "status", "-s", nats_server.url, "--json"))
+    assert doc["healthy"] and _streams(doc)["SOLO"]["verdict"] == HEALTHY
+    assert _streams(doc)["SOLO"]["detail"] == "standalone"
+    p = _run("dr", "status", "-s", nats_server.url, "--stream", "NOPE")
+    assert p.returncode == 3 and p.stderr.strip() == "jsarchive: error: no stream named NOPE in this account"
+    # credentials that are not the system account's: one clear error, not a silent "everything is alive"
+    p = _run("dr", "status", "-s", nats_server.url, "--system-user", "nobody", "--system-password", "x")
+    assert p.returncode == 8 and "not for the system account" in p.stderr, p.stderr
+    p = _run("dr", "status", "-s", f"nats://127.0.0.1:{free_port()}", "--timeout", "1")
+    assert p.returncode == 7 and p.stderr.startswith("jsarchive: error: cannot connect"), p.stderr
+    p = _run("dr", "recover", "-s", nats_server.url, "--system-password", "x")
+    assert p.returncode == 2 and "--system-password needs --system-user" in p.stderr
