@@ -6,11 +6,16 @@ Measures on an embedded nats-server 2.15:
   raw restore       the server's own snapshot bytes in 1 MiB chunks, 4 in flight (the limit for restore)
   natscli-style     the same bytes in 64 KiB chunks, stop-and-wait
   jsarchive restore from the local archive (subprocess: wall, CPU, peak RSS)
+  --store decoded   the same backup and restore storing the decoded NATSARC1 archive instead of the S2 stream:
+                    stored size against the default (a ratio, unaffected by a busy machine), wall, CPU, peak RSS
+  codec CPU cost    single-thread CPU seconds of each stage on the server's own snapshot: zstd:3 on the S2 bytes
+                    (the default path) against the C S2 decoder plus zstd:3 on the decoded archive (--store decoded)
   S3 (moto):        jsarchive backup to s3:// against natscli's two steps (snapshot to a file, then boto3's
                     managed multipart upload_file)
 
 Usage: python benchmarks/bench_core.py [--gib 1.0] [--gib 0.25 ...] [--json out.json] [--no-s3]
-Peak RSS is compared across sizes to show it does not grow with the stream.
+Peak RSS is compared across sizes to show it does not grow with the stream. Wall times depend on what else the
+machine is doing; stored sizes and ratios do not, and the codec figures are CPU time of one thread.
 """
 
 from __future__ import annotations
@@ -204,6 +209,74 @@ def run_cli(args: list[str], env: dict) -> dict:
     }
 
 
+def codec_speeds(snap: Path, block: int = 8 * 1024 * 1024, level: int = 3) -> dict:
+    """CPU seconds (this thread only, so other processes barely matter) of each stage on a real snapshot.
+
+    Default path: zstd on the S2 bytes, cut into ``block``-byte blocks. Decoded path: the C S2 decoder (CRC-32C
+    checked, as a backup does) fed 256 KiB chunks, then zstd on the archive in ``block``-byte blocks.
+    """
+    import zstandard
+
+    from pipeline import s2
+
+    cz = zstandard.ZstdCompressor(level=level, write_content_size=True)
+
+    def timed(fn, *args):  # noqa: ANN001, ANN202 - a stopwatch
+        t = time.thread_time()
+        out = fn(*args)
+        return out, time.thread_time() - t
+
+    s2_in = s2_out = 0
+    t_zstd_s2 = 0.0
+    with open(snap, "rb") as f:
+        while data := f.read(block):
+            frame, dt = timed(cz.compress, data)
+            s2_in, s2_out, t_zstd_s2 = s2_in + len(data), s2_out + len(frame), t_zstd_s2 + dt
+    decoder = s2.FramedDecoder(accelerated=True)
+    buf = bytearray()
+    dec_in = dec_out = 0
+    t_decode = t_zstd_dec = 0.0
+
+    def compress_decoded(piece: bytes) -> None:
+        nonlocal dec_in, dec_out, t_zstd_dec
+        frame, dt = timed(cz.compress, piece)
+        dec_in, dec_out, t_zstd_dec = dec_in + len(piece), dec_out + len(frame), t_zstd_dec + dt
+
+    with open(snap, "rb") as f:
+        while chunk := f.read(256 * 1024):
+            blocks, dt = timed(lambda c: list(decoder.feed(c)), chunk)
+            t_decode += dt
+            for b in blocks:
+                buf += b
+                while len(buf) >= block:
+                    compress_decoded(bytes(buf[:block]))
+                    del buf[:block]
+    decoder.finish()
+    if buf:
+        compress_decoded(bytes(buf))
+    mb = 1e6
+    return {
+        "snapshot_mb": round(s2_in / mb, 1),
+        "decoded_mb": round(dec_in / mb, 1),
+        "zstd_level": level,
+        "zstd_on_s2_mb_s": round(s2_in / t_zstd_s2 / mb, 1),
+        "s2_decode_out_mb_s": round(dec_in / t_decode / mb, 1),
+        "s2_decode_in_mb_s": round(s2_in / t_decode / mb, 1),
+        "zstd_on_decoded_mb_s": round(dec_in / t_zstd_dec / mb, 1),
+        "zstd_ratio_s2": round(s2_in / s2_out, 3),
+        "zstd_ratio_decoded": round(dec_in / dec_out, 3),
+        "stored_decoded_vs_s2": round(dec_out / s2_out, 3),
+        # per core, in snapshot bytes as the server sends them: what bounds a backup's throughput
+        "default_path_snapshot_mb_s": round(s2_in / t_zstd_s2 / mb, 1),
+        "decoded_path_snapshot_mb_s": round(s2_in / (t_decode + t_zstd_dec) / mb, 1),
+        "cpu_seconds": {
+            "zstd_s2": round(t_zstd_s2, 3),
+            "s2_decode": round(t_decode, 3),
+            "zstd_decoded": round(t_zstd_dec, 3),
+        },
+    }
+
+
 async def stream_config(url: str) -> dict:
     async with await connect(ConnectOptions(servers=url)) as js:
         info = await js.stream_info(STREAM)
@@ -234,6 +307,11 @@ def bench(gib: float, workdir: Path, with_s3: bool) -> dict:
         common = ["-s", srv.url, "-i", str(key), "--json", "--no-progress"]
         archive = workdir / "archive"
         backup = run_cli(["stream", "backup", STREAM, str(archive), *common], dict(os.environ))
+        decoded_archive = workdir / "archive-decoded"
+        decoded_backup = run_cli(
+            ["stream", "backup", STREAM, str(decoded_archive), *common, "--store", "decoded"], dict(os.environ)
+        )
+        codec = codec_speeds(snap_file)
         s3: dict = {}
         if moto is not None:
             moto.client().create_bucket(Bucket="bench")
@@ -254,9 +332,14 @@ def bench(gib: float, workdir: Path, with_s3: bool) -> dict:
         raw_rest = asyncio.run(raw_restore(srv.url, snap_file, 1024 * 1024, 4, config))
         natscli_rest = asyncio.run(raw_restore(srv.url, snap_file, 64 * 1024, 1, config))
         restore = run_cli(["stream", "restore", str(archive), STREAM, *common], dict(os.environ))
+        asyncio.run(delete(srv.url))
+        decoded_restore = run_cli(["stream", "restore", str(decoded_archive), STREAM, *common], dict(os.environ))
         b = backup.pop("result")["backup"]
         r = restore.pop("result")["restore"]
-        assert r["messages"] == filled["messages"], (r["messages"], filled)
+        db = decoded_backup.pop("result")["backup"]
+        dr = decoded_restore.pop("result")["restore"]
+        assert r["messages"] == dr["messages"] == filled["messages"], (r["messages"], dr["messages"], filled)
+        assert db["inner_encoding"] == "natsarc" and b["inner_encoding"] == "s2-stream"
         return {
             "gib": gib,
             "server": version,
@@ -273,6 +356,17 @@ def bench(gib: float, workdir: Path, with_s3: bool) -> dict:
             "backup_vs_raw": round(backup["seconds"] / raw_snap["seconds"], 3),
             "restore_vs_raw": round(restore["seconds"] / raw_rest["seconds"], 3),
             "restore_speedup_vs_natscli": round(natscli_rest["seconds"] / restore["seconds"], 3),
+            "decoded": {
+                "backup": decoded_backup,
+                "restore": decoded_restore,
+                "archive_bytes": db["snapshot_bytes"],  # the decoded NATSARC1 archive that was stored
+                "stored_bytes": db["stored_bytes"],
+                "stored_vs_default": round(db["stored_bytes"] / b["stored_bytes"], 4),
+                "ratio_vs_stream": round(filled["bytes"] / db["stored_bytes"], 3),
+                "backup_vs_default": round(decoded_backup["seconds"] / backup["seconds"], 3),
+                "restore_vs_default": round(decoded_restore["seconds"] / restore["seconds"], 3),
+            },
+            "codec": codec,
             **s3,
         }
     finally:
@@ -314,6 +408,11 @@ def main() -> None:
         "2-step s",
         "vs 2step",
         "S3 RSS",
+        "dec bkp s",
+        "dec RSS",
+        "dec MB",
+        "dec/snap",
+        "dec rst s",
     )
     print(" ".join(f"{c:>10}" for c in cols))
     for r in results:
@@ -336,8 +435,14 @@ def main() -> None:
             r.get("two_step_seconds", "-"),
             r.get("s3_speedup_vs_two_step", "-"),
             s3.get("peak_rss_mib", "-"),
+            r["decoded"]["backup"]["seconds"],
+            r["decoded"]["backup"]["peak_rss_mib"],
+            round(r["decoded"]["stored_bytes"] / 1e6),
+            r["decoded"]["stored_vs_default"],
+            r["decoded"]["restore"]["seconds"],
         )
         print(" ".join(f"{v:>10}" for v in row))
+        print("codec (single-thread CPU):", json.dumps(r["codec"]))
     out = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load": os.getloadavg()},
         "results": results,

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline import __version__
 from pipeline import manifest as mf
-from pipeline.backup import BackupOptions, BackupResult, backup_stream_async, check_writable
+from pipeline.backup import BackupOptions, BackupResult, backup_stream_async, check_store, check_writable
 from pipeline.compress import Compression
 from pipeline.errors import (
     ConflictError,
@@ -501,6 +501,7 @@ class AccountBackupOptions:
     # passed to every stream's BackupOptions
     encrypt: bool = True
     compression: Compression = field(default_factory=Compression)
+    store: str = "snapshot"  # or "decoded" (V2 servers): see BackupOptions.store
     chunk_size: int | None = DEFAULT_CHUNK_SIZE
     window_size: int | None = DEFAULT_WINDOW_SIZE
     block_size: int | None = None
@@ -518,6 +519,7 @@ class AccountBackupOptions:
             keys=self.keys,
             encrypt=self.encrypt,
             compression=self.compression,
+            store=self.store,
             consumers=self.consumers,
             check=self.check,
             chunk_size=self.chunk_size,
@@ -567,7 +569,9 @@ class AccountPlan:
 @dataclass
 class StreamOutcome:
     stream: str
-    status: str  # "backed_up" | "done_before" (an earlier attempt of this shard) | "skipped" (warning) | "failed"
+    # "backed_up" | "done_before" (an earlier attempt of this shard) | "skipped" (warning) | "failed" | "deferred"
+    # (left for a later attempt of the run: see backup_account_async's ``admit``)
+    status: str
     manifest_id: str | None = None
     messages: int = 0
     bytes: int = 0
@@ -616,6 +620,7 @@ class AccountBackupResult:
             "backed_up": sum(1 for o in self.streams if o.status in ("backed_up", "done_before")),
             "skipped": sum(1 for o in self.streams if o.status == "skipped"),
             "failed": [o.stream for o in self.failed],
+            "deferred": [o.stream for o in self.streams if o.status == "deferred"],
             "warnings": self.warnings,
             "pending": self.pending,
             "messages": sum(o.messages for o in self.streams),
@@ -650,8 +655,9 @@ def backup_account(
     *,
     on_plan: Callable[[AccountPlan], None] | None = None,
     on_stream: Callable[[StreamOutcome], None] | None = None,
+    admit: Callable[[PlannedStream], str | None] | None = None,
 ) -> AccountBackupResult:
-    return asyncio.run(backup_account_async(opts, progress, on_plan=on_plan, on_stream=on_stream))
+    return asyncio.run(backup_account_async(opts, progress, on_plan=on_plan, on_stream=on_stream, admit=admit))
 
 
 async def backup_account_async(
@@ -660,10 +666,14 @@ async def backup_account_async(
     *,
     on_plan: Callable[[AccountPlan], None] | None = None,
     on_stream: Callable[[StreamOutcome], None] | None = None,
+    admit: Callable[[PlannedStream], str | None] | None = None,
 ) -> AccountBackupResult:
     """Back up every selected stream of the account; write the set (or, sharded, this shard's run records).
 
     ``on_plan`` is called once the streams are listed, before any backup; ``on_stream`` as each stream ends.
+    ``admit(stream)`` is asked just before each stream starts; a reason it returns *defers* the stream: it is not
+    backed up, not recorded, and stays owed to the run, so a later attempt with the same run id (or the sharded
+    job path) backs it up and seals the run. It needs a run id for that reason.
     Raises :class:`AccountRunFailed` (no set written) if any stream failed, naming them.
     """
     progress = progress or NoProgress()
@@ -682,12 +692,15 @@ async def backup_account_async(
         shard = None  # the only shard of an unnamed run is simply the whole account
     if run is not None and shard is None:
         shard = Shard(0, 1, "--run")
+    if admit is not None and run is None:
+        raise UsageError("deferring streams needs a run id, so that a later attempt can finish and seal the run")
     repo = Repository.open(opts.url, opts.sink)
     check_writable(repo, opts.encrypt, opts.keys, opts.retention)
 
     js = await connect(opts.connect)
     async with js:
         server = js.server_info()
+        check_store(opts.store, server)  # before a plan or any backup is written
         account = await account_identity(js, opts.connect.resolved())
         listed, missing = await list_account(js)
     names = [p.name for p in listed]
@@ -777,6 +790,10 @@ async def backup_account_async(
             )
             return
         async with sem:
+            why = admit(p) if admit is not None else None
+            if why:
+                await finished(StreamOutcome(p.name, "deferred", message=why))
+                return
             progress.log(f"backup {p.name}: started ({p.messages:,} messages)")
             s0 = time.monotonic()
             try:
@@ -969,7 +986,7 @@ def _record_outcome(
     repo: Repository, run: str, shard: Shard, o: StreamOutcome, critical: bool, retention: Retention | None
 ) -> None:
     """A finished stream's record: ``done/<stream>`` on success (or a warning), ``failed/…`` otherwise."""
-    if o.status == "done_before":
+    if o.status in ("done_before", "deferred"):
         return
     shard_doc = {"index": shard.index, "count": shard.count}
     if o.status == "backed_up" or (o.status == "skipped" and not critical):

@@ -2,6 +2,9 @@
 
 The NATS side only enqueues: a chunk is acked as soon as the writer has appended it to the current block (see
 pipeline/writer.py for the bounded stages, the memory budget and the commit order).
+
+``store="decoded"`` keeps the decoded NATSARC1 archive instead of the S2 stream (pipeline/payload.py); it needs a
+V2 snapshot, so servers before 2.15 are refused before anything is written.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict, dataclass, field
 
+from pipeline import payload
 from pipeline.blocks import choose_block_size
 from pipeline.compress import Compression
 from pipeline.errors import (
@@ -53,6 +57,7 @@ class BackupOptions:
     storage_class: str | None = None  # data object only; manifests and refs stay STANDARD
     retention: Retention | None = None  # Object Lock on data, manifest and ref
     sink: SinkOptions = field(default_factory=SinkOptions)
+    store: str = "snapshot"  # "snapshot": the S2 stream as sent; "decoded": the NATSARC1 archive (V2 servers)
 
 
 @dataclass
@@ -66,7 +71,7 @@ class BackupResult:
     snapshot_format: str
     messages: int
     bytes: int
-    snapshot_bytes: int
+    snapshot_bytes: int  # plaintext stored: the S2 stream, or the decoded archive with store="decoded"
     stored_bytes: int
     blocks: int
     block_size: int
@@ -77,6 +82,8 @@ class BackupResult:
     storage_class: str | None = None
     retain_until: str | None = None
     lock_mode: str | None = None
+    inner_encoding: str = payload.S2_STREAM
+    received_bytes: int = 0  # snapshot bytes the server sent (S2-framed)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -104,6 +111,8 @@ class BackupResult:
             storage_class=c.storage_class,
             retain_until=retention.until.isoformat() if retention else None,
             lock_mode=retention.mode if retention else None,
+            inner_encoding=c.inner_encoding,
+            received_bytes=c.received_bytes,
         )
 
 
@@ -114,6 +123,17 @@ class _Block:
     stored_sha: bytes
     plain_len: int
     plain_sha: bytes
+
+
+def check_store(store: str, server: ServerInfo) -> str:
+    """The inner encoding ``store`` writes, refused up front where the server cannot provide it."""
+    encoding = payload.store_encoding(store)
+    if encoding == payload.NATSARC and server.snapshot_format != V2:
+        raise ServerRefused(
+            f"--store decoded keeps the decoded NATSARC1 archive, which only snapshot format V2 has (nats-server "
+            f"2.15 or later); nats-server {server.version} sends V1 (a tar). Use --store snapshot"
+        )
+    return encoding
 
 
 def check_writable(repo: Repository, encrypt: bool, keys: KeyRing, retention: Retention | None) -> None:
@@ -137,11 +157,13 @@ def backup_stream(opts: BackupOptions, progress: Progress | None = None) -> Back
 
 async def backup_stream_async(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:
     progress = progress or NoProgress()
+    payload.store_encoding(opts.store)  # a bad value fails before any connection
     repo = Repository.open(opts.url, opts.sink)
     check_writable(repo, opts.encrypt, opts.keys, opts.retention)
     js = await connect(opts.connect)
     async with js:
         server = js.server_info()
+        check_store(opts.store, server)
         info = await js.stream_info(opts.stream)
         if info is None:
             raise NotFoundError(
@@ -178,6 +200,7 @@ async def _run(
         stall_budget=opts.stall_budget,
         storage_class=opts.storage_class,
         retention=opts.retention,
+        inner_encoding=payload.store_encoding(opts.store),
     )
     w = BackupWriter(repo, opts.stream, opts.keys, opts.encrypt, settings, block_size)
     await w.start()

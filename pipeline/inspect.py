@@ -3,8 +3,9 @@
 
 Both read the backup the way a restore does (manifest → key slot → blocks fetched ahead, each checked against the
 manifest, opened and decompressed, see :class:`pipeline.restore.BlockReader`), then decode the snapshot stream in
-process: S2 framing (:mod:`pipeline.s2`), then the NATSARC1 archive of a V2 backup or the tar of a V1 backup
-(:mod:`pipeline.natsarc`). Nothing is written anywhere and memory stays bounded by a few blocks.
+process: S2 framing (:mod:`pipeline.s2`; nothing to undo for a backup stored decoded, see :mod:`pipeline.payload`),
+then the NATSARC1 archive of a V2 backup or the tar of a V1 backup (:mod:`pipeline.natsarc`). Nothing is written
+anywhere and memory stays bounded by a few blocks.
 
 V1 backups (nats-server <= 2.14) are listed (tar members, stream config, consumers) but their messages cannot be
 read: that needs the file-store block format, which is not decoded here. Their counts come from the stream state
@@ -21,7 +22,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
-from pipeline import natsarc, s2
+from pipeline import natsarc, payload, s2
 from pipeline.errors import UsageError
 from pipeline.jetstream import V1, V2
 from pipeline.keys import KeyRing
@@ -70,6 +71,11 @@ class OpenedBackup:
         return self.manifest.snapshot_format
 
     @property
+    def inner_encoding(self) -> str:
+        """What the blocks hold (pipeline/payload.py), from the body: no caller can forget to say."""
+        return payload.inner_encoding(self.body, self.manifest.snapshot_format, self.manifest.id)
+
+    @property
     def server_version(self) -> str:
         return str(self.manifest.server.get("version", "") or "")
 
@@ -94,12 +100,14 @@ def open_backup(
     keys = keys or KeyRing()
     data_key = keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
     body = m.open_body(data_key)
+    payload.inner_encoding(body, m.snapshot_format, m.id)  # an encoding this version cannot read fails here
     reader = BlockReader(repo, m, body, data_key, prefetch, workers)
     return OpenedBackup(repo, m, body, reader, max(1, prefetch), max(1, workers))
 
 
 def snapshot_chunks(opened: OpenedBackup) -> Iterator[bytes]:
-    """The snapshot byte stream as stored, block by block (verified, opened, decompressed), fetched ahead."""
+    """The plaintext as stored, block by block (verified, opened, decompressed), fetched ahead: the S2 stream, or
+    the decoded archive (``opened.inner_encoding``)."""
     n = len(opened.manifest.blocks)
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=opened.workers, thread_name_prefix="inspect")
     ahead: collections.deque[concurrent.futures.Future] = collections.deque()
@@ -117,8 +125,10 @@ def snapshot_chunks(opened: OpenedBackup) -> Iterator[bytes]:
 
 
 def decoded_blocks(opened: OpenedBackup, *, accelerated: bool | None = None) -> Iterator[bytes]:
-    """The decoded snapshot (a NATSARC1 archive or a tar), one S2 block at a time."""
-    return s2.iter_decode(snapshot_chunks(opened), accelerated=accelerated)
+    """The decoded snapshot (a NATSARC1 archive or a tar), one S2 block (or stored block) at a time."""
+    if opened.inner_encoding == payload.S2_STREAM:
+        return s2.iter_decode(snapshot_chunks(opened), accelerated=accelerated)
+    return payload.decoded(snapshot_chunks(opened), opened.inner_encoding)
 
 
 # -- times, sequences, subjects -----------------------------------------------------------------------------------
@@ -286,8 +296,9 @@ class InspectResult:
     encrypted: bool
     server_version: str
     snapshot_format: str  # "V1" (tar) or "V2" (NATSARC1), as found in the decoded snapshot
-    snapshot_bytes: int  # S2 stream as stored
-    decoded_bytes: int  # the tar or archive inside it
+    inner_encoding: str  # what the blocks hold: "s2-stream" or "natsarc" (pipeline/payload.py)
+    snapshot_bytes: int  # plaintext as stored: the S2 stream, or the archive itself for "natsarc"
+    decoded_bytes: int  # the tar or archive
     config: dict
     state: dict  # V2: the archive's state.json; V1: the snapshot response's state
     counted: bool
@@ -356,6 +367,7 @@ def inspect_backup(
         "encrypted": m.encrypted,
         "server_version": opened.server_version,
         "snapshot_format": found,
+        "inner_encoding": opened.inner_encoding,
         "snapshot_bytes": int(body["snapshot"].get("bytes") or 0),
     }
     if found == V2:

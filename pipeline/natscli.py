@@ -5,6 +5,9 @@ stream, a directory with:
 
 - ``stream.tar.s2``: the snapshot chunks as the server sent them, concatenated. jsarchive stores exactly these
   bytes (compressed and sealed block by block), so an export decrypts and decompresses them back, byte for byte.
+  A backup stored decoded (``--store decoded``, pipeline/payload.py) holds the NATSARC1 archive instead: its export
+  frames the archive as Snappy, which the server restores exactly as it would the original (natscli sends the file
+  as it is), though it is not the same bytes and is about as large as the archive.
 - ``backup.json``: ``json.MarshalIndent(map[string]any{"config": resp.Config, "state": resp.State}, "", "  ")``
   where ``resp`` is jsm.go's typed ``api.JSApiStreamSnapshotResponse``. The server's JSON is therefore decoded
   into jsm.go's ``StreamConfig`` / ``StreamState`` structs and encoded again: keys come out in **jsm.go's struct
@@ -34,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import payload
 from pipeline.account import build_set, parse_set, set_entry
 from pipeline.backup import BackupResult, check_writable
 from pipeline.blocks import choose_block_size
@@ -327,7 +331,9 @@ async def export_backup_async(opts: ExportOptions, progress: Progress | None = N
         if sub and m.stream != sub:
             raise IntegrityError(f"set {ident[:12]} lists backup {m.id[:12]} as {sub!r}, but it is of {m.stream!r}")
         data_key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
-        opened.append((sub, m, data_key, m.open_body(data_key)))
+        body = m.open_body(data_key)
+        payload.inner_encoding(body, m.snapshot_format, m.id)  # an encoding this version cannot frame fails here
+        opened.append((sub, m, data_key, body))
     target, tmp = _prepare_target(opts.directory)
     out: list[ExportedStream] = []
     try:
@@ -363,16 +369,30 @@ async def _export_one(
     progress: Progress,
 ) -> ExportedStream:
     reader = BlockReader(repo, m, body, data_key, opts.prefetch, opts.workers)
+    encoding = payload.inner_encoding(body, m.snapshot_format, m.id)
     digest = hashlib.sha256()
     total = 0
-    progress.start(f"export {m.stream}", int(body["snapshot"].get("bytes") or 0) or None)
+    progress.start(f"export {m.stream}", payload.server_stream_size((n for n, _ in reader.plain), encoding) or None)
     try:
         with open(where / STREAM_DATA, "wb") as f:
-            async for chunk in reader.chunks(READ_SIZE):
+
+            def write(chunk: bytes | memoryview) -> None:
+                nonlocal total
                 f.write(chunk)
                 digest.update(chunk)
                 total += len(chunk)
                 progress.advance(len(chunk))
+
+            if encoding == payload.S2_STREAM:
+                async for chunk in reader.chunks(READ_SIZE):  # the stored bytes are natscli's file
+                    write(chunk)
+            else:
+
+                def reframe() -> None:  # blocks read ahead, re-framed and written as they come
+                    for piece in payload.server_stream(reader.blocks(), encoding):
+                        write(piece)
+
+                await asyncio.to_thread(reframe)
             f.flush()
             os.fsync(f.fileno())
     finally:

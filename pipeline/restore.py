@@ -7,6 +7,9 @@ Blocks are fetched ahead in parallel (ranged reads), each checked against the ma
 answer we wait until the stream has a leader, its replicas are current and its consumers are back, then compare
 its state with the manifest. Any failure after the server accepted the restore deletes the partial stream.
 
+A backup stored decoded (inner encoding ``natsarc``, see pipeline/payload.py) is re-framed on the way: its
+NATSARC1 archive is sent Snappy-framed, which the server's restore reads like its own S2 output.
+
 Rewrite mode (``--as``, ``--subject-map``, ``--subject``, ``--until-seq``, ``--until``; V2 backups onto servers
 >= 2.15): the decoded archive is rewritten by :mod:`pipeline.rewrite` and sent Snappy-framed instead, with the
 rewritten config and state in the request, and the final comparison uses the rewritten state.
@@ -25,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from pipeline import crypto
+from pipeline import crypto, payload
 from pipeline.compress import BlockCompressor, Compression
 from pipeline.errors import (
     ConflictError,
@@ -48,7 +51,6 @@ from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
 from pipeline.progress import NoProgress, Progress
 from pipeline.repository import Repository, storage_error
-from pipeline.s2 import iter_decode
 from sinks import SinkError, SinkOptions
 
 if TYPE_CHECKING:  # pipeline.rewrite imports pipeline.inspect, which imports this module
@@ -235,6 +237,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     data_key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
     warnings = [] if m.encrypted else [f"backup {mid[:12]} is not encrypted (it was made with --no-encrypt)"]
     body = m.open_body(data_key)
+    encoding = payload.inner_encoding(body, m.snapshot_format, mid)
     reader = BlockReader(repo, m, body, data_key, opts.prefetch, opts.workers)
     config = restore_config(body["config"], opts.cluster, opts.tags, opts.replicas)
     config["name"] = opts.stream
@@ -268,7 +271,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         if spec.active:
             from pipeline.rewrite import plan_rewrite
 
-            plan = await asyncio.to_thread(plan_rewrite, iter_decode(reader.blocks()), config, spec)
+            plan = await asyncio.to_thread(plan_rewrite, payload.decoded(reader.blocks(), encoding), config, spec)
             config, state, expected_consumers = plan.config, plan.state, len(plan.consumers)
             await _check_subjects_free(js, target, opts.stream, plan)
             warnings += _rewrite_notes(plan)
@@ -278,12 +281,17 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             nonlocal accepted
             accepted = True
             # Only now: a refused request (placement, name in use) prints nothing but its error.
-            total = None if plan else int(body["snapshot"].get("bytes") or 0) or None
+            total = None if plan else payload.server_stream_size((n for n, _ in reader.plain), encoding) or None
             progress.start(f"restore {target}", total)
 
         try:
             try:
-                chunks = reader.chunks(opts.chunk_size) if plan is None else _rewritten_chunks(reader, plan, opts)
+                if plan is not None:
+                    chunks = _rewritten_chunks(reader, encoding, plan, opts)
+                elif encoding == payload.S2_STREAM:
+                    chunks = reader.chunks(opts.chunk_size)  # the stored bytes are what the server reads
+                else:
+                    chunks = _reframed_chunks(reader, encoding, opts)
                 await js.restore(
                     target,
                     {"config": config, "state": state},
@@ -368,14 +376,26 @@ async def _check_subjects_free(js: JetStream, target: str, original: str, plan: 
 _END = object()
 
 
-async def _rewritten_chunks(reader: BlockReader, plan: RewritePlan, opts: RestoreOptions) -> AsyncIterator[bytes]:
-    """Pass 2 (in a thread): blocks → S2 decode → rewrite → Snappy framing → chunks of ``opts.chunk_size``."""
+async def _rewritten_chunks(
+    reader: BlockReader, encoding: str, plan: RewritePlan, opts: RestoreOptions
+) -> AsyncIterator[bytes]:
+    """Pass 2 (in a thread): blocks → decoded archive → rewrite → Snappy framing → chunks of ``opts.chunk_size``."""
 
-    from pipeline.rewrite import rechunk, rewrite_archive, snappy_framed
+    from pipeline.rewrite import rewrite_archive
 
     def produce() -> Iterator[bytes]:
-        archive = rewrite_archive(iter_decode(reader.blocks()), plan)
-        return rechunk(snappy_framed(archive), opts.chunk_size)
+        archive = rewrite_archive(payload.decoded(reader.blocks(), encoding), plan)
+        return payload.rechunk(payload.server_stream(archive, payload.NATSARC), opts.chunk_size)
+
+    async for chunk in _threaded(produce, max(2, opts.in_flight * 2)):
+        yield chunk
+
+
+async def _reframed_chunks(reader: BlockReader, encoding: str, opts: RestoreOptions) -> AsyncIterator[bytes]:
+    """A backup stored decoded (in a thread): blocks → Snappy framing → chunks of ``opts.chunk_size``."""
+
+    def produce() -> Iterator[bytes]:
+        return payload.rechunk(payload.server_stream(reader.blocks(), encoding), opts.chunk_size)
 
     async for chunk in _threaded(produce, max(2, opts.in_flight * 2)):
         yield chunk

@@ -9,8 +9,9 @@ Pure functions over archive entries (:mod:`pipeline.natsarc`), used by :mod:`pip
 * :func:`rewrite_archive` reads it again (pass 2) and yields the rewritten archive bytes: the new ``state.json``,
   the clamped consumers, the kept messages (same sequences: a dropped message becomes a gap, which the server
   restores as a delete) and the end marker;
-* :func:`snappy_framed` wraps bytes in the Snappy framing format (``sNaPpY``, uncompressed 0x01 chunks of at most
-  64 KiB, each with its masked CRC-32C), which the server's restore reader accepts (protocol notes §4.2).
+then :func:`pipeline.s2.snappy_framed` (re-exported here) frames the result as Snappy (``sNaPpY``, uncompressed 0x01
+chunks of at most 64 KiB, each with its masked CRC-32C), which the server's restore reader accepts (protocol notes
+§4.2). The archive comes from :func:`pipeline.payload.decoded`, whichever way the backup stored it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pipeline.errors import UsageError
 from pipeline.inspect import MessageFilter, check_subject_filter
 from pipeline.natsarc import CONSUMER_PREFIX, MAGIC, STATE_ENTRY, Entry, iter_entries
-from pipeline.s2 import CHUNK_UNCOMPRESSED, MAX_SNAPPY_BLOCK_SIZE, SNAPPY_STREAM_IDENTIFIER, masked_crc
+from pipeline.s2 import snappy_framed  # noqa: F401 - re-exported: where rewritten archives get their framing
 
 # -- subject mapping ----------------------------------------------------------------------------------------------
 
@@ -417,30 +418,3 @@ def rewrite_archive(blocks: Iterable[bytes], plan: RewritePlan, batch: int = 256
         buf.extend(meta())
     buf.append(END_MARKER)
     yield b"".join(buf)
-
-
-def snappy_framed(data: Iterable[bytes]) -> Iterator[bytes]:
-    """``data`` as a Snappy framed stream of uncompressed chunks (stream identifier first)."""
-    yield SNAPPY_STREAM_IDENTIFIER
-    for piece in data:
-        view = memoryview(piece)
-        for off in range(0, len(view), MAX_SNAPPY_BLOCK_SIZE):
-            block = view[off : off + MAX_SNAPPY_BLOCK_SIZE]
-            n = len(block) + 4
-            yield (
-                bytes((CHUNK_UNCOMPRESSED, n & 0xFF, (n >> 8) & 0xFF, n >> 16))
-                + masked_crc(block).to_bytes(4, "little")
-                + bytes(block)
-            )
-
-
-def rechunk(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """The same bytes in chunks of exactly ``size`` (the last may be shorter)."""
-    buf = bytearray()
-    for p in pieces:
-        buf += p
-        while len(buf) >= size:
-            yield bytes(buf[:size])
-            del buf[:size]
-    if buf:
-        yield bytes(buf)

@@ -12,9 +12,10 @@ the backup and stream the ref names; every set's hash equals its id and each of 
 existing manifest of that stream. Manifests without a ref and data objects without a manifest are warnings.
 
 ``deep=True`` (with a key for encrypted backups) also opens every block (AES-GCM), decompresses it, checks its
-plaintext SHA-256, and parses the whole snapshot stream: S2 framing with every chunk CRC, then the NATSARC1
-archive up to its end marker (V2: message count and last sequence against the manifest's stream state) or the
-tar (V1: ``meta.inf``, ``msgs/`` and ``msgs/index.db`` present). Memory stays at a few blocks.
+plaintext SHA-256, and parses the whole snapshot stream: S2 framing with every chunk CRC (a backup stored decoded
+has none: its blocks are the archive, pipeline/payload.py), then the NATSARC1 archive up to its end marker (V2:
+message count and last sequence against the manifest's stream state) or the tar (V1: ``meta.inf``, ``msgs/`` and
+``msgs/index.db`` present). Memory stays at a few blocks.
 
 Each backup ends ``OK``, ``FAILED`` (its stored bytes or links are wrong) or ``UNVERIFIED`` (it could not be
 read to the end: data in cold storage, no key for ``--deep``, access denied, store unreachable).
@@ -34,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from pipeline import manifest as mf
-from pipeline import natsarc, s2
+from pipeline import natsarc, payload, s2
 from pipeline.errors import IntegrityError, JsArchiveError, KeyUnavailable, NotFoundError, UsageError
 from pipeline.keys import KeyRing
 from pipeline.progress import NoProgress, Progress
@@ -535,6 +536,7 @@ def _deep(
     from pipeline.inspect import OpenedBackup, snapshot_chunks
     from pipeline.restore import BlockReader
 
+    encoding = payload.inner_encoding(body, m.snapshot_format, m.id)
     reader = BlockReader(repo, m, body, data_key, opts.prefetch, max(1, min(opts.workers, 4)))
     opened = OpenedBackup(repo, m, body, reader, max(1, opts.prefetch), max(1, min(opts.workers, 4)))
     plain = 0
@@ -547,7 +549,7 @@ def _deep(
             meter(m.blocks[index].length)
             yield block
 
-    decoded = s2.iter_decode(blocks())
+    decoded = payload.decoded(blocks(), encoding)
     try:
         if m.snapshot_format == "V2":
             _deep_v2(decoded, body, check)

@@ -3,6 +3,9 @@
 Both `stream backup` (bytes from a live snapshot) and `import` (bytes from a natscli ``stream.tar.s2``) feed a
 :class:`BackupWriter`, so every backup has the same blocks, the same manifest and the same commit order.
 
+What the blocks hold is the writer's ``inner_encoding`` (see pipeline/payload.py): the snapshot stream as the
+server sent it (the default), or its decoded NATSARC1 archive (``--store decoded``, decoded as it arrives).
+
 Data flows one way: :meth:`BackupWriter.feed` appends to the current block and returns at once unless all
 ``workers + buffer_blocks`` block slots are busy; a full block goes to a thread pool that compresses it (one zstd
 frame), seals it (AES-256-GCM), hashes it and writes it as part *n* of the data object. Peak memory is therefore
@@ -23,12 +26,12 @@ import os
 import time
 from dataclasses import dataclass
 
-from pipeline import __version__, crypto
+from pipeline import __version__, crypto, payload
 from pipeline import manifest as mf
 from pipeline.blocks import BlockCutter
 from pipeline.compress import BlockCompressor, Compression
 from pipeline.errors import TransferFailed
-from pipeline.jetstream import detect_snapshot_format
+from pipeline.jetstream import V2, detect_snapshot_format
 from pipeline.keys import KeyRing
 from pipeline.repository import Repository, ref_time, storage_error
 from sinks import ObjectInfo, Retention, SinkError
@@ -46,6 +49,7 @@ class WriteSettings:
     stall_budget: float = 4.0
     storage_class: str | None = None  # data object only; manifests and refs stay STANDARD
     retention: Retention | None = None  # Object Lock on data, manifest and ref
+    inner_encoding: str = payload.S2_STREAM  # what the blocks hold: payload.S2_STREAM or payload.NATSARC
 
 
 @dataclass
@@ -66,7 +70,9 @@ class Committed:
     ref: str
     created: str
     snapshot_format: str
-    snapshot_bytes: int
+    inner_encoding: str
+    snapshot_bytes: int  # plaintext bytes stored (the decoded archive for payload.NATSARC)
+    received_bytes: int  # snapshot bytes fed (as the server sent them)
     stored_bytes: int
     blocks: int
     block_size: int
@@ -89,7 +95,8 @@ class BackupWriter:
         self.backup_id = os.urandom(16).hex()
         self.created = dt.datetime.now(dt.timezone.utc)
         self.data_key = crypto.new_data_key() if encrypt else None
-        self.bytes = 0  # snapshot bytes fed
+        self.bytes = 0  # plaintext bytes cut into blocks
+        self._form = payload.StoredForm(settings.inner_encoding)
         self._started = time.monotonic()
         self._compressor = BlockCompressor(settings.compression)
         self._cutter = BlockCutter(block_size)
@@ -155,16 +162,26 @@ class BackupWriter:
         fut.add_done_callback(self._on_done)
         self._tasks.append(fut)
 
+    @property
+    def received_bytes(self) -> int:
+        """Snapshot bytes fed so far, as the server sent them."""
+        return self._form.received
+
     async def feed(self, chunk: bytes) -> None:
         if self._format is None:
-            self._probe.extend(chunk[: FORMAT_PROBE_BYTES - len(self._probe)])
-            self._format = detect_snapshot_format(bytes(self._probe))
-        self.bytes += len(chunk)
-        for index, block, last in self._cutter.feed(chunk):
-            await self._submit(index, block, last)
+            if self._form.encoding == payload.NATSARC:
+                self._format = V2  # StoredForm fails the backup if the decoded bytes are not a NATSARC1 archive
+            else:
+                self._probe.extend(chunk[: FORMAT_PROBE_BYTES - len(self._probe)])
+                self._format = detect_snapshot_format(bytes(self._probe))
+        for piece in self._form.feed(chunk):
+            self.bytes += len(piece)
+            for index, block, last in self._cutter.feed(piece):
+                await self._submit(index, block, last)
 
     async def finish(self) -> None:
         """Seal the last block and complete the data object."""
+        self._form.finish()
         await self._submit(*self._cutter.finish())
         results = await asyncio.gather(*self._tasks)
         if self._failure:
@@ -245,10 +262,12 @@ class BackupWriter:
             "consumers": consumers,
             "snapshot": {
                 "format": snapshot_format,
-                "inner_encoding": "s2-stream",
+                "inner_encoding": self._form.encoding,
                 "no_consumers": not include_consumers,
                 **snapshot,
                 "bytes": self.bytes,
+                # decoded: what the server sent is not what is stored, so keep its size too
+                **({"received_bytes": self.received_bytes} if self._form.encoding != payload.S2_STREAM else {}),
             },
             "compression": self.settings.compression.to_json(),
             "plain_blocks": [[b.plain_len, b.plain_sha.hex()] for b in self._blocks],
@@ -273,7 +292,9 @@ class BackupWriter:
             ref=ref,
             created=created,
             snapshot_format=snapshot_format,
+            inner_encoding=self._form.encoding,
             snapshot_bytes=self.bytes,
+            received_bytes=self.received_bytes,
             stored_bytes=off,
             blocks=len(self._blocks),
             block_size=self.block_size,

@@ -1,8 +1,10 @@
 """An independent reader of archive format v1, written from docs/format.md alone.
 
 It imports nothing from pipeline.manifest, .crypto, .keys, .repository or .restore: only hashlib, json, base64,
-cryptography's AESGCM, zstandard and pyrage. The real tool writes backups of a real nats-server stream; this
-reader finds, audits, opens and decodes them, and must agree byte for byte with what the manifest promises.
+cryptography's AESGCM, zstandard, pyrage and google_crc32c. The real tool writes backups of a real nats-server
+stream; this reader finds, audits, opens and decodes them, and must agree byte for byte with what the manifest
+promises. Both payloads of §10 are read: the S2 stream as sent, and the decoded NATSARC1 archive (``--store
+decoded``), which the reader parses and re-frames itself.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import google_crc32c
 import pyrage
 import pytest
 import zstandard
@@ -32,6 +35,9 @@ from tests.streams import fill_stream
 FORMAT = "jsarchive.manifest"
 VERSION = 1
 S2_STREAM_IDENTIFIER = b"\xff\x06\x00\x00S2sTwO"
+SNAPPY_STREAM_IDENTIFIER = b"\xff\x06\x00\x00sNaPpY"
+INNER_ENCODINGS = ("s2-stream", "natsarc")
+NATSARC_MAGIC = b"NATSARC1"
 REF_LEAF = re.compile(r"\A([0-9]{8}T[0-9]{6}\.[0-9]{6}Z)-([0-9a-f]{32})\Z")
 HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 HEX32 = re.compile(r"\A[0-9a-f]{32}\Z")
@@ -206,13 +212,21 @@ def open_body(env: dict, data_key: bytes | None) -> dict:
 
 
 def decode_blocks(env: dict, body: dict, stored: list[bytes], data_key: bytes | None) -> bytes:
-    """Spec §6, §7.2, §9: open, decompress and check every block; return the snapshot stream."""
+    """Spec §6, §7.2, §9: open, decompress and check every block; return the payload."""
+    return b"".join(plain_blocks(env, body, stored, data_key))
+
+
+def plain_blocks(env: dict, body: dict, stored: list[bytes], data_key: bytes | None) -> list[bytes]:
+    """Spec §6, §7.2, §9, §11.3 step 3: every block opened, decompressed and checked, in order."""
+    encoding = body["snapshot"].get("inner_encoding", "s2-stream")
+    if encoding not in INNER_ENCODINGS or (encoding == "natsarc" and env["snapshot_format"] != "V2"):
+        raise FormatError(f"inner encoding {encoding!r} with snapshot format {env['snapshot_format']}")
     plain_table = body["plain_blocks"]
     if len(plain_table) != len(stored):
         raise FormatError("block tables disagree")
     algorithm = body["compression"]["algorithm"]
     n = len(stored)
-    out = bytearray()
+    out = []
     for i, block in enumerate(stored):
         frame = block if data_key is None else open_sealed(data_key, block, aad_block(env["backup_id"], i, i == n - 1))
         plain_len, plain_sha = plain_table[i]
@@ -232,7 +246,67 @@ def decode_blocks(env: dict, body: dict, stored: list[bytes], data_key: bytes | 
             raise FormatError(f"block {i}: plaintext does not match plain_blocks")
         if i < n - 1 and plain_len != env["data"]["block_size"]:
             raise FormatError(f"block {i}: only the last block may be shorter than data.block_size")
-        out += plain
+        out.append(plain)
+    return out
+
+
+def read_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+    """Spec §10.2: 7 bits per byte, least significant group first, high bit set on all but the last byte."""
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 63:
+            raise FormatError("truncated or overlong uvarint")
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+
+
+def parse_natsarc(payload: bytes) -> list[tuple[str, int, int, bytes, bytes]]:
+    """Spec §10.2: ``(name, timestamp, sequence, header, payload)`` of every entry before the end marker."""
+    if not payload.startswith(NATSARC_MAGIC):
+        raise FormatError("the payload does not start with NATSARC1")
+    pos = len(NATSARC_MAGIC)
+    entries = []
+    last_seq = 0
+    while True:
+        start = pos
+        name_len, pos = read_uvarint(payload, pos)
+        zigzag, pos = read_uvarint(payload, pos)
+        seq, pos = read_uvarint(payload, pos)
+        hsize, pos = read_uvarint(payload, pos)
+        psize, pos = read_uvarint(payload, pos)
+        if name_len == 0:
+            if (zigzag, seq, hsize, psize) != (0, 0, 0, 0) or payload[start:] != b"\x00" * 5:
+                raise FormatError("the end marker is not five zero bytes at the end of the payload")
+            return entries
+        end = pos + name_len + hsize + psize
+        if end > len(payload):
+            raise FormatError("an entry runs past the end of the payload")
+        if seq and seq <= last_seq:
+            raise FormatError(f"message sequence {seq} does not increase")
+        last_seq = seq or last_seq
+        name = payload[pos : pos + name_len].decode("utf-8")
+        header = payload[pos + name_len : pos + name_len + hsize]
+        entries.append((name, (zigzag >> 1) ^ -(zigzag & 1), seq, header, payload[pos + name_len + hsize : end]))
+        pos = end
+
+
+def masked_crc(data: bytes) -> int:
+    """Spec §10.2: the framing format's masked CRC-32C."""
+    c = google_crc32c.value(data)
+    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def snappy_frame(blocks: list[bytes]) -> bytes:
+    """Spec §10.2 re-framing: each plaintext block cut into 64 KiB pieces, each an uncompressed chunk."""
+    out = bytearray(SNAPPY_STREAM_IDENTIFIER)
+    for block in blocks:
+        for off in range(0, len(block), 65536):
+            piece = block[off : off + 65536]
+            out += b"\x01" + (len(piece) + 4).to_bytes(3, "little") + masked_crc(piece).to_bytes(4, "little") + piece
     return bytes(out)
 
 
@@ -319,13 +393,26 @@ def _check_envelope(ref: Ref, raw: bytes, env: dict, res: BackupResult) -> None:
     assert raw.replace(body_member, b"") == canonical(clear)
 
 
-def _check_plaintext(env: dict, body: dict, plain: bytes) -> None:
-    assert plain.startswith(S2_STREAM_IDENTIFIER)
+def _check_plaintext(env: dict, body: dict, plain: bytes, encoding: str = "s2-stream") -> None:
     assert len(plain) == env["summary"]["snapshot_bytes"] == body["snapshot"]["bytes"]
     assert sum(n for n, _ in body["plain_blocks"]) == len(plain)
     assert body["snapshot"]["format"] == env["snapshot_format"] == "V2"
-    assert body["snapshot"]["inner_encoding"] == "s2-stream"
-    assert first_s2_literal(plain).startswith(b"NATSARC1")
+    assert body["snapshot"]["inner_encoding"] == encoding
+    if encoding == "s2-stream":
+        assert plain.startswith(S2_STREAM_IDENTIFIER)
+        assert first_s2_literal(plain).startswith(b"NATSARC1")
+        assert "received_bytes" not in body["snapshot"]
+    else:
+        entries = parse_natsarc(plain)
+        assert entries[0][0] == "state.json" and entries[0][2] == 0
+        state = json.loads(entries[0][3] + entries[0][4])
+        messages = [e for e in entries if e[2]]
+        assert len(messages) == state["messages"] == 2997 and messages[-1][2] == 3000
+        assert sorted(e[0] for e in entries if e[0].startswith("consumers/")) == [
+            "consumers/billing",
+            "consumers/eu-audit",
+        ]
+        assert 0 < body["snapshot"]["received_bytes"] < len(plain)  # the S2 stream the server sent
     assert body["config"]["name"] == "ORDERS"
     assert body["state"]["messages"] == env["summary"]["messages"] == 2997  # 3000 minus 3 interior deletes
     assert body["state"]["last_seq"] == env["summary"]["last_seq"] == 3000
@@ -469,3 +556,46 @@ def test_reader_rejects_edited_clear_envelope(orders, tmp_path, keyring, identit
     dropped["data"] = dict(env["data"], size=sum(b[1] for b in dropped["blocks"]))
     with pytest.raises(FormatError, match="authentication failed"):
         open_body(dropped, data_key)
+
+
+def test_decoded_backup_read_by_independent_reader(orders, tmp_path, keyring, identity_file):
+    """--store decoded: the payload is the NATSARC1 archive (§10.2), holding what the S2 stream of a default backup
+    of the same stream holds; an export frames it exactly as §10.2 says."""
+    from pipeline import s2  # only to compare with the default backup's payload: the reader itself needs no S2
+    from pipeline.natscli import ExportOptions, export_backup
+
+    default = _backup(orders, tmp_path / "default", keys=keyring)
+    archive = tmp_path / "archive"
+    res = _backup(orders, archive, keys=keyring, store="decoded")
+    assert res.inner_encoding == "natsarc" and default.inner_encoding == "s2-stream"
+    ref, raw, env = _find_only(archive, res)
+    _check_envelope(ref, raw, env, res)
+    assert "inner_encoding" not in json.dumps({k: v for k, v in env.items() if k != "body"})  # sealed, not clear
+
+    data_key = unwrap_age(env, read_identity_file(identity_file[0]))
+    body = open_body(env, data_key)
+    blocks = plain_blocks(env, body, audit(archive, env), data_key)
+    plain = b"".join(blocks)
+    _check_plaintext(env, body, plain, "natsarc")
+
+    # the same entries as inside the default backup's S2 stream (only the time stamps of the state and consumer
+    # entries differ: the server writes the time of the snapshot there)
+    _, denv = load_manifest(tmp_path / "default", default.manifest_id)
+    dkey = unwrap_age(denv, read_identity_file(identity_file[0]))
+    dbody = open_body(denv, dkey)
+    dplain = decode_blocks(denv, dbody, audit(tmp_path / "default", denv), dkey)
+    _check_plaintext(denv, dbody, dplain)
+
+    def comparable(entries: list) -> list:
+        return [(n, ts if seq else 0, seq, h, p) for n, ts, seq, h, p in entries]
+
+    assert comparable(parse_natsarc(plain)) == comparable(parse_natsarc(s2.decompress(dplain)))
+
+    # export re-frames the archive per §10.2, byte for byte
+    out = tmp_path / "natscli"
+    export_backup(ExportOptions(url=str(archive), backup=res.manifest_id, directory=str(out), keys=keyring))
+    assert (out / "stream.tar.s2").read_bytes() == snappy_frame(blocks)
+
+    # an inner encoding the reader does not know is refused, not guessed at
+    with pytest.raises(FormatError, match="inner encoding"):
+        plain_blocks(env, {**body, "snapshot": {**body["snapshot"], "inner_encoding": "zstd-dict"}}, [], data_key)

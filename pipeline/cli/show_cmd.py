@@ -16,6 +16,9 @@ from pipeline.cli.common import (
     sink_options,
 )
 from pipeline.listing import BackupDetails, show_backup
+from pipeline.payload import NATSARC, S2_STREAM
+
+STORED_AS = {S2_STREAM: "the S2 stream as sent", NATSARC: "the decoded NATSARC1 archive, re-framed on restore"}
 
 
 @click.command("show")
@@ -107,9 +110,13 @@ def _print(d: BackupDetails, show_blocks: bool) -> None:
     snap = b.get("snapshot") or {}
     timings = b.get("timings") or {}
     echo(f"  compression    {comp.get('algorithm')} level {comp.get('level')}")
+    stored = STORED_AS.get(str(snap.get("inner_encoding")), "")
+    if snap.get("received_bytes") is not None:
+        stored += f", {human_bytes(int(snap['received_bytes']))} as the server sent it"
     echo(
-        f"  snapshot       {snap.get('inner_encoding')}, {snap.get('chunks')} chunks, consumers "
-        f"{'excluded' if snap.get('no_consumers') else 'included'}, took {timings.get('seconds', '?')} s"
+        f"  snapshot       {snap.get('inner_encoding')}{f' ({stored})' if stored else ''}, {snap.get('chunks')} "
+        f"chunks, consumers {'excluded' if snap.get('no_consumers') else 'included'}, took "
+        f"{timings.get('seconds', '?')} s"
     )
     consumers = [c.get("name") or (c.get("config") or {}).get("durable_name") for c in b.get("consumers") or []]
     echo(f"  consumers      {', '.join(str(c) for c in consumers) if consumers else 'none'}")
