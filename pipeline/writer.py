@@ -135,13 +135,16 @@ class BackupWriter:
             max_workers=max(1, self.settings.workers), thread_name_prefix="seal"
         )
 
-    def _seal_and_store(self, index: int, block: bytes, last: bool) -> StoredBlock:
+    def _seal_and_store(self, index: int, block: bytearray, last: bool) -> StoredBlock:
+        plain_len, plain_sha = len(block), crypto.sha256(block)
         stored = self._compressor.compress(block)
         if self.data_key is not None:
             stored = crypto.seal(self.data_key, stored, crypto.block_aad(self.backup_id, index, last))
+        if stored is not block:  # the plaintext buffer is free again (an uncompressed clear block is written as is)
+            self._cutter.recycle(block)
         stored_sha = crypto.sha256(stored)
         self._writer.write_part(index + 1, stored, stored_sha)
-        return StoredBlock(index, len(stored), stored_sha, len(block), crypto.sha256(block))
+        return StoredBlock(index, len(stored), stored_sha, plain_len, plain_sha)
 
     def _on_done(self, fut: asyncio.Future) -> None:
         self._slots.release()

@@ -245,3 +245,21 @@ def test_versions_and_error_mapping():
     assert e.exit_code == 3
     e = api_error({"code": 418, "err_code": 99999, "description": "teapot"}, "S")
     assert "teapot" in str(e) and e.exit_code == 8
+
+
+def test_block_cutter_reuses_recycled_buffers_without_mixing_contents() -> None:
+    data = bytes(range(256)) * 400  # 102,400 bytes
+    cutter = BlockCutter(10_000)
+    out: list[bytes] = []
+    seen: list[int] = []
+    for off in range(0, len(data), 3_001):
+        for _index, block, _last in cutter.feed(data[off : off + 3_001]):
+            out.append(bytes(block))
+            seen.append(id(block))
+            cutter.recycle(block)  # done with it: the next full block may be written into it
+    _index, block, last = cutter.finish()
+    out.append(bytes(block))
+    assert last and b"".join(out) == data
+    assert len(set(seen)) < len(seen)  # buffers were reused
+    cutter.recycle(bytearray(5))  # a short (last) block is not taken back
+    assert all(len(b) == 10_000 for b in cutter._free)
