@@ -43,7 +43,6 @@ from pipeline.jetstream import ConnectOptions, connect  # noqa: E402
 
 STREAM = "EVENTS"
 WORDS = ("checkout", "login", "logout", "view", "search", "add_to_cart", "refund", "signup", "rate", "share")
-PATHS = ("/cart", "/checkout", "/search", "/product/{}", "/account", "/orders/{}", "/help/{}", "/api/v2/i/{}")
 COUNTRIES = ("DE", "US", "FR", "JP", "BR", "IN", "GB", "CA", "AU", "NL", "SE", "ES", "IT", "MX", "KR")
 
 
@@ -133,6 +132,48 @@ async def raw_restore(url: str, snap: Path, chunk: int, in_flight: int, config: 
         wall = time.monotonic() - t
         await js.delete_stream(STREAM)
         return {"seconds": round(wall, 3), "chunk": chunk, "in_flight": in_flight}
+
+
+def _proc_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) a live process has used so far."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """Where a phase's CPU went: the nats-server, this process and its children (jsarchive, boto3), the object
+    store emulator. On a machine with ``cpus`` cores no phase can finish faster than their sum / cpus: that
+    *CPU floor* is the physical limit when the work, not waiting, is what takes the time."""
+
+    def __init__(self, server_pid: int, store_pid: int | None = None) -> None:
+        self.server_pid, self.store_pid = server_pid, store_pid
+
+    def measure(self, phase: dict, fn) -> dict:  # noqa: ANN001 - any zero-argument callable
+        import resource
+
+        s0, st0 = _proc_cpu(self.server_pid), _proc_cpu(self.store_pid)
+        me0, ch0 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.monotonic()
+        out = fn()
+        wall = time.monotonic() - t
+        me1, ch1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        client = sum(b.ru_utime + b.ru_stime - (a.ru_utime + a.ru_stime) for a, b in ((me0, me1), (ch0, ch1)))
+        cpu = {
+            "server_cpu": round(_proc_cpu(self.server_pid) - s0, 2),
+            "client_cpu": round(client, 2),
+            "store_cpu": round(_proc_cpu(self.store_pid) - st0, 2),
+        }
+        floor = sum(cpu.values()) / (os.cpu_count() or 1)
+        phase.update(
+            cpu,
+            cpu_floor=round(floor, 3),
+            wall_vs_floor=round(wall / floor, 2) if floor else None,
+            # the server restores on one thread: ~1.0 here means that thread, not the client, sets the pace
+            server_cores=round(cpu["server_cpu"] / wall, 2) if wall else None,
+        )
+        return out
 
 
 class Moto:
@@ -297,30 +338,48 @@ def bench(gib: float, workdir: Path, with_s3: bool) -> dict:
         version = srv.varz()["version"]
         filled = asyncio.run(fill(srv.url, int(gib * 1024**3)))
         config = asyncio.run(stream_config(srv.url))
+        meter = CpuMeter(srv.proc.pid, moto.proc.pid if moto else None)
+        cpu: dict[str, dict] = {}
+
+        def measured(name: str, fn):  # noqa: ANN001, ANN202
+            cpu[name] = {}
+            out = meter.measure(cpu[name], fn)
+            cpu[name]["seconds"] = out["seconds"] if isinstance(out, dict) and "seconds" in out else None
+            return out
+
         snap_file = workdir / "snapshot.s2"
-        raw_snap = asyncio.run(raw_snapshot(srv.url, None))
-        snap_to_file = asyncio.run(raw_snapshot(srv.url, snap_file))  # natscli step 1, and the bytes to restore
+        raw_snap = measured("raw snapshot", lambda: asyncio.run(raw_snapshot(srv.url, None)))
+        # natscli step 1, and the bytes to restore
+        snap_to_file = measured("snapshot to file", lambda: asyncio.run(raw_snapshot(srv.url, snap_file)))
         key = workdir / "bench.key"
         subprocess.run(
             [sys.executable, "-m", "pipeline.cli", "keygen", "-o", str(key)], check=True, capture_output=True
         )
         common = ["-s", srv.url, "-i", str(key), "--json", "--no-progress"]
         archive = workdir / "archive"
-        backup = run_cli(["stream", "backup", STREAM, str(archive), *common], dict(os.environ))
+        backup = measured(
+            "jsarchive backup", lambda: run_cli(["stream", "backup", STREAM, str(archive), *common], dict(os.environ))
+        )
         decoded_archive = workdir / "archive-decoded"
-        decoded_backup = run_cli(
-            ["stream", "backup", STREAM, str(decoded_archive), *common, "--store", "decoded"], dict(os.environ)
+        decoded_backup = measured(
+            "backup --store decoded",
+            lambda: run_cli(
+                ["stream", "backup", STREAM, str(decoded_archive), *common, "--store", "decoded"], dict(os.environ)
+            ),
         )
         codec = codec_speeds(snap_file)
         s3: dict = {}
         if moto is not None:
             moto.client().create_bucket(Bucket="bench")
-            s3_backup = run_cli(
-                ["stream", "backup", STREAM, "s3://bench/jsarchive", *common, "--s3-endpoint", moto.endpoint],
-                moto.env(),
+            s3_backup = measured(
+                "jsarchive backup s3",
+                lambda: run_cli(
+                    ["stream", "backup", STREAM, "s3://bench/jsarchive", *common, "--s3-endpoint", moto.endpoint],
+                    moto.env(),
+                ),
             )
             s3_backup.pop("result")
-            upload = upload_file(moto, snap_file, "bench")
+            upload = measured("upload_file (2nd step)", lambda: upload_file(moto, snap_file, "bench"))
             two_step = round(snap_to_file["seconds"] + upload["seconds"], 3)
             s3 = {
                 "s3_backup": s3_backup,
@@ -329,11 +388,20 @@ def bench(gib: float, workdir: Path, with_s3: bool) -> dict:
                 "s3_speedup_vs_two_step": round(two_step / s3_backup["seconds"], 3),
             }
         asyncio.run(delete(srv.url))
-        raw_rest = asyncio.run(raw_restore(srv.url, snap_file, 1024 * 1024, 4, config))
-        natscli_rest = asyncio.run(raw_restore(srv.url, snap_file, 64 * 1024, 1, config))
-        restore = run_cli(["stream", "restore", str(archive), STREAM, *common], dict(os.environ))
+        raw_rest = measured(
+            "raw restore 1MiBx4", lambda: asyncio.run(raw_restore(srv.url, snap_file, 1 << 20, 4, config))
+        )
+        natscli_rest = measured(
+            "restore 64KiB stop-and-wait", lambda: asyncio.run(raw_restore(srv.url, snap_file, 64 << 10, 1, config))
+        )
+        restore = measured(
+            "jsarchive restore", lambda: run_cli(["stream", "restore", str(archive), STREAM, *common], dict(os.environ))
+        )
         asyncio.run(delete(srv.url))
-        decoded_restore = run_cli(["stream", "restore", str(decoded_archive), STREAM, *common], dict(os.environ))
+        decoded_restore = measured(
+            "restore of --store decoded",
+            lambda: run_cli(["stream", "restore", str(decoded_archive), STREAM, *common], dict(os.environ)),
+        )
         b = backup.pop("result")["backup"]
         r = restore.pop("result")["restore"]
         db = decoded_backup.pop("result")["backup"]
@@ -367,6 +435,7 @@ def bench(gib: float, workdir: Path, with_s3: bool) -> dict:
                 "restore_vs_default": round(decoded_restore["seconds"] / restore["seconds"], 3),
             },
             "codec": codec,
+            "cpu": cpu,
             **s3,
         }
     finally:
@@ -443,6 +512,15 @@ def main() -> None:
         )
         print(" ".join(f"{v:>10}" for v in row))
         print("codec (single-thread CPU):", json.dumps(r["codec"]))
+        print(f"CPU accounting, {r['gib']} GiB ({os.cpu_count()} cores; floor = all CPU seconds / cores):")
+        head = ("wall s", "server", "client", "store", "floor s", "wall/floor", "srv cores")
+        print(f"  {'phase':28} " + " ".join(f"{h:>10}" for h in head))
+        for phase, c in r["cpu"].items():
+            print(
+                f"  {phase:28} {c['seconds'] or 0:10.2f} {c['server_cpu']:10.2f} {c['client_cpu']:10.2f} "
+                f"{c['store_cpu']:10.2f} {c['cpu_floor']:10.2f} {c['wall_vs_floor'] or 0:10.2f} "
+                f"{c['server_cores'] or 0:10.2f}"
+            )
     out = {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load": os.getloadavg()},
         "results": results,
