@@ -403,7 +403,7 @@ def build_set(
     return mf.canonical(doc)
 
 
-def _load_member(repo: Repository, set_label: str, stream: str, manifest_id: str) -> Manifest:
+def load_member(repo: Repository, set_label: str, stream: str, manifest_id: str) -> Manifest:
     try:
         m = repo.load_manifest(manifest_id)
     except NotFoundError:
@@ -869,7 +869,7 @@ async def backup_account_async(
 
     if run is None:
         entries = [
-            set_entry(_load_member(repo, "this account backup", o.stream, o.manifest_id))
+            set_entry(load_member(repo, "this account backup", o.stream, o.manifest_id))
             for o in ordered
             if o.manifest_id
         ]
@@ -1100,7 +1100,7 @@ def seal_run_in(repo: Repository, run: str, retention: Retention | None = None) 
     for s in sorted(expected):
         d = done[s]
         if d.get("manifest_id"):
-            entries.append(set_entry(_load_member(repo, f"run {run}", s, str(d["manifest_id"]))))
+            entries.append(set_entry(load_member(repo, f"run {run}", s, str(d["manifest_id"]))))
         else:
             skipped.append({"stream": s, "reason": str(d.get("skipped") or "")})
             if d.get("skipped"):
@@ -1229,7 +1229,7 @@ async def restore_account_async(
     chosen = select_streams(sorted(entries), opts.include, opts.exclude, what=label)
     manifests: dict[str, Manifest] = {}
     for name in chosen:
-        m = _load_member(repo, label, name, entries[name]["manifest_id"])
+        m = load_member(repo, label, name, entries[name]["manifest_id"])
         repo.check_data(m, label)
         if m.encrypted:
             # KeyUnavailable now, not after half the account; added slot objects count too

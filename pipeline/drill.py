@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pipeline import __version__
 from pipeline import manifest as mf
-from pipeline.account import _load_member, load_set, select_streams
+from pipeline.account import load_member, load_set, select_streams
 from pipeline.errors import (
     ConflictError,
     IntegrityError,
@@ -284,7 +284,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
     manifests: dict[str, Manifest] = {}
     bodies: dict[str, dict] = {}
     for name in chosen:
-        m = _load_member(repo, label, name, entries[name]["manifest_id"])
+        m = load_member(repo, label, name, entries[name]["manifest_id"])
         repo.check_data(m, label)
         key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
         manifests[name], bodies[name] = m, m.open_body(key)
