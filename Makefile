@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean check-terraform
 
 $(STAMP): pyproject.toml setup.py pipeline/_s2block.c
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+
+# terraform fmt/init/validate (AWS, offline from the provider mirror), python-hcl2 + checkov (GCP): needs terraform;
+# its Python tools go into their own venvs under .cache/tfcheck, not into .venv.
+check-terraform:
+	bash terraform/check.sh
 
 clean:
 	rm -rf $(VENV) jsarchive-demo .cache .pytest_cache

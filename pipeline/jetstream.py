@@ -25,7 +25,7 @@ from typing import Any
 
 import nats
 import nats.errors
-from nats.aio.client import Client
+from nats.aio.client import Client, RawCredentials
 
 from pipeline.errors import (
     ConflictError,
@@ -184,6 +184,10 @@ class ConnectOptions:
     context: str | None = None
     timeout: float = 5.0
     name: str = "jsarchive"
+    # Secrets handed over in memory (cloud runners read them from a secret store): the text of a credentials file
+    # and an nkey seed. Never written to disk, never in repr.
+    creds_data: str | None = field(default=None, repr=False)
+    nkey_seed: str | None = field(default=None, repr=False)
 
     def resolved(self) -> ConnectOptions:
         """Fill unset fields from the natscli context (``--context``, ``$NATS_CONTEXT`` or the selected one)."""
@@ -289,6 +293,10 @@ async def connect(opts: ConnectOptions) -> JetStream:
         kwargs["user_credentials"] = opts.creds
     if opts.nkey:
         kwargs["nkeys_seed"] = opts.nkey
+    if opts.creds_data:
+        kwargs["user_credentials"] = RawCredentials(opts.creds_data)
+    if opts.nkey_seed:
+        kwargs["nkeys_seed_str"] = opts.nkey_seed.strip()
     tls = _tls_context(opts)
     if tls is not None:
         kwargs["tls"] = tls

@@ -37,8 +37,9 @@ from pipeline.cli.common import (
     storage_options,
 )
 from pipeline.compress import Compression
-from pipeline.errors import UsageError
+from pipeline.errors import JsArchiveError, UsageError
 from pipeline.jetstream import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW_SIZE, RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT
+from pipeline.metrics import RunObserver, account_report
 
 
 @click.group("account")
@@ -120,12 +121,26 @@ def _print_outcome(o: StreamOutcome) -> None:
     help="id shared by all shards of one run [$JSARCHIVE_RUN, Cloud Run execution, AWS Batch array job]",
 )
 @click.option("--compression", default="zstd:3", show_default=True, help="zstd, zstd:LEVEL (1-22) or none")
+@click.option(
+    "--store",
+    type=click.Choice(["snapshot", "decoded"]),
+    default="snapshot",
+    show_default=True,
+    help="keep each snapshot as sent (S2) or its decoded NATSARC1 archive (smaller; nats-server >= 2.15)",
+)
 @click.option("--no-encrypt", is_flag=True, help="store the backups unencrypted (recorded in the manifests)")
 @click.option("--chunk-size", type=SIZE, default=DEFAULT_CHUNK_SIZE, show_default=True, help="snapshot chunk size")
 @click.option("--window-size", type=SIZE, default=DEFAULT_WINDOW_SIZE, show_default=True, help="snapshot window")
 @click.option("--block-size", type=SIZE, default=None, help="archive block size [8MiB, grown for large streams]")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="seal threads per stream")
 @click.option("--buffer-blocks", type=click.IntRange(0, 64), default=2, show_default=True, help="blocks buffered")
+@click.option(
+    "--metrics-push",
+    metavar="URL",
+    envvar="JSARCHIVE_METRICS_PUSH",
+    help="push the run's metrics to this Prometheus Pushgateway [$JSARCHIVE_METRICS_PUSH]",
+)
+@click.option("--log-json", is_flag=True, help="one JSON log line per stream and a run summary on stdout")
 @storage_options
 @key_options(write=True)
 @archive_options
@@ -145,12 +160,15 @@ def backup_cmd(
     shard_count: int | None,
     run_id: str | None,
     compression: str,
+    store: str,
     no_encrypt: bool,
     chunk_size: int,
     window_size: int,
     block_size: int | None,
     workers: int,
     buffer_blocks: int,
+    metrics_push: str | None,
+    log_json: bool,
     storage_class: str | None,
     sse_kms_key: str | None,
     no_progress: bool,
@@ -181,6 +199,7 @@ def backup_cmd(
         run=resolve_run(run_id, platform=sharded),
         encrypt=not no_encrypt,
         compression=Compression.parse(compression),
+        store=store,
         chunk_size=chunk_size,
         window_size=window_size,
         block_size=block_size,
@@ -190,16 +209,28 @@ def backup_cmd(
         retention=retention(kw),
         sink=sink_options(kw, sse_kms_key, url=url),
     )
+    if log_json and as_json:
+        raise UsageError("--log-json and --json both write to stdout: choose one")
+    observer = RunObserver("account-backup", url, push_to=metrics_push, log_json=log_json)
+    observer.run = opts.run
+    quiet = as_json or log_json
     try:
         res = backup_account(
             opts,
             make_progress(no_progress, as_json),
-            on_plan=None if as_json else _print_plan,
-            on_stream=None if as_json else _print_outcome,
+            on_plan=None if quiet else _print_plan,
+            on_stream=observer.on_stream(None if quiet else _print_outcome),
         )
     except AccountRunFailed as e:
+        observer.finish(account_report(e.result.to_json(), ok=False, started=observer.started, error=str(e)))  # type: ignore[attr-defined]
         _failed(e, "account", as_json)
         return
+    except JsArchiveError as e:
+        observer.failed(e)
+        raise
+    observer.finish(account_report(res.to_json(), ok=True, started=observer.started))
+    if log_json:
+        return  # the summary line says it all
     if as_json:
         emit_json({"ok": True, "account": res.to_json()})
         return

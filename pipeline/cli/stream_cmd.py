@@ -22,7 +22,9 @@ from pipeline.cli.common import (
     storage_options,
 )
 from pipeline.compress import Compression
+from pipeline.errors import JsArchiveError
 from pipeline.jetstream import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW_SIZE, RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT
+from pipeline.metrics import RunObserver, stream_report
 from pipeline.restore import RestoreOptions, restore_stream
 
 
@@ -51,6 +53,14 @@ def stream_group() -> None:
     help="bytes the server may have unacknowledged (servers >= 2.12.5)",
 )
 @click.option("--compression", default="zstd:3", show_default=True, help="zstd, zstd:LEVEL (1-22) or none")
+@click.option(
+    "--store",
+    type=click.Choice(["snapshot", "decoded"]),
+    default="snapshot",
+    show_default=True,
+    help="keep the snapshot as the server sent it (S2), or its decoded NATSARC1 archive: smaller under zstd, "
+    "re-framed on restore; needs nats-server >= 2.15",
+)
 @click.option("--no-encrypt", is_flag=True, help="store the backup unencrypted (recorded in the manifest)")
 @click.option("--block-size", type=SIZE, default=None, help="archive block size [8MiB, grown for large streams]")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="compress/seal threads")
@@ -60,6 +70,12 @@ def stream_group() -> None:
     default=2,
     show_default=True,
     help="blocks buffered between NATS and the archive (memory ≈ (workers + buffer) × block size)",
+)
+@click.option(
+    "--metrics-push",
+    metavar="URL",
+    envvar="JSARCHIVE_METRICS_PUSH",
+    help="push the run's metrics to this Prometheus Pushgateway [$JSARCHIVE_METRICS_PUSH]",
 )
 @storage_options
 @key_options(write=True)
@@ -75,10 +91,12 @@ def backup_cmd(
     chunk_size: int,
     window_size: int,
     compression: str,
+    store: str,
     no_encrypt: bool,
     block_size: int | None,
     workers: int,
     buffer_blocks: int,
+    metrics_push: str | None,
     storage_class: str | None,
     sse_kms_key: str | None,
     no_progress: bool,
@@ -93,6 +111,7 @@ def backup_cmd(
         keys=key_ring(kw),
         encrypt=not no_encrypt,
         compression=Compression.parse(compression),
+        store=store,
         consumers=consumers,
         check=check,
         chunk_size=chunk_size,
@@ -104,7 +123,13 @@ def backup_cmd(
         retention=retention(kw),
         sink=sink_options(kw, sse_kms_key, url=url),
     )
-    res = backup_stream(opts, make_progress(no_progress, as_json))
+    observer = RunObserver("stream-backup", url, push_to=metrics_push, grouping={"stream": stream})
+    try:
+        res = backup_stream(opts, make_progress(no_progress, as_json))
+    except JsArchiveError as e:
+        observer.failed(e)
+        raise
+    observer.finish(stream_report(res.to_json(), archive=url, started=observer.started))
     if as_json:
         emit_json({"ok": True, "backup": res.to_json()})
         return
@@ -112,12 +137,14 @@ def backup_cmd(
     click.echo(f"Backed up stream {res.stream} as {res.manifest_id}")
     click.echo(
         f"  {res.messages:,} messages, {human_bytes(res.bytes)} in the stream; snapshot "
-        f"{human_bytes(res.snapshot_bytes)} ({res.snapshot_format}, nats-server {res.server_version})"
+        f"{human_bytes(res.received_bytes)} ({res.snapshot_format}, nats-server {res.server_version})"
     )
     click.echo(
         f"  stored {human_bytes(res.stored_bytes)} in {res.blocks} block(s), {ratio:.2f}x of the stream; "
         f"{res.consumers} consumer(s); {res.seconds:.2f} s"
     )
+    if store == "decoded":
+        click.echo(f"  stored decoded: the snapshot's NATSARC1 archive, {human_bytes(res.snapshot_bytes)} before zstd")
     click.echo("  encrypted for " + "; ".join(res.key_slots) if res.encrypted else "  NOT encrypted (--no-encrypt)")
 
 
