@@ -177,22 +177,28 @@ class CpuMeter:
 
 
 class Moto:
-    """moto's S3 server in its own process, stopped by its PID (it holds objects in RAM: keep streams moderate)."""
+    """moto's S3 server in its own process, stopped by its PID (it holds objects in RAM: keep streams moderate).
 
-    def __init__(self) -> None:
-        port = free_port()
-        self.endpoint = f"http://127.0.0.1:{port}"
-        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ``launch`` starts the process from the command line (default: a plain Popen); the link benchmark passes one
+    that starts it inside a network namespace."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, launch=None) -> None:  # noqa: ANN001
+        port = port or free_port()
+        self.endpoint = f"http://{host}:{port}"
+        cmd = [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
+        if launch is None:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            self.proc = launch(*cmd)
         deadline = time.monotonic() + 30
         while True:
             try:
                 urllib.request.urlopen(self.endpoint, timeout=1).read()
                 return
             except Exception:  # noqa: BLE001 - not up yet
-                if time.monotonic() > deadline:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("moto did not start") from None
+                    raise RuntimeError(f"moto did not start at {self.endpoint}") from None
                 time.sleep(0.1)
 
     CREDS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -235,7 +241,12 @@ def run_cli(args: list[str], env: dict) -> dict:
         [sys.executable, "-m", "pipeline.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     out, err = b"", b""
-    _, status, ru = os.wait4(proc.pid, 0)
+    try:
+        _, status, ru = os.wait4(proc.pid, 0)
+    except BaseException:  # interrupted: do not leave jsarchive running against a server that is going away
+        proc.kill()
+        proc.wait()
+        raise
     wall = time.monotonic() - t
     out = proc.stdout.read()
     err = proc.stderr.read()
