@@ -40,7 +40,7 @@ from pipeline import metrics
 from pipeline.errors import ConnectionFailed, JsArchiveError, UsageError
 from pipeline.jetstream import ConnectOptions
 
-OPERATIONS = ("account-backup", "stream-backup", "prune", "verify")
+OPERATIONS = ("account-backup", "stream-backup", "prune", "verify", "drill")
 DEFAULT_MARGIN = 30.0  # seconds kept free at the end of an invocation: sealing, the summary, the metrics
 DEFAULT_ASSUMED_RATE = 20 * 1024 * 1024  # stream bytes/s per stream before any stream has been measured
 DEFAULT_TIME_LIMIT = 3600.0  # Cloud Functions 2nd gen (HTTP): the platform's longest timeout
@@ -686,6 +686,73 @@ def _verify(cfg: HandlerConfig, emit: Callable[[dict], None]) -> Outcome:
     return Outcome(report, result)
 
 
+def _drill(cfg: HandlerConfig, emit: Callable[[dict], None]) -> Outcome:
+    """A recovery drill (pipeline/drill.py) into the cluster ``$NATS_URL`` reaches: the evidence goes to drills/."""
+    from pipeline.drill import DrillFailed, DrillOptions, run_drill
+
+    env = cfg.env
+    cluster = env.get("JSARCHIVE_DRILL_CLUSTER") or None
+    tags = _list(env.get("JSARCHIVE_DRILL_TAGS"))
+    if not (cluster or tags):
+        raise ConfigError("drill needs a target: set $JSARCHIVE_DRILL_CLUSTER or $JSARCHIVE_DRILL_TAGS")
+    started = time.time()
+    opts = DrillOptions(
+        url=cfg.url,
+        set_id=env.get("JSARCHIVE_DRILL_SET") or None,
+        connect=connect_options(env),
+        keys=key_ring(env, write=False),
+        cluster=cluster,
+        tags=tags,
+        prefix=env.get("JSARCHIVE_DRILL_PREFIX") or "DRILL_",
+        include=cfg.include,
+        exclude=cfg.exclude,
+        sign_key=env.get("JSARCHIVE_DRILL_SIGN_KEY_FILE") or None,
+        sink=_sink(env, cfg.url),
+    )
+    try:
+        res = run_drill(opts)
+        error = None
+    except DrillFailed as e:
+        res, error = e.result, str(e)
+    rep = res.report
+    for st in rep["streams"]:
+        emit(
+            {
+                "severity": "INFO" if st["ok"] else "ERROR",
+                "event": "jsarchive.drill",
+                "archive": cfg.url,
+                "stream": st["stream"],
+                "drill_stream": st["drill_stream"],
+                "manifest_id": st["manifest_id"],
+                "ok": st["ok"],
+                "rpo_s": st["rpo_s"],
+                "restore_s": st["restore_s"],
+                "message": "; ".join(st["problems"]) or None,
+            }
+        )
+    report = metrics.RunReport(
+        cfg.operation,
+        cfg.url,
+        ok=res.passed,
+        started=started,
+        seconds=time.time() - started,
+        streams_ok=sum(1 for st in rep["streams"] if st["ok"]),
+        streams_failed=sum(1 for st in rep["streams"] if not st["ok"]),
+        error=error,
+        details={"rto_s": rep["rto_s"], "rpo_s": rep["rpo_s"], "report": res.report_key},
+    )
+    result = {
+        "ok": res.passed,
+        "operation": cfg.operation,
+        "archive": cfg.url,
+        "report_key": res.report_key,
+        "rto_s": rep["rto_s"],
+        "rpo_s": rep["rpo_s"],
+        "failed": [st["stream"] for st in rep["streams"] if not st["ok"]],
+    }
+    return Outcome(report, result)
+
+
 def run_scheduled(
     event: Mapping[str, Any] | None,
     env: Mapping[str, str] | None = None,
@@ -725,6 +792,8 @@ def run_scheduled(
             outcome = _stream_backup(cfg, budget, emit, run)
         elif cfg.operation == "prune":
             outcome = _prune(cfg, emit)
+        elif cfg.operation == "drill":
+            outcome = _drill(cfg, emit)
         else:
             outcome = _verify(cfg, emit)
     except JsArchiveError as e:
@@ -743,7 +812,7 @@ def run_scheduled(
             outcome.result,
             1,
         )
-    if cfg.operation in ("prune", "verify") and not outcome.result["ok"]:
+    if cfg.operation in ("prune", "verify", "drill") and not outcome.result["ok"]:
         err = JsArchiveError(f"{cfg.operation} of {cfg.url} found problems: {json.dumps(outcome.result)[:2000]}")
         err.exit_code = int(outcome.result.get("exit_code") or 1)
         raise err

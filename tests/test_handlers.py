@@ -926,3 +926,65 @@ def test_push_url_encoding_and_exposition() -> None:
     assert fams["jsarchive_last_success_timestamp_seconds"][()] == 1_700_000_012.5
     with pytest.raises(metrics.MetricsPushFailed, match="not an http"):
         metrics.push("ftp://gw/", report)
+
+
+def test_lambda_drill_into_the_dr_cluster(
+    two_clusters: dict[str, list[EmbeddedServer]],
+    lambda_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """The scheduled drill of terraform/examples/*-dr-drill: restore the newest set into the DR cluster beside
+    whatever runs there, check it, keep the evidence, leave nothing behind."""
+    from pipeline.jetstream import ConnectOptions, connect
+
+    east, west = two_clusters["east"][0].url, two_clusters["west"][0].url
+
+    async def fill() -> None:
+        nc = await nats.connect(east)
+        try:
+            js = nc.jetstream(timeout=30)
+            await js.add_stream(name="HDRILL", subjects=["hdrill.>"])
+            for i in range(40):
+                for attempt in range(50):  # a new stream's interest reaches the other servers a moment later
+                    try:
+                        await js.publish(f"hdrill.{i % 3}", f"event {i}".encode())
+                        break
+                    except nats.js.errors.NoStreamResponseError:
+                        if attempt == 49:
+                            raise
+                        await asyncio.sleep(0.1)
+        finally:
+            await nc.close()
+
+    asyncio.run(fill())
+    archive = tmp_path / "archive"
+    for k, v in {"JSARCHIVE_URL": str(archive), "NATS_URL": east, "JSARCHIVE_NO_ENCRYPT": "true"}.items():
+        monkeypatch.setenv(k, v)
+    try:
+        backed = handlers.lambda_handler({"operation": "account-backup", "include": "HDRILL"}, Context(900))
+        assert backed["ok"], backed
+        monkeypatch.setenv("NATS_URL", west)
+        with pytest.raises(handlers.ConfigError, match="needs a target"):
+            handlers.lambda_handler({"operation": "drill"}, Context(900))
+        monkeypatch.setenv("JSARCHIVE_DRILL_CLUSTER", "west")
+        result = handlers.lambda_handler({"operation": "drill"}, Context(900))
+        assert result["ok"] is True and result["failed"] == [] and result["rto_s"] > 0
+        assert (archive / result["report_key"]).is_file()
+        lines = _lines(capsys.readouterr().out)
+        [line] = [ln for ln in _events(lines, "jsarchive.drill") if ln["stream"] == "HDRILL"]
+        assert line["ok"] and line["drill_stream"] == "DRILL_HDRILL"
+
+        async def names(url: str) -> list[str]:
+            async with await connect(ConnectOptions(servers=url)) as js:
+                return await js.stream_names()
+
+        assert "DRILL_HDRILL" not in asyncio.run(names(west))
+    finally:
+
+        async def drop() -> None:
+            async with await connect(ConnectOptions(servers=east)) as js:
+                await js.delete_stream("HDRILL")
+
+        asyncio.run(drop())

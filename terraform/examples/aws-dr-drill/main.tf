@@ -1,6 +1,8 @@
-# The archive in the primary region, and a weekly DR drill in another region that opens the newest backup of every
-# stream with the DR region's own replica of the archive key: decrypted, decompressed and parsed to the end
-# (`jsarchive verify --latest --deep`), so a restore in the DR region is known to work before it is needed.
+# The archive in the primary region, and a weekly DR drill in another region: the newest account backup set is
+# restored into the DR region's NATS cluster under DRILL_ names and subjects (`jsarchive drill`, operation "drill"),
+# checked against its manifests, timed (RTO, RPO) and removed; the evidence report goes to drills/ in the archive.
+# The key slots are opened with the DR region's own replica of the archive key, so a restore there is known to work
+# before it is needed.
 #
 # The drill runs the same image (pushed to ECR in the DR region too) with the module's restorer policy. It reads the
 # bucket across regions; if the primary region is down, S3 in it is too: replicate the bucket (S3 Replication with
@@ -39,6 +41,30 @@ variable "dr_image_uri" {
 
 variable "nats_url" {
   type = string
+}
+
+variable "dr_nats_url" {
+  description = "NATS servers of the DR region's cluster, which the drill restores into."
+  type        = string
+}
+
+variable "dr_cluster" {
+  description = "Name of the DR region's NATS cluster (the drill's --cluster)."
+  type        = string
+}
+
+variable "dr_nats_secret_arn" {
+  description = "Secrets Manager secret with the DR cluster's NATS credentials (.creds text, nkey seed or JSON)."
+  type        = string
+}
+
+variable "dr_subnet_ids" {
+  description = "Private subnets in the DR region from which the drill function reaches the DR NATS cluster."
+  type        = list(string)
+}
+
+variable "dr_security_group_ids" {
+  type = list(string)
 }
 
 provider "aws" {
@@ -115,10 +141,38 @@ data "aws_iam_policy_document" "drill" {
   }
 
   statement {
+    sid       = "WriteDrillEvidenceOnly"
+    actions   = ["s3:PutObject"]
+    resources = ["${module.archive.bucket_arn}/prod/drills/*"]
+  }
+
+  statement {
+    sid       = "BucketEncryptionForTheEvidence"
+    actions   = ["kms:GenerateDataKey"]
+    resources = [module.archive.bucket_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${var.primary_region}.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid       = "DrNatsCredentials"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.dr_nats_secret_arn]
+  }
+
+  statement {
     sid       = "OwnLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
     resources = ["arn:aws:logs:${var.dr_region}:${data.aws_caller_identity.current.account_id}:log-group:/aws/lambda/jsarchive-dr-drill:*"]
   }
+}
+
+resource "aws_iam_role_policy_attachment" "drill_vpc" {
+  role       = aws_iam_role.drill.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
 }
 
 resource "aws_iam_role_policy" "drill" {
@@ -136,7 +190,7 @@ resource "aws_cloudwatch_log_group" "drill" {
 resource "aws_lambda_function" "drill" {
   provider      = aws.dr
   function_name = "jsarchive-dr-drill"
-  description   = "jsarchive DR drill in ${var.dr_region}: deep verify of the newest backups in ${module.archive.archive_url}"
+  description   = "jsarchive DR drill in ${var.dr_region}: the newest set of ${module.archive.archive_url} restored and checked"
   role          = aws_iam_role.drill.arn
   package_type  = "Image"
   image_uri     = var.dr_image_uri
@@ -146,17 +200,23 @@ resource "aws_lambda_function" "drill" {
     size = 512
   }
 
+  vpc_config {
+    subnet_ids         = var.dr_subnet_ids
+    security_group_ids = var.dr_security_group_ids
+  }
+
   environment {
     variables = {
-      JSARCHIVE_OPERATION   = "verify"
-      JSARCHIVE_URL         = module.archive.archive_url
-      JSARCHIVE_VERIFY      = "latest"
-      JSARCHIVE_VERIFY_DEEP = "true"
-      JSARCHIVE_KMS_KEY     = aws_kms_replica_key.archive_dr.arn
+      JSARCHIVE_OPERATION     = "drill"
+      JSARCHIVE_URL           = module.archive.archive_url
+      JSARCHIVE_DRILL_CLUSTER = var.dr_cluster
+      JSARCHIVE_KMS_KEY       = aws_kms_replica_key.archive_dr.arn
+      JSARCHIVE_NATS_SECRET   = var.dr_nats_secret_arn
+      NATS_URL                = var.dr_nats_url
     }
   }
 
-  depends_on = [aws_cloudwatch_log_group.drill, aws_iam_role_policy.drill]
+  depends_on = [aws_cloudwatch_log_group.drill, aws_iam_role_policy.drill, aws_iam_role_policy_attachment.drill_vpc]
 }
 
 data "aws_iam_policy_document" "scheduler_trust" {
@@ -195,7 +255,7 @@ resource "aws_scheduler_schedule" "drill" {
   target {
     arn      = aws_lambda_function.drill.arn
     role_arn = aws_iam_role.drill_scheduler.arn
-    input    = jsonencode({ operation = "verify" })
+    input    = jsonencode({ operation = "drill" })
   }
 }
 
