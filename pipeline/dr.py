@@ -637,23 +637,6 @@ async def _wait_healthy(js: JetStream, streams: list[str], lost_after: float, wa
     return last
 
 
-async def _delete_gone(js: JetStream, stream: str, deadline_s: float = 30.0) -> None:
-    """Delete ``stream`` and wait until its name is free: a stream with no replica is deleted without an answer
-    (G14), so the name list is the proof."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        with contextlib.suppress(TransferFailed, ServerRefused):
-            await js.delete_stream(stream, timeout=5.0)
-        try:
-            if stream not in await js.stream_names():
-                return
-        except (TransferFailed, ServerRefused):
-            pass
-        if time.monotonic() >= deadline:
-            raise TransferFailed(f"stream {stream!r} could not be deleted within {deadline_s:g} s")
-        await asyncio.sleep(0.5)
-
-
 async def recover_async(opts: RecoverOptions, say: Callable[[str], None] = lambda _m: None) -> RecoveryResult:
     """Take the plan: peer-removes, wait for rebuilds, delete + restore from backups, verify; then status again."""
     from pipeline.restore import RestoreOptions, restore_stream_async
@@ -697,7 +680,8 @@ async def recover_async(opts: RecoverOptions, say: Callable[[str], None] = lambd
             health = next(s for s in the_plan.status.streams if s.stream == a.target)
             assert health.backup is not None and opts.url is not None
             try:
-                await _delete_gone(js, a.target)
+                if not await js.delete_until_gone(a.target):
+                    raise TransferFailed(f"stream {a.target!r} could not be deleted before its restore")
                 r = await restore_stream_async(
                     RestoreOptions(
                         url=opts.url,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import hashlib
 import re
@@ -198,18 +197,6 @@ def _compare(check: StreamCheck) -> None:
         check.problems.append(f"unexpected consumer(s) {', '.join(extra)}")
 
 
-async def _delete(js: JetStream, stream: str, deadline_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(JsArchiveError):
-            await js.delete_stream(stream)
-        with contextlib.suppress(JsArchiveError):
-            if stream not in await js.stream_names():
-                return True
-        await asyncio.sleep(0.25)
-    return False
-
-
 def sign_report(raw: bytes, key: object) -> bytes:
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -361,7 +348,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
         for n in sorted(created):
             if opts.keep:
                 kept.append(n)
-            elif await _delete(js, n):
+            elif await js.delete_until_gone(n):
                 removed.append(n)
             else:
                 kept.append(n)

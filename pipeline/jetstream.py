@@ -17,6 +17,7 @@ import json
 import os
 import re
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -458,6 +459,20 @@ class JetStream:
             return True
         except TransferFailed:
             return stream not in await self.stream_names()
+
+    async def delete_until_gone(self, stream: str, deadline_s: float = 30.0) -> bool:
+        """Delete ``stream`` and wait until STREAM.NAMES no longer lists it; False if it is still listed at the
+        deadline. A stream with no replica left is deleted without an answer (G14): the name list is the proof."""
+        deadline = time.monotonic() + deadline_s
+        while True:
+            with contextlib.suppress(JsArchiveError):
+                await self.delete_stream(stream, timeout=5.0)
+            with contextlib.suppress(JsArchiveError):
+                if stream not in await self.stream_names():
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.25)
 
     # -- snapshot ----------------------------------------------------------------------------------------------
     async def snapshot(

@@ -172,8 +172,30 @@ def _lose(server: EmbeddedServer) -> None:
     shutil.rmtree(server.store_dir, ignore_errors=True)
 
 
+async def _retrying(step, deadline_s: float = 20.0):  # noqa: ANN001, ANN202 - any coroutine function
+    """Retry ``step`` while the cluster is still settling: a new stream's or consumer's leader is being elected,
+    or its interest has not reached every server (503, no responders, 10005/10008 after a meta election)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return await step()
+        except (
+            nats.js.errors.APIError,
+            nats.js.errors.NoStreamResponseError,
+            nats.errors.NoRespondersError,
+            nats.errors.TimeoutError,
+        ) as e:
+            transient = not isinstance(e, nats.js.errors.APIError) or (
+                e.err_code in (10005, 10008) or e.code in (503, None)
+            )
+            if not transient or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.3)
+
+
 async def _fill_async(url: str, name: str, messages: int, placement: dict | None, replicas: int) -> None:
-    """Unique JSON events on ``<name>.<n>`` subjects, and a durable that acked a third of them."""
+    """Unique JSON events on ``<name>.<n>`` subjects, and a durable that acked a third of them. Every step is
+    idempotent (message ids dedupe a resent batch), so a step refused while the cluster settles is simply retried."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream(timeout=30)
@@ -184,17 +206,27 @@ async def _fill_async(url: str, name: str, messages: int, placement: dict | None
             num_replicas=replicas,
             placement=Placement(tags=tags) if tags else None,
         )
-        await js.add_stream(cfg)
-        acks = [
-            js.publish_async(f"{name.lower()}.{i % 5}", json.dumps({"id": i, "at": time.time_ns()}).encode())
-            for i in range(messages)
-        ]
-        await asyncio.gather(*acks)
-        await js.add_consumer(name, ConsumerConfig(durable_name="worker", ack_policy=AckPolicy.EXPLICIT))
+        await _retrying(lambda: js.add_stream(cfg))
+
+        async def publish() -> None:
+            acks = [
+                js.publish_async(
+                    f"{name.lower()}.{i % 5}",
+                    json.dumps({"id": i, "at": time.time_ns()}).encode(),
+                    headers={"Nats-Msg-Id": f"{name}-{i}"},
+                )
+                for i in range(messages)
+            ]
+            await asyncio.gather(*acks)
+
+        await _retrying(publish)
+        await _retrying(
+            lambda: js.add_consumer(name, ConsumerConfig(durable_name="worker", ack_policy=AckPolicy.EXPLICIT))
+        )
         sub = await js.pull_subscribe_bind("worker", stream=name)
         left = messages // 3
         while left > 0:
-            for m in await sub.fetch(min(left, 500), timeout=10):
+            for m in await _retrying(lambda n=min(left, 500): sub.fetch(n, timeout=10)):
                 await m.ack_sync()
                 left -= 1
     finally:
@@ -202,16 +234,7 @@ async def _fill_async(url: str, name: str, messages: int, placement: dict | None
 
 
 def _fill(url: str, name: str, messages: int, placement: dict | None = None, replicas: int = 3) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            asyncio.run(_fill_async(url.split(",")[0], name, messages, placement, replicas))
-            return
-        except nats.js.errors.APIError as e:
-            # G15 and a busy meta leader: the create is refused for a moment after the election
-            if e.err_code not in (10005, 10008) and e.code != 503 or time.monotonic() > deadline:
-                raise
-        time.sleep(0.3)
+    asyncio.run(_fill_async(url.split(",")[0], name, messages, placement, replicas))
 
 
 async def _stream_info(url: str, name: str, timeout: float = 3.0) -> dict | None:
