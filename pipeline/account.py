@@ -1327,12 +1327,6 @@ async def restore_account_async(
 
 async def _delete_and_wait(connect_opts: ConnectOptions, stream: str, deadline_s: float = 30.0) -> None:
     """Delete ``stream`` on the target and wait until the name is free (a clustered delete can lag its answer)."""
-    deadline = time.monotonic() + deadline_s
     async with await connect(connect_opts) as js:
-        while True:
-            await js.delete_stream(stream)
-            if await js.stream_info(stream, timeout=5.0) is None:
-                return
-            if time.monotonic() >= deadline:
-                raise TransferFailed(f"stream {stream!r} could not be deleted for --on-exists replace")
-            await asyncio.sleep(0.25)
+        if not await js.delete_until_gone(stream, deadline_s):
+            raise TransferFailed(f"stream {stream!r} could not be deleted for --on-exists replace")

@@ -28,6 +28,7 @@ from pipeline.jetstream import ApiError, ConnectOptions, JetStream, connect
 from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
 from pipeline.repository import Ref, Repository
+from pipeline.retention import parse_created
 from sinks.base import SinkOptions
 
 LOST_AFTER = 10.0  # seconds without contact before a replica counts as gone: the server's own threshold (G10)
@@ -49,10 +50,6 @@ PEER_REMOVE_HEALS = frozenset({NEEDS_PEER_REMOVE, QUORUM_LOST})
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # -- what is known about each stream -------------------------------------------------------------------------------
@@ -85,7 +82,7 @@ class LatestBackup:
         return cls(
             manifest_id=m.id,
             created=created,
-            age_s=round((now - _parse_time(created)).total_seconds(), 1),
+            age_s=round((now - parse_created(created)).total_seconds(), 1),
             messages=int(s.get("messages", 0)),
             last_seq=int(s.get("last_seq", 0)),
             replicas=int(s.get("replicas", 1)),
@@ -334,11 +331,8 @@ class StatusOptions:
     lost_after: float = LOST_AFTER
 
 
-def latest_backups(
-    url: str, sink: SinkOptions | None = None, now: dt.datetime | None = None
-) -> dict[str, LatestBackup]:
+def latest_backups(repo: Repository, now: dt.datetime | None = None) -> dict[str, LatestBackup]:
     """The newest backup of every stream in the archive, read from manifests' clear envelopes."""
-    repo = Repository.open(url, sink)
     now = now or _utcnow()
     newest: dict[str, Ref] = {}
     for ref in repo.refs():  # newest first
@@ -424,7 +418,8 @@ async def _connect_system(opts: ConnectOptions | None) -> JetStream | None:
 
 async def status_async(opts: StatusOptions) -> StatusReport:
     """One verdict per stream of the account (see :func:`judge`)."""
-    backups = latest_backups(opts.url, opts.sink) if opts.url else {}
+    repo = Repository.open(opts.url, opts.sink) if opts.url else None
+    backups = latest_backups(repo) if repo else {}
     sys_js = await _connect_system(opts.system)
     try:
         view = await cluster_view(sys_js)
@@ -444,7 +439,7 @@ async def status_async(opts: StatusOptions) -> StatusReport:
         checked_at=_utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
         cluster=view,
         streams=streams,
-        archive=Repository.open(opts.url, opts.sink).url if opts.url else None,
+        archive=repo.url if repo else None,
     )
 
 
@@ -461,7 +456,7 @@ class Action:
     target: str  # server or stream
     detail: str
     blocked: str | None = None  # why this step cannot be taken (missing credentials, archive or backup)
-    outcome: str = "planned"  # planned | done | failed | blocked
+    outcome: str = "planned"  # planned | done | failed (a blocked step stays planned: nothing is done)
     message: str = ""
     seconds: float = 0.0
 
@@ -522,24 +517,19 @@ def plan_recovery(report: StatusReport, *, have_system: bool, placement: str | N
                     "restore",
                     s.stream,
                     f"delete, then restore backup {b.manifest_id[:12]} ({b.messages:,} messages, last_seq "
-                    f"{b.last_seq}, {_age(b.age_s)} old){where}",
+                    f"{b.last_seq}, {format_age(b.age_s)} old){where}",
                 )
             )
-    for a in actions:
-        if a.blocked:
-            a.outcome = "blocked"
     return RecoveryPlan(report, actions)
 
 
-def _age(seconds: float) -> str:
+def format_age(seconds: float) -> str:
+    """90s, 5m, 3h, 12d: the largest unit that still shows at least 2 of it."""
     s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= 2 * n:
+            return f"{s // n}{unit}"
+    return f"{s}s"
 
 
 @dataclass
@@ -559,7 +549,7 @@ class RecoveryResult:
 
     @property
     def failed(self) -> list[Action]:
-        return [a for a in self.plan.actions if a.outcome in ("failed", "blocked")]
+        return [a for a in self.plan.actions if a.outcome == "failed" or a.blocked]
 
     @property
     def ok(self) -> bool:

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
+import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,7 @@ from pipeline.jetstream import V2, ConnectOptions, JetStream, connect, format_fo
 from pipeline.keys import KeyRing, check_private
 from pipeline.manifest import Manifest
 from pipeline.repository import Repository, storage_error
+from pipeline.retention import parse_created
 from sinks.base import SinkError, SinkOptions
 
 REPORT_FORMAT = "jsarchive-drill-report"
@@ -214,8 +216,6 @@ def sign_report(raw: bytes, key: object) -> bytes:
 def verify_signature(raw: bytes, sig_raw: bytes, public_key_pem: bytes | None = None) -> str:
     """Check a detached report signature; returns the signer's public key (base64). With ``public_key_pem`` the
     signer must be that key, otherwise the signature only proves the report was not changed since it was signed."""
-    import json
-
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
@@ -300,10 +300,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
                 drill_stream=drill_names[n],
                 manifest_id=manifests[n].id,
                 backup_created=manifests[n].created,
-                rpo_s=round(
-                    (started - dt.datetime.fromisoformat(manifests[n].created.replace("Z", "+00:00"))).total_seconds(),
-                    1,
-                ),  # fmt: skip
+                rpo_s=round((started - parse_created(manifests[n].created)).total_seconds(), 1),
                 expected=_expected(manifests[n], bodies[n]),
             )
             for n in chosen
@@ -420,8 +417,6 @@ class ReportEntry:
 
 def list_reports(url: str, sink: SinkOptions | None = None, public_key_pem: bytes | None = None) -> list[ReportEntry]:
     """Every drill report in the archive, newest first, with its signature checked."""
-    import json
-
     repo = Repository.open(url, sink)
     keys = repo.keys(DRILLS)
     sigs = {k for k in keys if k.endswith(".sig")}

@@ -858,5 +858,24 @@ def test_drill_refuses_before_touching_anything(account: Account, tmp_path: Path
     assert run.returncode == 2 and "--prefix" in run.stderr
     run = jsarchive(*base, "--cluster", "west", a.set_id, "--latest", env=a.env)
     assert run.returncode == 2
+    private, _public = _ed25519_pair(tmp_path)
+    private.chmod(0o644)
+    run = jsarchive(*base, "--cluster", "west", "--sign-key", private, env=a.env)
+    assert run.returncode == 2 and "readable by other users" in run.stderr
+    not_ed25519 = tmp_path / "rsa.pem"
+    fd = os.open(not_ed25519, os.O_WRONLY | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        f.write(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    run = jsarchive(*base, "--cluster", "west", "--sign-key", not_ed25519, env=a.env)
+    assert run.returncode == 2 and "not an Ed25519 key" in run.stderr
+    run = jsarchive(*base, "--cluster", "west", "--sign-key", tmp_path / "missing.pem", env=a.env)
+    assert run.returncode == 2 and "does not exist" in run.stderr
     assert not (archive / "drills").exists()
     assert _drill_streams(a.west[0].url) == []

@@ -422,3 +422,5 @@ def test_status_on_a_standalone_server_and_bad_input(nats_server: EmbeddedServer
     assert p.returncode == 7 and p.stderr.startswith("jsarchive: error: cannot connect"), p.stderr
     p = _run("dr", "recover", "-s", nats_server.url, "--system-password", "x")
     assert p.returncode == 2 and "--system-password needs --system-user" in p.stderr
+    p = _run("dr", "status", "-s", nats_server.url, "--system-context", "no-such-context")
+    assert p.returncode == 2 and "NATS context 'no-such-context' does not exist" in p.stderr, p.stderr

@@ -24,6 +24,7 @@ from pipeline.dr import (
     RecoveryResult,
     StatusOptions,
     StatusReport,
+    format_age,
     plan,
     recover,
     status,
@@ -56,18 +57,23 @@ def system_options(f: Callable) -> Callable:
 
 
 def system_connect(kw: dict, app: ConnectOptions) -> ConnectOptions | None:
-    """The system account's connection: its own credentials, the app connection's servers and TLS settings."""
-    ctx, user, password, creds = (
-        kw.pop(k) for k in ("system_context", "system_user", "system_password", "system_creds")
-    )
+    """The system account's connection: its own credentials (flags, or its natscli context), and the app
+    connection's servers and TLS flags unless that context names its own."""
+    keys = ("system_context", "system_user", "system_password", "system_creds")
+    ctx, user, password, creds = (kw.pop(k) for k in keys)
     if not (ctx or user or creds):
         if password:
             raise UsageError("--system-password needs --system-user")
         return None
-    if ctx:
-        return ConnectOptions(context=ctx, tls_ca=app.tls_ca, tls_first=app.tls_first, timeout=app.timeout)
     return dataclasses.replace(
-        app, user=user, password=password, token=None, creds=creds, nkey=None, context=app.context, name="jsarchive-sys"
+        app,
+        user=user,
+        password=password,
+        token=None,
+        creds=creds,
+        nkey=None,
+        context=ctx or app.context,
+        name="jsarchive-sys",
     )
 
 
@@ -98,14 +104,6 @@ def _status_fields(kw: dict) -> dict:
         "streams": list(kw.pop("streams")),
         "lost_after": kw.pop("lost_after"),
     }
-
-
-def _age(seconds: float) -> str:
-    s = int(seconds)
-    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= 2 * n:
-            return f"{s // n}{unit}"
-    return f"{s}s"
 
 
 def print_status(report: StatusReport) -> None:
@@ -144,7 +142,7 @@ def print_status(report: StatusReport) -> None:
         ]
         if report.archive:
             b = s.backup
-            row += [b.manifest_id[:12], _age(b.age_s), str(b.last_seq)] if b else ["[red]none[/]", "", ""]
+            row += [b.manifest_id[:12], format_age(b.age_s), str(b.last_seq)] if b else ["[red]none[/]", "", ""]
         row.append(s.detail)
         table.add_row(*row)
     console.print(table)
