@@ -460,6 +460,12 @@ class JetStream:
         except TransferFailed:
             return stream not in await self.stream_names()
 
+    async def create_stream(self, config: dict, *, timeout: float = API_TIMEOUT) -> dict:
+        return await self.api(f"STREAM.CREATE.{config['name']}", config, stream=config["name"], timeout=timeout)
+
+    async def update_stream(self, config: dict, *, timeout: float = API_TIMEOUT) -> dict:
+        return await self.api(f"STREAM.UPDATE.{config['name']}", config, stream=config["name"], timeout=timeout)
+
     async def delete_until_gone(self, stream: str, deadline_s: float = 30.0) -> bool:
         """Delete ``stream`` and wait until STREAM.NAMES no longer lists it; False if it is still listed at the
         deadline. A stream with no replica left is deleted without an answer (G14): the name list is the proof."""

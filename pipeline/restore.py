@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from pipeline import crypto, payload
+from pipeline import crypto, marks, payload
 from pipeline.compress import BlockCompressor, Compression
 from pipeline.errors import (
     ConflictError,
@@ -79,6 +79,7 @@ class RestoreOptions:
     subjects: list[str] = field(default_factory=list)  # keep only messages on these subjects (--subject)
     until_seq: int | None = None  # cut after this sequence (--until-seq)
     until_ns: int | None = None  # cut before this time, ns since the epoch (--until)
+    restore_id: str | None = None  # this run's mark on the stream (pipeline/marks.py); None: a fresh one
 
     def rewrite_spec(self) -> RewriteSpec:
         from pipeline.rewrite import RewriteSpec, SubjectMap
@@ -113,6 +114,7 @@ class RestoreResult:
     snapshot_bytes: int
     seconds: float
     warnings: list[str]
+    restore_id: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -264,10 +266,9 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             raise ServerRefused(
                 f"nats-server {server.version} cannot do a partial or renamed restore: it needs 2.15 or later"
             )
-        if await js.stream_info(target) is not None:
-            raise ConflictError(
-                f"stream {target!r} already exists on the target server; delete it first or restore elsewhere"
-            )
+        existing = await js.stream_info(target)
+        if existing is not None:
+            raise _exists_error(target, existing)
         if spec.active:
             from pipeline.rewrite import plan_rewrite
 
@@ -275,6 +276,8 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             config, state, expected_consumers = plan.config, plan.state, len(plan.consumers)
             await _check_subjects_free(js, target, opts.stream, plan)
             warnings += _rewrite_notes(plan)
+        restore_id = opts.restore_id or marks.new_restore_id()
+        config = marks.stamp(config, restore_id, mid)
         accepted = False
 
         def on_accepted() -> None:
@@ -313,10 +316,11 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             warnings += state_warnings
         except BaseException as e:
             if accepted:
-                note = await _remove_partial(js, target)
+                note = await _remove_partial(js, target, restore_id)
                 if isinstance(e, JsArchiveError):
                     raise type(e)(f"{e}; {note}") from None
             raise
+        warnings += await _mark_complete(js, target, info, restore_id)
     st = info.get("state") or {}
     cl = info.get("cluster") or {}
     cfg = info.get("config") or {}
@@ -340,7 +344,19 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         snapshot_bytes=int(body["snapshot"].get("bytes") or 0),
         seconds=round(time.monotonic() - started, 3),
         warnings=warnings,
+        restore_id=restore_id,
     )
+
+
+def _exists_error(target: str, info: dict) -> ConflictError:
+    mark = marks.mark_of(info)
+    if mark is not None and mark.partial:
+        return ConflictError(
+            f"stream {target!r} on the target is a {mark.describe()} that never finished (killed, or still "
+            f"running elsewhere); nothing was touched. If no restore is running, remove it with "
+            f"`nats stream rm {target} -f` and restore again"
+        )
+    return ConflictError(f"stream {target!r} already exists on the target server; delete it first or restore elsewhere")
 
 
 def _rewrite_notes(plan: RewritePlan) -> list[str]:
@@ -492,16 +508,48 @@ def _compare_state(stream: str, expected: dict, actual: dict) -> list[str]:
     return warnings
 
 
-async def _remove_partial(js: JetStream, stream: str) -> str:
-    """Delete a partially restored stream (a 2.15 server leaves one behind) and say what happened."""
+async def _remove_partial(js: JetStream, stream: str, restore_id: str) -> str:
+    """Delete what this restore created, and nothing else: the stream must carry this run's mark.
+
+    Another restore that won the race for the name, or a stream someone created meanwhile, carries no mark or
+    another run's, and is left alone. A V2 server may create the stream a moment after an aborted upload, so an
+    absent stream is looked for again before we conclude nothing was left.
+    """
     try:
-        # A V2 server may create the stream a moment after an aborted upload: delete until it stays gone.
-        for _ in range(3):
-            if not await js.delete_stream(stream, timeout=10.0):
-                break
+        for attempt in range(6):
+            info = await js.stream_info(stream, timeout=5.0)
+            if info is None:
+                if attempt >= 2:
+                    return "no partial stream was left on the server"
+                await asyncio.sleep(0.5)
+                continue
+            if not marks.carries(info, restore_id):
+                mark = marks.mark_of(info)
+                whose = f"it is a {mark.describe()}" if mark else "it carries no jsarchive restore mark"
+                return f"stream {stream!r} exists but was not created by this restore ({whose}): left untouched"
+            await js.delete_stream(stream, timeout=10.0)
             await asyncio.sleep(0.5)
-            if await js.stream_info(stream, timeout=5.0) is None:
-                return "no partial stream was left on the server"
     except JsArchiveError as e:
         return f"the partial stream {stream!r} could not be deleted ({e}): delete it by hand"
-    return f"the partial stream {stream!r} could not be deleted: delete it by hand"
+    return f"the partial stream {stream!r} could not be deleted: delete it by hand (`nats stream rm {stream} -f`)"
+
+
+async def _mark_complete(js: JetStream, stream: str, info: dict, restore_id: str) -> list[str]:
+    """Turn this run's mark into provenance ("restored from backup X at T"); a warning if the server refuses."""
+    cfg = info.get("config") or {}
+    mark = marks.mark_of(cfg)
+    if mark is None or mark.restore_id != restore_id:
+        return [f"stream {stream!r} does not carry this restore's mark (the server dropped its metadata)"]
+    done = marks.stamp(cfg, restore_id, mark.backup, marks.COMPLETE)
+    last: Exception | None = None
+    for _ in range(5):
+        try:
+            await js.update_stream(done, timeout=10.0)
+            return []
+        except JsArchiveError as e:
+            last = e
+            await asyncio.sleep(0.5)
+    return [
+        f"stream {stream!r} is restored and checked, but its mark could not be set to complete ({last}); "
+        f"`dr status` will call it a partial restore until its metadata {marks.RESTORE_STATE} is {marks.COMPLETE!r}"
+    ]
