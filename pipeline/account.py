@@ -39,7 +39,6 @@ from pipeline.errors import (
     JsArchiveError,
     NotFoundError,
     ServerRefused,
-    TransferFailed,
     UsageError,
 )
 from pipeline.jetstream import (
@@ -56,6 +55,7 @@ from pipeline.jetstream import (
 from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
 from pipeline.progress import NoProgress, Progress
+from pipeline.replace import replace_stream
 from pipeline.repository import RUNS, Repository, storage_error
 from pipeline.restore import RestoreOptions, RestoreResult, restore_stream_async
 from sinks import Retention, SinkError, SinkOptions
@@ -1163,6 +1163,7 @@ class AccountRestoreOptions:
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     on_exists: str = "fail"  # fail | skip | replace
+    safety_backup: bool = True  # replace: back up each live stream (marked pre-restore) before deleting it
     parallel: int = 2
     chunk_size: int = RESTORE_CHUNK_SIZE
     in_flight: int = RESTORE_IN_FLIGHT
@@ -1179,6 +1180,7 @@ class AccountRestoreResult:
     failed: list[dict]  # {"stream", "kind", "exit_code", "message"}
     replaced: list[str]  # streams deleted on the target before being restored (--on-exists replace)
     seconds: float = 0.0
+    safety_backups: dict[str, str] = field(default_factory=dict)  # replaced stream -> its pre-restore backup
 
     def to_json(self) -> dict:
         return {
@@ -1188,6 +1190,7 @@ class AccountRestoreResult:
             "skipped": self.skipped,
             "failed": self.failed,
             "replaced": self.replaced,
+            "safety_backups": self.safety_backups,
             "seconds": self.seconds,
         }
 
@@ -1268,30 +1271,35 @@ async def restore_account_async(
         if on_stream is not None:
             on_stream(s["stream"], "skipped", s["reason"])
 
+    safety: dict[str, str] = {}
+
     async def one(name: str) -> None:
         async with sem:
+            ropts = RestoreOptions(
+                url=opts.url,
+                stream=name,
+                backup=manifests[name].id,
+                connect=opts.connect,
+                keys=opts.keys,
+                cluster=opts.cluster,
+                tags=list(opts.tags),
+                replicas=opts.replicas,
+                chunk_size=opts.chunk_size,
+                in_flight=opts.in_flight,
+                wait=opts.wait,
+                sink=opts.sink,
+            )
             try:
-                if name in to_replace:
-                    await _delete_and_wait(opts.connect, name)
-                    replaced.append(name)
                 progress.log(f"restore {name}: started")
-                r = await restore_stream_async(
-                    RestoreOptions(
-                        url=opts.url,
-                        stream=name,
-                        backup=manifests[name].id,
-                        connect=opts.connect,
-                        keys=opts.keys,
-                        cluster=opts.cluster,
-                        tags=list(opts.tags),
-                        replicas=opts.replicas,
-                        chunk_size=opts.chunk_size,
-                        in_flight=opts.in_flight,
-                        wait=opts.wait,
-                        sink=opts.sink,
-                    ),
-                    share,
-                )
+                if name in to_replace:
+                    # verified, preflighted and saved before the live stream is deleted (pipeline/replace.py)
+                    out = await replace_stream(ropts, take_safety_backup=opts.safety_backup, progress=share)
+                    replaced.append(name)
+                    if out.safety_backup:
+                        safety[name] = out.safety_backup
+                    r = out.restored
+                else:
+                    r = await restore_stream_async(ropts, share)
             except JsArchiveError as e:
                 failed.append({"stream": name, "kind": e.kind, "exit_code": e.exit_code, "message": str(e)})
                 if on_stream is not None:
@@ -1314,6 +1322,7 @@ async def restore_account_async(
         failed=sorted(failed, key=lambda f: f["stream"]),
         replaced=sorted(replaced),
         seconds=round(time.monotonic() - t0, 3),
+        safety_backups=dict(sorted(safety.items())),
     )
     if failed:
         raise AccountRunFailed(
@@ -1323,10 +1332,3 @@ async def restore_account_async(
             _common_exit_code([int(f["exit_code"]) for f in failed]),
         )
     return result
-
-
-async def _delete_and_wait(connect_opts: ConnectOptions, stream: str, deadline_s: float = 30.0) -> None:
-    """Delete ``stream`` on the target and wait until the name is free (a clustered delete can lag its answer)."""
-    async with await connect(connect_opts) as js:
-        if not await js.delete_until_gone(stream, deadline_s):
-            raise TransferFailed(f"stream {stream!r} could not be deleted for --on-exists replace")

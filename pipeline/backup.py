@@ -58,6 +58,7 @@ class BackupOptions:
     retention: Retention | None = None  # Object Lock on data, manifest and ref
     sink: SinkOptions = field(default_factory=SinkOptions)
     store: str = "snapshot"  # "snapshot": the S2 stream as sent; "decoded": the NATSARC1 archive (V2 servers)
+    origin: dict | None = None  # the manifest's clear "origin" (e.g. {"type": "pre-restore", ...}); None: a backup
 
 
 @dataclass
@@ -244,5 +245,6 @@ async def _run(
             "chunks": snap.chunks,
         },
         snapshot_format=w.snapshot_format or server.snapshot_format,
+        origin=opts.origin,
     )
     return BackupResult.from_commit(c, opts.stream, server.version, opts.retention)

@@ -30,6 +30,7 @@ class BackupEntry:
     key_slots: int = 0
     problem: str | None = None  # a ref whose manifest is missing or invalid, or a missing data object
     backup_id: str = ""
+    origin: str | None = None  # the manifest's clear origin type: "natscli" (import), "pre-restore" (safety backup)
     # from a HEAD of the data object (None when it could not be read)
     storage_class: str | None = None
     lock_mode: str | None = None  # GOVERNANCE | COMPLIANCE | BUCKET (GCS retention policy) | "" (legal hold only)
@@ -66,6 +67,7 @@ def _entry(repo: Repository, ref: Ref, head: bool) -> BackupEntry:
         encrypted=m.encrypted,
         key_slots=len(m.key_slots),
         backup_id=m.backup_id,
+        origin=_origin_type(m.envelope.get("origin")),
     )
     if head:
         try:
@@ -77,6 +79,11 @@ def _entry(repo: Repository, ref: Ref, head: bool) -> BackupEntry:
         else:
             _apply_head(entry, info)
     return entry
+
+
+def _origin_type(origin: object) -> str | None:
+    kind = origin.get("type") if isinstance(origin, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _apply_head(entry: BackupEntry, info: ObjectInfo) -> None:

@@ -142,9 +142,9 @@ def test_two_restores_of_one_stream_at_once(nats_server, second_server, tmp_path
     ]
     outs = [p.communicate(timeout=180) for p in procs]
     codes = sorted(p.returncode for p in procs)
-    detail = "\n".join(f"exit {p.returncode}\n{o}\n{e}" for p, (o, e) in zip(procs, outs))
+    detail = "\n".join(f"exit {p.returncode}\n{o}\n{e}" for p, (o, e) in zip(procs, outs, strict=True))
     assert codes == [0, 6], detail
-    loser = next(e for p, (_o, e) in zip(procs, outs) if p.returncode == 6)
+    loser = next(e for p, (_o, e) in zip(procs, outs, strict=True) if p.returncode == 6)
     assert "Traceback" not in loser, detail
     info = asyncio.run(_info(second_server.url, "ORDERS"))
     assert info is not None and info["state"]["messages"] == 20_000, detail

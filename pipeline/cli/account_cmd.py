@@ -268,6 +268,11 @@ def backup_cmd(
     show_default=True,
     help="a stream already on the target: fail before restoring anything (natscli), skip it, or delete and restore it",
 )
+@click.option(
+    "--no-safety-backup",
+    is_flag=True,
+    help="--on-exists replace: do not back up each live stream (marked pre-restore) before deleting it",
+)
 @click.option("--parallel", type=click.IntRange(1, 64), default=2, show_default=True, help="streams at once")
 @click.option("--chunk-size", type=SIZE, default=RESTORE_CHUNK_SIZE, show_default=True, help="restore chunk size")
 @click.option(
@@ -289,6 +294,7 @@ def restore_cmd(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     on_exists: str,
+    no_safety_backup: bool,
     parallel: int,
     chunk_size: int,
     in_flight: int,
@@ -311,6 +317,7 @@ def restore_cmd(
         include=list(include),
         exclude=list(exclude),
         on_exists=on_exists,
+        safety_backup=not no_safety_backup,
         parallel=parallel,
         chunk_size=chunk_size,
         in_flight=in_flight,
@@ -339,6 +346,8 @@ def restore_cmd(
         + (f" ({len(res.replaced)} replaced)" if res.replaced else "")
         + f", {len(res.skipped)} skipped, {len(res.failed)} failed in {res.seconds:.2f} s"
     )
+    for stream, saved in res.safety_backups.items():
+        click.echo(f"  {stream}: the replaced live stream was saved first as backup {saved[:12]} (pre-restore)")
     for r in res.restored:
         for w in r.warnings:
             click.echo(f"  warning: {r.stream}: {w}", err=True)

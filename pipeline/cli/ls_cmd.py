@@ -29,7 +29,7 @@ def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
 
     table = Table(box=None, pad_edge=False)
     columns = ("ID", "STREAM", "CREATED (UTC)", "MESSAGES", "SIZE", "STORED", "RATIO", "FORMAT", "ENCRYPTED")
-    for col in (*columns, "CLASS", "LOCK", "RETAIN UNTIL"):
+    for col in (*columns, "CLASS", "LOCK", "RETAIN UNTIL", "ORIGIN"):
         table.add_column(col, justify="right" if col in ("MESSAGES", "SIZE", "STORED", "RATIO") else "left")
     for r in rows:
         if r.problem and not r.snapshot_format:  # the ref's manifest is missing or invalid
@@ -48,5 +48,6 @@ def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
             "[red]data missing[/red]" if r.problem else (r.storage_class or ""),
             (r.lock_mode or "") + (" +hold" if r.legal_hold else ""),
             (r.retain_until or "").replace("T", " ")[:19],
+            r.origin or "",
         )
     Console(width=200).print(table)

@@ -1,0 +1,212 @@
+"""Replacing a live stream with a backup, in an order that cannot lose it.
+
+Every path that deletes a live stream to restore over it (``account restore --on-exists replace``, ``dr recover``)
+goes through :func:`replace_stream`, which does, before anything is deleted:
+
+1. **Deep verification** of the replacing backup: every block's stored hash, AEAD, decompression and plaintext
+   hash, and a parse of the snapshot to its end (what ``jsarchive verify --deep`` does). A backup that fails is
+   an :class:`IntegrityError` (exit 4) and the live stream is untouched.
+2. **A server preflight**: a throwaway placeholder stream with the restore's storage, replicas, placement and byte
+   reservation is created on the target and deleted again. A refusal (no suitable peers, replicas on a
+   standalone server, account limits) is a :class:`ServerRefused` (exit 8) and the live stream is untouched. The
+   live stream still holds its own resources while the placeholder asks for the restore's, so a target that can
+   only fit one of them is refused too: the safe answer.
+3. **A safety backup** of the live stream into the same archive: an ordinary backup whose manifest's clear
+   ``origin`` says ``pre-restore`` (``jsarchive ls`` shows it). Skipped with ``safety_backup=False``
+   (``--no-safety-backup``), or when the live stream cannot be snapshotted at all (every replica lost: then there
+   is nothing left to save, and the result says so).
+
+Only then is the stream deleted and the backup restored. If the restore still fails, the error names the safety
+backup and the command that brings the old stream back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from dataclasses import dataclass, field
+
+from pipeline.backup import BackupOptions, backup_stream_async
+from pipeline.errors import (
+    ColdStorage,
+    ConnectionFailed,
+    IntegrityError,
+    JsArchiveError,
+    KeyUnavailable,
+    NotFoundError,
+    PermissionDenied,
+    ServerRefused,
+    TransferFailed,
+    UsageError,
+)
+from pipeline.jetstream import ConnectOptions, JetStream, connect
+from pipeline.keys import KeyRing
+from pipeline.progress import NoProgress, Progress
+from pipeline.restore import RestoreOptions, RestoreResult, restore_config, restore_stream_async
+from pipeline.verify import FAILED, VerifyOptions, verify_archive
+from sinks import SinkOptions
+
+PRE_RESTORE = "pre-restore"
+PLACEHOLDER_PREFIX = "JSARCHIVE_PREFLIGHT_"
+
+
+@dataclass
+class ReplaceOutcome:
+    restored: RestoreResult
+    safety_backup: str | None  # manifest id of the pre-restore backup, None when none was taken
+    notes: list[str] = field(default_factory=list)
+
+
+async def verify_deep(url: str, manifest_id: str, keys: KeyRing, sink: SinkOptions, stream: str) -> None:
+    """Verify ``manifest_id`` end to end (as ``verify --deep``) or raise without touching anything."""
+    report = await asyncio.to_thread(
+        verify_archive, VerifyOptions(url=url, backup=manifest_id, deep=True, keys=keys, sink=sink)
+    )
+    problems = [p for b in report.backups for p in b.problems]
+    if report.ok and report.backups and all(b.deep for b in report.backups):
+        return
+    why = "; ".join(problems) or "it could not be verified to the end"
+    message = (
+        f"backup {manifest_id[:12]} did not pass deep verification, so live stream {stream!r} was not touched: {why}"
+    )
+    codes = sorted({b.exit_code for b in report.backups if b.exit_code} - {IntegrityError.exit_code})
+    if codes and not any(b.status == FAILED for b in report.backups):
+        # unverified, not corrupt: no key, cold storage, access refused — say that, with its own exit code
+        cls = next((c for c in _ERROR_CLASSES if c.exit_code == codes[0]), JsArchiveError)
+        raise cls(message)
+    raise IntegrityError(message)
+
+
+_ERROR_CLASSES = (KeyUnavailable, PermissionDenied, ColdStorage, ConnectionFailed, NotFoundError, TransferFailed)
+
+
+def placeholder_config(config: dict, state: dict) -> tuple[str, dict]:
+    """A throwaway stream placed and sized like the restore: its name and config."""
+    token = secrets.token_hex(6).upper()
+    name = PLACEHOLDER_PREFIX + token
+    cfg: dict = {
+        "name": name,
+        "subjects": [f"_jsarchive.preflight.{token}"],
+        "storage": config.get("storage", "file"),
+        "num_replicas": int(config.get("num_replicas", 1) or 1),
+        "retention": "limits",
+        "metadata": {"jsarchive.preflight": "1"},
+    }
+    if config.get("placement"):
+        cfg["placement"] = config["placement"]
+    reserve = int(config.get("max_bytes", -1) or -1)
+    if reserve <= 0:
+        reserve = int(state.get("bytes", 0) or 0)
+    if reserve > 0:
+        cfg["max_bytes"] = reserve
+    return name, cfg
+
+
+async def preflight_target(js: JetStream, stream: str, config: dict, state: dict) -> None:
+    """Show the target accepts a stream placed like the restore, before anything is deleted (exit 8 if not)."""
+    name, cfg = placeholder_config(config, state)
+    try:
+        await js.create_stream(cfg, timeout=30.0)
+    except JsArchiveError as e:
+        asked = {k: cfg[k] for k in ("storage", "num_replicas", "placement", "max_bytes") if k in cfg}
+        raise ServerRefused(
+            f"the target refused a stream placed like the restore of {stream!r} ({asked}): {e}; live stream "
+            f"{stream!r} was not touched (check --cluster, --tag and --replicas)"
+        ) from None
+    finally:
+        # the placeholder is ours (its name is random): delete it whatever happened
+        with contextlib.suppress(JsArchiveError):
+            await js.delete_until_gone(name, 30.0)
+
+
+async def safety_backup(
+    url: str,
+    stream: str,
+    connect_opts: ConnectOptions,
+    keys: KeyRing,
+    sink: SinkOptions,
+    replacing: str,
+    *,
+    encrypt: bool = True,
+) -> str:
+    """An ordinary backup of the live stream, marked pre-restore; its manifest id."""
+    if encrypt and not keys.can_write:
+        raise UsageError(
+            f"a safety backup of live stream {stream!r} is taken before it is replaced, and no key is configured "
+            "to encrypt it: pass --identity/--recipient (or --key-file), or --no-safety-backup to go without"
+        )
+    res = await backup_stream_async(
+        BackupOptions(
+            stream=stream,
+            url=url,
+            connect=connect_opts,
+            keys=keys,
+            encrypt=encrypt,
+            sink=sink,
+            origin={"type": PRE_RESTORE, "replaced_by": replacing},
+        )
+    )
+    return res.manifest_id
+
+
+async def replace_stream(
+    restore: RestoreOptions,
+    *,
+    take_safety_backup: bool = True,
+    progress: Progress | None = None,
+    live_snapshot_possible: bool = True,
+) -> ReplaceOutcome:
+    """Verify, preflight, save, delete, restore: ``restore.stream`` is live on the target and is replaced by
+    ``restore.backup`` (a manifest id). See the module docstring for what is proven before the delete."""
+    progress = progress or NoProgress()
+    if not restore.backup:
+        raise UsageError("replace_stream needs the manifest id of the replacing backup")
+    from pipeline.repository import Repository
+
+    repo = Repository.open(restore.url, restore.sink)
+    m = repo.load_manifest(repo.resolve(restore.backup))
+    await verify_deep(restore.url, m.id, restore.keys, restore.sink, restore.stream)
+    data_key = restore.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
+    body = m.open_body(data_key)
+    config = restore_config(body["config"], restore.cluster, restore.tags, restore.replicas)
+    notes: list[str] = []
+    async with await connect(restore.connect) as js:
+        await preflight_target(js, restore.stream, config, body.get("state") or {})
+        saved: str | None = None
+        if take_safety_backup and live_snapshot_possible:
+            progress.log(f"replace {restore.stream}: safety backup of the live stream")
+            # an archive kept in the clear (--no-encrypt) gets a safety backup in the clear, as its backups are
+            saved = await safety_backup(
+                restore.url,
+                restore.stream,
+                restore.connect,
+                restore.keys,
+                restore.sink,
+                m.id,
+                encrypt=m.encrypted or restore.keys.can_write,
+            )
+            notes.append(f"live stream {restore.stream!r} saved first as backup {saved[:12]} (pre-restore)")
+        elif take_safety_backup:
+            notes.append(f"no safety backup of {restore.stream!r}: no replica of it can be snapshotted")
+        else:
+            notes.append(f"no safety backup of {restore.stream!r} (--no-safety-backup)")
+        if not await js.delete_until_gone(restore.stream):
+            raise TransferFailed(
+                f"live stream {restore.stream!r} could not be deleted to be replaced" + _bring_back(restore, saved)
+            )
+    try:
+        result = await restore_stream_async(restore, progress)
+    except JsArchiveError as e:
+        raise type(e)(f"{e}{_bring_back(restore, saved)}") from None
+    return ReplaceOutcome(result, saved, notes)
+
+
+def _bring_back(restore: RestoreOptions, saved: str | None) -> str:
+    if saved is None:
+        return ""
+    return (
+        f"; the replaced stream was saved first as backup {saved[:12]}: bring it back with "
+        f"`jsarchive stream restore {restore.url} {restore.stream} --backup {saved[:12]}` (plus your key and "
+        "connection flags)"
+    )

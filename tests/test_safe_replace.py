@@ -1,0 +1,194 @@
+"""Replacing a live stream cannot lose it (pipeline/replace.py), on real servers.
+
+Before `account restore --on-exists replace` deletes a live stream: the replacing backup is verified deep, the
+target is preflighted with a placeholder stream, and the live stream is saved as a pre-restore backup. A refusal at
+any step leaves the live stream as it was; a restore that fails after the delete names the safety backup and the
+command that brings it back, and that backup does bring it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import marks
+from pipeline.errors import IntegrityError
+from pipeline.jetstream import ConnectOptions, connect
+from pipeline.keys import KeyRing
+from pipeline.replace import PLACEHOLDER_PREFIX, PRE_RESTORE, replace_stream
+from pipeline.repository import Repository
+from pipeline.restore import RestoreOptions, restore_stream
+from tests.streams import fill_stream, read_messages
+from tests.test_bad_input import cli_env, jsarchive
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def _names(url: str) -> list[str]:
+    async with await connect(ConnectOptions(servers=url)) as js:
+        return await js.stream_names()
+
+
+async def _publish_live(url: str, n: int) -> None:
+    """Make the live stream differ from the backup: later writes that only the safety backup can hold."""
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        for i in range(n):
+            await js.publish("orders.eu.late", b"late %d" % i)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture
+def account_archive(nats_server, tmp_path: Path, keyring: KeyRing) -> Path:
+    """An account set of ORDERS (2,000 messages) taken from ``nats_server``; ORDERS then gets 50 more (live)."""
+    asyncio.run(fill_stream(nats_server.url, messages=2_000))
+    archive = tmp_path / "archive"
+    run = jsarchive(
+        "account",
+        "backup",
+        archive,
+        "-s",
+        nats_server.url,
+        "-i",
+        tmp_path / "backup.key",
+        "--block-size",
+        "64KiB",
+        env=cli_env(tmp_path),
+    )
+    assert run.returncode == 0, run.stderr
+    asyncio.run(_publish_live(nats_server.url, 50))
+    return archive
+
+
+def _replace(archive: Path, url: str, tmp_path: Path, *extra: str):
+    return jsarchive(
+        "account",
+        "restore",
+        archive,
+        "-s",
+        url,
+        "-i",
+        tmp_path / "backup.key",
+        "--on-exists",
+        "replace",
+        "--json",
+        *extra,
+        env=cli_env(tmp_path),
+    )
+
+
+def test_a_flipped_bit_leaves_the_live_stream_untouched(nats_server, account_archive: Path, tmp_path: Path):
+    before = asyncio.run(read_messages(nats_server.url, "ORDERS"))
+    data = next((account_archive / "data").iterdir())
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) - 100] ^= 0x10  # the last block: a size check or a partial read would not see it
+    data.write_bytes(bytes(raw))
+    run = _replace(account_archive, nats_server.url, tmp_path)
+    assert run.returncode == 4, run.stdout + run.stderr
+    failed = json.loads(run.stdout)["restore"]["failed"]
+    assert [f["stream"] for f in failed] == ["ORDERS"] and "deep verification" in failed[0]["message"]
+    assert "not touched" in failed[0]["message"]
+    assert asyncio.run(read_messages(nats_server.url, "ORDERS")) == before
+    assert len(Repository.open(str(account_archive)).refs("ORDERS")) == 1  # no safety backup was needed
+
+
+def test_an_unplaceable_restore_is_refused_before_the_delete(nats_server, account_archive: Path, tmp_path: Path):
+    before = asyncio.run(read_messages(nats_server.url, "ORDERS"))
+    run = _replace(account_archive, nats_server.url, tmp_path, "--replicas", "3")
+    assert run.returncode == 8, run.stdout + run.stderr
+    failed = json.loads(run.stdout)["restore"]["failed"]
+    assert "not touched" in failed[0]["message"] and "replicas" in failed[0]["message"]
+    assert asyncio.run(read_messages(nats_server.url, "ORDERS")) == before
+    assert not [n for n in asyncio.run(_names(nats_server.url)) if n.startswith(PLACEHOLDER_PREFIX)]
+
+
+def test_replace_saves_the_live_stream_first(nats_server, account_archive: Path, tmp_path: Path):
+    live = asyncio.run(read_messages(nats_server.url, "ORDERS"))
+    run = _replace(account_archive, nats_server.url, tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    res = json.loads(run.stdout)["restore"]
+    assert res["replaced"] == ["ORDERS"]
+    saved = res["safety_backups"]["ORDERS"]
+    restored = asyncio.run(read_messages(nats_server.url, "ORDERS"))
+    assert len(restored) == len(live) - 50  # the backup's content, not the live one
+    ls = jsarchive("ls", account_archive, "--json", env=cli_env(tmp_path))
+    rows = {r["manifest_id"]: r for r in json.loads(ls.stdout)["backups"]}
+    assert rows[saved]["origin"] == PRE_RESTORE
+    assert rows[saved]["messages"] == len(live)
+    text = jsarchive("ls", account_archive, env=cli_env(tmp_path)).stdout
+    assert "pre-restore" in text
+
+
+def test_no_safety_backup_opts_out(nats_server, account_archive: Path, tmp_path: Path):
+    run = _replace(account_archive, nats_server.url, tmp_path, "--no-safety-backup")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert json.loads(run.stdout)["restore"]["safety_backups"] == {}
+    assert len(Repository.open(str(account_archive)).refs("ORDERS")) == 1
+
+
+class _CorruptWhenAccepted:
+    """Progress that flips a bit in the backup's last block once the server has accepted the restore: the archive
+    going bad after the delete, the one failure the checks before the delete cannot rule out."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+
+    def start(self, task: str, total: int | None) -> None:
+        if task.startswith("restore "):
+            raw = bytearray(self.data.read_bytes())
+            raw[len(raw) - 100] ^= 0x10
+            self.data.write_bytes(bytes(raw))
+
+    def advance(self, nbytes: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+def test_a_restore_failing_after_the_delete_names_the_safety_backup(
+    nats_server, account_archive: Path, tmp_path: Path, keyring: KeyRing
+):
+    live = asyncio.run(read_messages(nats_server.url, "ORDERS"))
+    repo = Repository.open(str(account_archive))
+    [ref] = repo.refs("ORDERS")
+    mid = repo.load_ref(ref).id
+    data = account_archive / "data" / repo.load_ref(ref).backup_id
+    opts = RestoreOptions(
+        url=str(account_archive),
+        stream="ORDERS",
+        backup=mid,
+        connect=ConnectOptions(servers=nats_server.url),
+        keys=keyring,
+        prefetch=1,
+        workers=1,
+    )
+    with pytest.raises(IntegrityError) as err:
+        asyncio.run(replace_stream(opts, progress=_CorruptWhenAccepted(data)))
+    msg = str(err.value)
+    assert "saved first as backup" in msg and "jsarchive stream restore" in msg and "--backup" in msg
+    assert "ORDERS" not in asyncio.run(_names(nats_server.url))  # the partial restore was removed
+    saved = msg.split("saved first as backup ")[1][:12]
+    r = restore_stream(
+        RestoreOptions(
+            url=str(account_archive),
+            stream="ORDERS",
+            backup=saved,
+            connect=ConnectOptions(servers=nats_server.url),
+            keys=keyring,
+        )
+    )
+    assert asyncio.run(read_messages(nats_server.url, "ORDERS")) == live
+    assert marks.mark_of(asyncio.run(_info(nats_server.url))).backup == r.manifest_id
+
+
+async def _info(url: str) -> dict | None:
+    async with await connect(ConnectOptions(servers=url)) as js:
+        return await js.stream_info("ORDERS")
