@@ -3,7 +3,8 @@
 natscli (``nats stream backup`` / ``nats account backup``, through jsm.go's ``SnapshotToDirectory``) writes, per
 stream, a directory with:
 
-- ``stream.tar.s2``: the snapshot chunks as the server sent them, concatenated. jsarchive stores exactly these
+- ``stream.tar.s2`` (newer jsm.go names it ``stream.arc.s2`` for a V2 snapshot; import reads either): the
+  snapshot chunks as the server sent them, concatenated. jsarchive stores exactly these
   bytes (compressed and sealed block by block), so an export decrypts and decompresses them back, byte for byte.
   A backup stored decoded (``--store decoded``, pipeline/payload.py) holds the NATSARC1 archive instead: its export
   frames the archive as Snappy, which the server restores exactly as it would the original (natscli sends the file
@@ -20,6 +21,8 @@ An account backup directory is a directory of such stream directories, named aft
 
 Import reads either kind of directory into the archive as ordinary encrypted backups whose manifests record where
 they came from; an account directory also gets a set, so ``jsarchive account restore`` takes it as a whole.
+``backup.json`` keeps the stream's ``consumer_count`` even for ``nats stream backup --no-consumers``, so import
+counts the consumers the snapshot itself holds (:func:`snapshot_consumers`) and records that, not the flag.
 """
 
 from __future__ import annotations
@@ -33,17 +36,18 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import payload
+from pipeline import natsarc, payload, s2
 from pipeline.account import build_set, parse_set, set_entry
 from pipeline.backup import BackupResult, check_writable
 from pipeline.blocks import choose_block_size
 from pipeline.compress import Compression
 from pipeline.errors import ConflictError, IntegrityError, NotFoundError, UsageError
-from pipeline.jetstream import detect_snapshot_format
+from pipeline.jetstream import V2, detect_snapshot_format
 from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
 from pipeline.progress import NoProgress, Progress
@@ -53,7 +57,9 @@ from pipeline.writer import BackupWriter, WriteSettings
 from sinks import Retention, SinkError, SinkOptions
 
 BACKUP_JSON = "backup.json"
-STREAM_DATA = "stream.tar.s2"
+STREAM_DATA = "stream.tar.s2"  # what export writes: every natscli release restores it, older ones only it
+# Import accepts both: jsm.go's SnapshotToDirectory switched to stream.arc.s2 for V2 snapshots.
+STREAM_DATA_NAMES = (STREAM_DATA, "stream.arc.s2")
 S2_MAGIC = b"\xff\x06\x00\x00S2sTwO"
 SNAPPY_MAGIC = b"\xff\x06\x00\x00sNaPpY"
 READ_SIZE = 1024 * 1024
@@ -117,7 +123,10 @@ GO_STRUCTS: dict[str, list[tuple[str, bool, str]]] = {
         ("filter_subject", True, "str"),
         ("external", True, "*ExternalStream"),
         ("subject_transforms", True, "[]SubjectTransformConfig"),
+        ("consumer", True, "*StreamConsumerSource"),
     ],
+    # Durable sourcing (nats-server 2.14): both fields omitempty.
+    "StreamConsumerSource": [("name", True, "str"), ("deliver_subject", True, "str")],
     "ExternalStream": [("api", False, "str"), ("deliver", False, "str")],
     "SubjectTransformConfig": [("src", False, "str"), ("dest", False, "str")],
     "RePublish": [("src", True, "str"), ("dest", False, "str"), ("headers_only", True, "bool")],
@@ -259,6 +268,7 @@ class ExportResult:
     directory: str
     streams: list[ExportedStream]
     seconds: float
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -267,7 +277,20 @@ class ExportResult:
             "directory": self.directory,
             "streams": [s.to_json() for s in self.streams],
             "seconds": self.seconds,
+            "warnings": list(self.warnings),
         }
+
+
+def natscli_warnings(stream: str, config: dict) -> list[str]:
+    """What natscli will refuse about an exported stream, though the server would take it."""
+    if str(config.get("storage", "file")) == "memory":
+        # jsm.go checks the config before it sends anything (ErrMemoryStreamNotSupported); only a V2 backup can
+        # hold a memory stream at all, and nats-server 2.15 restores it.
+        return [
+            f"stream {stream!r} uses memory storage: natscli refuses to restore it (jsm.go "
+            "ErrMemoryStreamNotSupported); restore this backup with `jsarchive restore` instead"
+        ]
+    return []
 
 
 def _resolve_any(repo: Repository, ident: str) -> tuple[str, str]:
@@ -334,6 +357,7 @@ async def export_backup_async(opts: ExportOptions, progress: Progress | None = N
         body = m.open_body(data_key)
         payload.inner_encoding(body, m.snapshot_format, m.id)  # an encoding this version cannot frame fails here
         opened.append((sub, m, data_key, body))
+    warnings = [w for _, m, _, body in opened for w in natscli_warnings(m.stream, body.get("config") or {})]
     target, tmp = _prepare_target(opts.directory)
     out: list[ExportedStream] = []
     try:
@@ -355,6 +379,7 @@ async def export_backup_async(opts: ExportOptions, progress: Progress | None = N
         directory=str(target),
         streams=out,
         seconds=round(time.monotonic() - t0, 3),
+        warnings=warnings,
     )
 
 
@@ -421,9 +446,9 @@ class ImportOptions:
     keys: KeyRing = field(default_factory=KeyRing)
     encrypt: bool = True
     compression: Compression = field(default_factory=Compression)
-    # natscli's backup.json does not say whether --no-consumers was used; its consumer_count is the stream's.
-    # False records that consumers were left out, so a restore does not wait for consumers that never come.
-    consumers: bool = True
+    # Whether the natscli backup included consumers is read from the snapshot itself. None: take that; True or
+    # False: also check it (the old --consumers/--no-consumers flags), refusing a directory that disagrees.
+    consumers: bool | None = None
     block_size: int | None = None
     workers: int = 2
     storage_class: str | None = None
@@ -462,12 +487,78 @@ class NatscliStream:
     snapshot_format: str
     backup_json_sha256: str
     snapshot_time: str  # backup.json's modification time: natscli writes it when the snapshot ends
+    snapshot_consumers: int = 0  # consumers the snapshot holds (what a restore of it creates)
+
+    @property
+    def declared_consumers(self) -> int:
+        """backup.json's ``consumer_count``: the stream's consumers when natscli asked, included or not."""
+        try:
+            return int(self.state.get("consumer_count", 0) or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    @property
+    def no_consumers(self) -> bool:
+        """The backup was made without consumers (``--no-consumers``): the stream had some, the snapshot has none."""
+        return self.snapshot_consumers == 0 and self.declared_consumers > 0
+
+    def manifest_state(self) -> dict:
+        """The state to record, so that a restore waits for exactly the consumers the snapshot brings.
+
+        With no consumers at all, ``no_consumers`` says so and backup.json's state is kept as it is (a re-export
+        gives natscli's file back). Fewer than backup.json counts, but some (a V1 snapshot leaves memory-storage
+        consumers out), can only be said by the count itself.
+        """
+        if 0 < self.snapshot_consumers < self.declared_consumers:
+            return {**self.state, "consumer_count": self.snapshot_consumers}
+        return self.state
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_SIZE):
+            yield chunk
+
+
+def snapshot_consumers(data: Path, snapshot_format: str) -> int:
+    """How many consumers the snapshot in ``data`` (an S2 stream) holds, read as a stream.
+
+    V2: the ``consumers/<name>`` entries between ``state.json`` and the first message, so only the start of the
+    file is read. V1: the consumer directories ``obs/<name>/`` of the tar, which has to be read to its end (only
+    the member list is kept).
+    """
+    chunks = _file_chunks(data)
+    try:
+        if snapshot_format == V2:
+            reader = natsarc.ArchiveReader(s2.iter_decode(chunks))
+            reader.close()
+            return len(reader.consumers)
+        contents = natsarc.read_v1_tar(s2.BlockFile(s2.iter_decode(chunks)), keep=lambda _name: False)
+        return len(contents.consumer_names())
+    except IntegrityError as e:  # S2Error or ArchiveError: bad bytes in a file to import are bad input
+        raise UsageError(f"{data} does not hold a readable {snapshot_format} snapshot: {e}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {data}: {e.strerror}") from None
+    finally:
+        chunks.close()
+
+
+def _data_file(path: Path) -> Path:
+    """The directory's snapshot file under either of natscli's names (exactly one may be there)."""
+    found = [path / n for n in STREAM_DATA_NAMES if (path / n).exists()]
+    if not found:
+        raise NotFoundError(f"{path} has {BACKUP_JSON} but no {' or '.join(STREAM_DATA_NAMES)}")
+    if len(found) > 1:
+        raise UsageError(
+            f"{path} has both {found[0].name} and {found[1].name}: remove the one that does not belong to "
+            f"{BACKUP_JSON} (natscli writes one)"
+        )
+    return found[0]
 
 
 def read_stream_dir(path: Path) -> NatscliStream:
     """Parse and check a natscli stream backup directory; a clear error for anything that is not one."""
     meta = path / BACKUP_JSON
-    data = path / STREAM_DATA
     try:
         raw = meta.read_bytes()
     except FileNotFoundError:
@@ -484,12 +575,11 @@ def read_stream_dir(path: Path) -> NatscliStream:
         raise UsageError(f"{meta} has no config with a stream name: not a natscli backup")
     if state is not None and not isinstance(state, dict):
         raise UsageError(f"{meta} has a state that is not an object: not a natscli backup")
+    data = _data_file(path)
     try:
         size = data.stat().st_size
         with open(data, "rb") as f:
             head = f.read(64 * 1024)
-    except FileNotFoundError:
-        raise NotFoundError(f"{path} has {BACKUP_JSON} but no {STREAM_DATA}") from None
     except OSError as e:
         raise UsageError(f"cannot read {data}: {e.strerror}") from None
     if not (head.startswith(S2_MAGIC) or head.startswith(SNAPPY_MAGIC)):
@@ -508,6 +598,7 @@ def read_stream_dir(path: Path) -> NatscliStream:
         snapshot_format=fmt,
         backup_json_sha256=hashlib.sha256(raw).hexdigest(),
         snapshot_time=mtime.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        snapshot_consumers=snapshot_consumers(data, fmt),
     )
 
 
@@ -548,6 +639,9 @@ def import_directory(opts: ImportOptions, progress: Progress | None = None) -> I
     progress = progress or NoProgress()
     t0 = time.monotonic()
     kind, streams = read_backup_dir(opts.directory)  # every directory is checked before anything is written
+    if opts.consumers is not None:
+        for s in streams:
+            _check_consumers_flag(s, opts.consumers)
     repo = Repository.open(opts.url, opts.sink)
     check_writable(repo, opts.encrypt, opts.keys, opts.retention)
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -562,7 +656,12 @@ def import_directory(opts: ImportOptions, progress: Progress | None = None) -> I
             entries=entries,
             skipped=[],
             warnings=[],
-            options={"consumers": opts.consumers, "check": False, "include": [], "exclude": []},
+            options={
+                "consumers": not any(s.no_consumers for s in streams),
+                "check": False,
+                "include": [],
+                "exclude": [],
+            },
             origin={"type": ORIGIN_TYPE, "directory": Path(opts.directory).name},
         )
         try:
@@ -578,6 +677,21 @@ def import_directory(opts: ImportOptions, progress: Progress | None = None) -> I
         streams=results,
         seconds=round(time.monotonic() - t0, 3),
     )
+
+
+def _check_consumers_flag(src: NatscliStream, consumers: bool) -> None:
+    """--consumers / --no-consumers, when given, must say what the snapshot says."""
+    where = f"{src.data} (stream {src.name!r})"
+    if not consumers and src.snapshot_consumers:
+        raise UsageError(
+            f"--no-consumers, but {where} holds {src.snapshot_consumers} consumer(s): the backup was made with "
+            "consumers; leave the flag out (import reads this from the snapshot)"
+        )
+    if consumers and src.no_consumers:
+        raise UsageError(
+            f"--consumers, but {where} holds no consumers while {BACKUP_JSON} counts {src.declared_consumers}: "
+            "the backup was made with --no-consumers; leave the flag out (import reads this from the snapshot)"
+        )
 
 
 def _import_one(repo: Repository, src: NatscliStream, opts: ImportOptions, progress: Progress) -> BackupResult:
@@ -617,9 +731,9 @@ async def _import_one_async(
         # The server that took the snapshot is not recorded by natscli; the snapshot format is read from the bytes.
         server={"version": "", "name": "", "cluster": None, "api_level": None},
         config=src.config,
-        state=src.state,
+        state=src.manifest_state(),
         consumers=[],
-        include_consumers=opts.consumers,
+        include_consumers=not src.no_consumers,
         snapshot={"jsck": False, "chunk_size": None, "window_size": None, "chunks": 0},
         snapshot_format=src.snapshot_format,
         origin={

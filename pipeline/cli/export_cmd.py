@@ -42,6 +42,8 @@ def export_cmd(url: str, backup_id: str, directory: str, no_progress: bool, as_j
         ),
         make_progress(no_progress, as_json),
     )
+    for w in res.warnings:  # stderr in both modes: the export succeeded, but natscli will not restore everything
+        click.echo(f"warning: {w}", err=True)
     if as_json:
         emit_json({"ok": True, "export": res.to_json()})
         return
@@ -58,9 +60,8 @@ def export_cmd(url: str, backup_id: str, directory: str, no_progress: bool, as_j
 @click.argument("url")
 @click.option(
     "--consumers/--no-consumers",
-    default=True,
-    show_default=True,
-    help="whether the natscli backup included consumers (--no-consumers if it was made with --no-consumers)",
+    default=None,
+    help="not needed: whether the natscli backup included consumers is read from the snapshot; given, it must agree",
 )
 @click.option("--compression", default="zstd:3", show_default=True, help="zstd, zstd:LEVEL (1-22) or none")
 @click.option("--no-encrypt", is_flag=True, help="store the import unencrypted (recorded in the manifest)")
@@ -74,7 +75,7 @@ def export_cmd(url: str, backup_id: str, directory: str, no_progress: bool, as_j
 def import_cmd(
     directory: str,
     url: str,
-    consumers: bool,
+    consumers: bool | None,
     compression: str,
     no_encrypt: bool,
     block_size: int | None,
