@@ -14,12 +14,14 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline import payload
 from pipeline.blocks import choose_block_size
+from pipeline.census import Census, Held
 from pipeline.compress import Compression
 from pipeline.errors import (
     JsArchiveError,
     KeyUnavailable,
     NotFoundError,
     ServerRefused,
+    TransferFailed,
     UsageError,
 )
 from pipeline.jetstream import (
@@ -32,6 +34,7 @@ from pipeline.jetstream import (
     connect,
 )
 from pipeline.keys import KeyRing
+from pipeline.livetail import Tail, read_tail
 from pipeline.progress import NoProgress, Progress
 from pipeline.repository import Repository
 from pipeline.writer import BackupWriter, Committed, WriteSettings
@@ -85,6 +88,8 @@ class BackupResult:
     lock_mode: str | None = None
     inner_encoding: str = payload.S2_STREAM
     received_bytes: int = 0  # snapshot bytes the server sent (S2-framed)
+    point: int | None = None  # V2: the sequence the backup is consistent as of (pipeline/livetail.py)
+    warnings: list[str] = field(default_factory=list)  # how the stream changed while it was backed up
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -185,6 +190,9 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
         return await _run(opts, repo, js, server, consumers, block_size, progress)
 
 
+V1_ATTEMPTS = 3  # a V1 snapshot whose blocks lack messages its index claims is taken again, at most this often
+
+
 async def _run(
     opts: BackupOptions,
     repo: Repository,
@@ -194,6 +202,7 @@ async def _run(
     block_size: int,
     progress: Progress,
 ) -> BackupResult:
+    v2 = server.snapshot_format == V2
     settings = WriteSettings(
         compression=opts.compression,
         workers=opts.workers,
@@ -202,31 +211,54 @@ async def _run(
         storage_class=opts.storage_class,
         retention=opts.retention,
         inner_encoding=payload.store_encoding(opts.store),
+        open_end=v2,
     )
-    w = BackupWriter(repo, opts.stream, opts.keys, opts.encrypt, settings, block_size)
-    await w.start()
+    warnings: list[str] = []
+    for attempt in range(1, V1_ATTEMPTS + 1):
+        w = BackupWriter(repo, opts.stream, opts.keys, opts.encrypt, settings, block_size)
+        census = Census(server.snapshot_format)
+        await w.start()
 
-    async def on_chunk(chunk: bytes) -> None:
-        await w.feed(chunk)
-        progress.advance(len(chunk))
+        async def on_chunk(chunk: bytes, w: BackupWriter = w, census: Census = census) -> None:
+            await w.feed(chunk)
+            await census.feed(chunk)
+            progress.advance(len(chunk))
 
-    try:
         try:
-            snap = await js.snapshot(
-                opts.stream,
-                on_chunk,
-                no_consumers=not opts.consumers,
-                jsck=opts.check,
-                chunk_size=opts.chunk_size,
-                window_size=opts.window_size,
-                on_start=lambda _resp: progress.start(f"backup {opts.stream}", None),
-            )
-            await w.finish()
-        finally:
-            progress.finish()
-    except BaseException:
-        await w.abort()
-        raise
+            try:
+                snap = await js.snapshot(
+                    opts.stream,
+                    on_chunk,
+                    no_consumers=not opts.consumers,
+                    jsck=opts.check,
+                    chunk_size=opts.chunk_size,
+                    window_size=opts.window_size,
+                    on_start=lambda _resp: progress.start(f"backup {opts.stream}", None),
+                )
+                held = await census.finish()
+                tail: Tail | None = None
+                if v2:
+                    tail = await read_tail(js, opts.stream, int(snap.state.get("last_seq", 0) or 0), w.append)
+                    _add_tail(held, tail)
+                elif (short := held.shortfall()) is not None:
+                    why = f"the V1 snapshot of stream {opts.stream!r} is incomplete: its blocks hold {short}"
+                    if attempt < V1_ATTEMPTS:
+                        warnings.append(f"{why}; taken again (attempt {attempt + 1} of {V1_ATTEMPTS})")
+                        await w.abort()
+                        continue
+                    raise TransferFailed(
+                        f"{why}, in {V1_ATTEMPTS} attempts (the stream changed while each ran); nothing was stored. "
+                        "Retry when the stream is quieter"
+                    )
+                await w.finish()
+            finally:
+                progress.finish()
+        except BaseException:
+            census.abort()
+            await w.abort()
+            raise
+        break
+    warnings += _compare_announced(opts.stream, snap.state, held, tail)
     c = await w.commit(
         server={
             "version": server.version,
@@ -246,5 +278,37 @@ async def _run(
         },
         snapshot_format=w.snapshot_format or server.snapshot_format,
         origin=opts.origin,
+        held=held.to_json(),
+        point=tail.to_json() if tail is not None else None,
     )
-    return BackupResult.from_commit(c, opts.stream, server.version, opts.retention)
+    result = BackupResult.from_commit(c, opts.stream, server.version, opts.retention)
+    result.warnings = warnings
+    result.point = tail.point if tail is not None else None
+    return result
+
+
+def _add_tail(held: Held, tail: Tail) -> None:
+    if not tail.messages:
+        return
+    held.messages += tail.messages
+    held.first_seq = held.first_seq or tail.first_seq
+    held.last_seq = tail.last_seq
+
+
+def _compare_announced(stream: str, state: dict, held: Held, tail: Tail | None) -> list[str]:
+    """Say how what the archive holds differs from the state the server announced when the snapshot started."""
+    announced = int(state.get("messages", 0) or 0)
+    snap_n = held.messages - (tail.messages if tail else 0)
+    notes = []
+    if snap_n != announced:
+        notes.append(
+            f"stream {stream!r} changed while it was backed up: the snapshot held {snap_n:,} messages, the server "
+            f"announced {announced:,} when it started"
+        )
+    if tail is not None and tail.messages:
+        notes.append(
+            f"{tail.messages:,} message(s) written while the snapshot ran were read and added: the backup is as of "
+            f"sequence {tail.point}"
+            + (f" ({tail.gone:,} later sequence(s) were already deleted when read)" if tail.gone else "")
+        )
+    return notes

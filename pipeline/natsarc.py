@@ -154,6 +154,40 @@ _E3, _O3 = 0xFFFFFFF000000000FFFFFFF, 0xFFFFFFF00000000  # 28-bit groups: pair t
 _LOW56 = (1 << 56) - 1
 
 
+# -- writing --------------------------------------------------------------------------------------------------
+
+
+def _put_uvarint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_entry(name: str, timestamp: int, sequence: int, header: bytes, payload: bytes) -> bytes:
+    """One NATSARC1 entry."""
+    raw = name.encode()
+    zz = (timestamp << 1) ^ (timestamp >> 63)
+    return b"".join(
+        (
+            _put_uvarint(len(raw)),
+            _put_uvarint(zz & 0xFFFFFFFFFFFFFFFF),
+            _put_uvarint(sequence),
+            _put_uvarint(len(header)),
+            _put_uvarint(len(payload)),
+            raw,
+            header,
+            payload,
+        )
+    )
+
+
+#: The entry that ends an archive: an empty name and every field 0.
+END_MARKER = b"\x00" * 5
+
+
 def _truncated(at: int) -> ArchiveTruncated:
     return ArchiveTruncated(f"natsarc: the archive is truncated: it ends inside an entry at byte {at}")
 
@@ -344,6 +378,22 @@ class ArchiveReader:
             )
         else:
             self.other.append((entry.name, entry.sequence, len(entry.header) + len(entry.payload)))
+
+    def sequences(self) -> Iterator[int]:
+        """The sequence of each message, in order (the cheap walk a census needs: no message objects)."""
+        if self._started:
+            raise RuntimeError("ArchiveReader can be walked only once")
+        self._started = True
+        rest = self._raw
+        if self._first is not None:
+            first, self._first = self._first, None
+            rest = itertools.chain([first], rest)
+        for raw in rest:
+            if raw[2]:
+                yield raw[2]
+            else:
+                self._meta(raw)
+        self.complete = True
 
     def messages(self) -> Iterator[Message]:
         if self._started:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 
 from pipeline import s2
 from pipeline.errors import IntegrityError, ServerRefused, UsageError
-from pipeline.natsarc import MAGIC
+from pipeline.natsarc import END_MARKER, MAGIC
 
 S2_STREAM = "s2-stream"
 NATSARC = "natsarc"
@@ -106,24 +106,46 @@ class StoredForm:
     ``s2-stream`` passes the chunks through. ``natsarc`` decodes the S2 framing as it arrives (every chunk's
     CRC-32C checked) and requires the result to be a NATSARC1 archive. ``received`` counts the bytes the server
     sent, ``stored`` the bytes handed on.
+
+    ``open_end=True`` (V2 snapshots) keeps the archive open for messages read after the snapshot (see
+    pipeline/livetail.py): the end of the stream is held back — the last two S2 chunks, or the last five decoded
+    bytes — so that :meth:`append` can add entries before the end marker, which :meth:`finish` then writes. On the
+    S2 stream the held chunks are re-emitted decoded, as uncompressed chunks (S2 readers take any mix of chunk
+    types after the stream identifier); at most two S2 blocks (2 MiB) are held. With nothing appended they are
+    stored exactly as sent, so a backup of a stream that did not change stays byte for byte the server's stream.
     """
 
-    def __init__(self, encoding: str) -> None:
+    def __init__(self, encoding: str, *, open_end: bool = False) -> None:
         if encoding not in INNER_ENCODINGS:
             raise UsageError(f"unknown inner encoding {encoding!r}")
         self.encoding = encoding
+        self.open_end = open_end
         self.received = 0
         self.stored = 0
         self._decoder = s2.FramedDecoder() if encoding == NATSARC else None
         self._head = b""  # the first decoded bytes, until the magic is known
+        self._splitter = s2.ChunkSplitter() if open_end and encoding == S2_STREAM else None
+        self._held: list[bytes] = []  # S2 chunks (s2-stream) or decoded bytes (natsarc) not handed on yet
+        self._opened = False  # the end marker was taken off and entries may be appended
 
     def feed(self, chunk: Bytes) -> Iterator[Bytes]:
         """What ``chunk`` adds to the stored bytes; exhaust it before the next :meth:`feed`."""
         self.received += len(chunk)
         if self._decoder is None:
+            if self._splitter is not None:
+                return self._hold_chunks(chunk)
             self.stored += len(chunk)
             return iter((chunk,))
         return self._decoded(self._decoder.feed(chunk))
+
+    def _hold_chunks(self, chunk: Bytes) -> Iterator[Bytes]:
+        assert self._splitter is not None
+        for c in self._splitter.feed(chunk):
+            self._held.append(c)
+            if len(self._held) > 2:
+                out = self._held.pop(0)
+                self.stored += len(out)
+                yield out
 
     def _decoded(self, blocks: Iterator[bytes]) -> Iterator[bytes]:
         for block in blocks:
@@ -134,15 +156,82 @@ class StoredForm:
                         "the server sent a V1 (tar) snapshot, not a NATSARC1 archive: --store decoded needs "
                         "snapshot format V2 (nats-server 2.15 or later); use --store snapshot"
                     )
+            if self.open_end:  # hand on all but the last five bytes seen: they may be the end marker
+                n = len(END_MARKER)
+                prev = b"".join(self._held)
+                if len(block) >= n:
+                    self._held = [bytes(block[-n:])]
+                    if prev:
+                        self.stored += len(prev)
+                        yield prev
+                    block = memoryview(block)[:-n]
+                else:
+                    joined = prev + bytes(block)
+                    self._held, block = [joined[-n:]], joined[:-n]
             self.stored += len(block)
-            yield block
+            if block:
+                yield block
 
-    def finish(self) -> None:
-        """Check the end of the stream: no partial S2 chunk, and (decoded) the NATSARC1 magic was there."""
-        if self._decoder is None:
+    def _open(self) -> Iterator[Bytes]:
+        """Take the end marker off the held end of the archive; what of it must be stored before new entries."""
+        if self._opened:
             return
-        self._decoder.finish()
-        if self._head != MAGIC:
+        self._opened = True
+        if self._decoder is not None:
+            self._decoder.finish()
+            tail = b"".join(self._held)
+            self._held = []
+            if tail != END_MARKER:
+                raise IntegrityError("the snapshot does not end with a NATSARC1 end marker; it cannot be extended")
+            return
+        assert self._splitter is not None
+        if self._splitter.pending:
+            raise s2.S2Truncated(f"s2: the snapshot stream ends inside a chunk ({self._splitter.pending} bytes)")
+        keep = [c for c in self._held if c[0] == s2.CHUNK_STREAM_IDENTIFIER]  # a tiny stream: its identifier
+        data = [c for c in self._held if c[0] != s2.CHUNK_STREAM_IDENTIFIER]
+        self._held = []
+        for c in keep:
+            self.stored += len(c)
+            yield c
+        tail = b"".join(s2.FramedDecoder().feed(s2.S2_STREAM_IDENTIFIER + b"".join(data)))
+        if not tail.endswith(END_MARKER):
+            raise IntegrityError("the snapshot does not end with a NATSARC1 end marker; it cannot be extended")
+        yield from self._framed(tail[: -len(END_MARKER)])
+
+    def _framed(self, data: bytes) -> Iterator[Bytes]:
+        pieces = s2.uncompressed_chunks(data) if self._decoder is None else iter((data,))
+        for p in pieces:
+            self.stored += len(p)
+            yield p
+
+    def append(self, entries: bytes) -> Iterator[Bytes]:
+        """Encoded NATSARC1 entries to store before the end marker (``open_end`` only)."""
+        if not self.open_end:
+            raise UsageError("entries can only be appended to an archive kept open (open_end=True)")
+        yield from self._open()
+        if entries:
+            yield from self._framed(entries)
+
+    def finish(self) -> Iterator[Bytes]:
+        """The rest of the stored bytes; checks the end of the stream: no partial S2 chunk, and (decoded) the
+        NATSARC1 magic was there."""
+        if self.open_end and not self._opened and self._decoder is None:
+            # nothing was appended: the held chunks go out as the server sent them (byte for byte natscli's file)
+            assert self._splitter is not None
+            if self._splitter.pending:
+                raise s2.S2Truncated(f"s2: the snapshot stream ends inside a chunk ({self._splitter.pending} bytes)")
+            held, self._held = self._held, []
+            for c in held:
+                self.stored += len(c)
+                yield c
+        elif self.open_end:
+            yield from self._open()
+            yield from self._framed(END_MARKER)
+        elif self._decoder is None:
+            return
+        else:
+            self._decoder.finish()
+        if self._decoder is not None and self._head != MAGIC:
             raise ServerRefused(
                 f"the decoded snapshot ({self.stored} bytes) is not a NATSARC1 archive: --store decoded needs "
                 "snapshot format V2 (nats-server 2.15 or later)"

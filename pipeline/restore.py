@@ -311,7 +311,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             finally:
                 if accepted:
                     progress.finish()
-            expected = plan.expected_state() if plan else state
+            expected = plan.expected_state() if plan else archive_state(body)
             info, state_warnings = await _await_healthy(js, target, expected, expected_consumers, opts.wait)
             warnings += state_warnings
         except BaseException as e:
@@ -346,6 +346,15 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         warnings=warnings,
         restore_id=restore_id,
     )
+
+
+def archive_state(body: dict) -> dict:
+    """What a restore of this backup must give back: what its archive was counted to hold (``held``, backups
+    from this version on), else the state the server announced when the snapshot started."""
+    held = body.get("held")
+    if isinstance(held, dict) and all(isinstance(held.get(k), int) for k in ("messages", "first_seq", "last_seq")):
+        return {k: held[k] for k in ("messages", "first_seq", "last_seq")}
+    return body.get("state") or {}
 
 
 def _exists_error(target: str, info: dict) -> ConflictError:
@@ -485,27 +494,140 @@ async def _await_healthy(
                     names, why = [], f"consumers not answering ({e})"
                 if len(names) >= expected_consumers:
                     info["_consumers"] = names
-                    return info, _compare_state(stream, expected, st)
+                    cfg = info.get("config") or {}  # the restored config: its limits are what apply now
+                    notes = _sourcing_notes(js, stream, cfg)
+                    return info, _compare_state(stream, expected, st, config=cfg) + notes
                 why = f"{len(names)} of {expected_consumers} consumers are back"
         if time.monotonic() >= deadline:
             raise TransferFailed(f"restored stream {stream!r} did not become healthy within {wait:g} s: {why}")
         await asyncio.sleep(0.25)
 
 
-def _compare_state(stream: str, expected: dict, actual: dict) -> list[str]:
-    """Fail on missing data; only warn about more data than the snapshot response announced (V1 live snapshots)."""
-    warnings = []
-    for key in ("messages", "first_seq", "last_seq", "num_subjects", "num_deleted"):
-        if key not in expected:
-            continue
-        want, got = int(expected.get(key) or 0), int(actual.get(key) or 0)
-        if want == got:
-            continue
-        if key in ("messages", "last_seq", "num_subjects") and got > want:
-            warnings.append(f"{key} is {got}, the backup announced {want} (messages added while it ran)")
+def _compare_state(stream: str, expected: dict, actual: dict, *, config: dict | None = None) -> list[str]:
+    """Fail only on real loss; warn about the differences the server is documented to make on a restore.
+
+    Real loss is a last sequence below the backup's, or fewer messages or subjects (or a first sequence further
+    on) than the backup held where nothing in the restored ``config`` lets the server drop messages: an expired
+    ``Nats-TTL``, ``max_age``, a fired schedule, interest/work-queue retention, or a count/size limit the stream
+    was over or grew past. Keys missing from ``expected`` are not compared. ``num_deleted`` only ever warns: it
+    follows from the other three (gaps between first and last), which are checked. A higher last_seq alone says
+    nothing (trailing deleted sequences are restored as such, and a counted ``expected`` ends at the last message).
+    """
+    cfg = config or {}
+    warnings: list[str] = []
+
+    def pair(key: str) -> tuple[int, int] | None:
+        return (int(expected.get(key) or 0), int(actual.get(key) or 0)) if key in expected else None
+
+    def lost(what: str) -> IntegrityError:
+        return IntegrityError(f"restored stream {stream!r} differs from the backup: {what}")
+
+    last = pair("last_seq")
+    if last and last[1] < last[0]:
+        raise lost(f"last_seq is {last[1]}, expected {last[0]} (sequences would be reused)")
+    grew = bool(last and last[1] > last[0])
+    reasons = _drop_reasons(cfg, expected, grew)
+    dropped = f"dropped by the server on restore ({'; '.join(reasons)})"
+
+    msgs = pair("messages")
+    if grew and not msgs:
+        warnings.append(f"last_seq is {last[1]}, the backup's was {last[0]} ({_growth(cfg)})")
+    if msgs and msgs[1] > msgs[0]:
+        warnings.append(f"messages is {msgs[1]}, the backup held {msgs[0]} ({_growth(cfg)})")
+    elif msgs and msgs[1] < msgs[0]:
+        if not reasons:
+            raise lost(f"messages is {msgs[1]}, expected {msgs[0]}")
+        warnings.append(f"messages is {msgs[1]}, the backup held {msgs[0]}: {msgs[0] - msgs[1]} {dropped}")
+
+    first = pair("first_seq")
+    if first and first[1] != first[0]:
+        if first[0] == 0 and (not last or last[0] == 0):
+            # The backup held no message, so nothing can be missing. A stream that never held one restores on 2.15
+            # as first_seq 1 where its snapshot said 0; any other first_seq is the position the snapshot's own
+            # state put it at (a purged stream, when ``expected`` is what the archive was counted to hold).
+            if first[1] == 1 and int(actual.get("last_seq") or 0) == 0:
+                warnings.append("first_seq is 1, the backup's was 0 (an empty stream; nothing is missing)")
+        elif first[1] < first[0]:
+            warnings.append(f"first_seq is {first[1]}, the backup's was {first[0]} (nothing before it is missing)")
+        elif reasons:
+            warnings.append(f"first_seq is {first[1]}, the backup's was {first[0]}: the first messages were {dropped}")
         else:
-            raise IntegrityError(f"restored stream {stream!r} differs from the backup: {key} is {got}, expected {want}")
+            raise lost(f"first_seq is {first[1]}, expected {first[0]} (the first messages are missing)")
+
+    subjects = pair("num_subjects")
+    if subjects and subjects[1] > subjects[0]:
+        warnings.append(f"num_subjects is {subjects[1]}, the backup had {subjects[0]} ({_growth(cfg)})")
+    elif subjects and subjects[1] < subjects[0]:
+        if not reasons:
+            raise lost(f"num_subjects is {subjects[1]}, expected {subjects[0]}")
+        warnings.append(f"num_subjects is {subjects[1]}, the backup had {subjects[0]}: their messages were {dropped}")
+
+    deleted = pair("num_deleted")
+    if deleted and deleted[1] != deleted[0]:
+        warnings.append(
+            f"num_deleted is {deleted[1]}, the backup had {deleted[0]} (interior gaps move when messages expire, "
+            "are dropped or added; the messages themselves were checked)"
+        )
     return warnings
+
+
+def _drop_reasons(config: dict, expected: dict, grew: bool) -> list[str]:
+    """What the restored config lets the server drop on or right after a restore, as phrases for a warning."""
+    reasons = []
+    if config.get("allow_msg_ttl"):
+        reasons.append("messages whose Nats-TTL had expired")
+    if int(config.get("max_age") or 0) > 0:
+        reasons.append(f"max_age {int(config['max_age']) / 1e9:g} s")
+    if config.get("allow_msg_schedules"):
+        reasons.append("schedules that fired")
+    if config.get("retention") in ("interest", "workqueue"):
+        reasons.append(f"{config['retention']} retention")
+    # A limit explains a drop when the backup was over it, or when messages arriving since (a mirror or a source
+    # pulling from its origin) pushed old ones out.
+    want_msgs, want_subjects = int(expected.get("messages") or 0), int(expected.get("num_subjects") or 0)
+    for key, held in (
+        ("max_msgs", want_msgs),
+        ("max_bytes", int(expected.get("bytes") or 0)),
+        ("max_msgs_per_subject", want_msgs // max(1, want_subjects)),
+    ):
+        limit = int(config.get(key) or 0)
+        if limit > 0 and (grew or held > limit):
+            reasons.append(f"{key} {limit}")
+    return reasons
+
+
+def _growth(config: dict) -> str:
+    """Why a restored stream may hold more than its backup."""
+    if config.get("mirror"):
+        return f"pulled from its origin {config['mirror'].get('name')!r} since the restore"
+    if config.get("sources"):
+        names = ", ".join(repr(s.get("name")) for s in config["sources"])
+        return f"sourced from {names} since the restore"
+    if config.get("allow_msg_schedules"):
+        return "schedules fired since the restore"
+    if int(config.get("subject_delete_marker_ttl") or 0) > 0:
+        return "subject delete markers for expired messages"
+    return "messages added while the backup ran, or published since the restore"
+
+
+def _sourcing_notes(js: JetStream, stream: str, config: dict) -> list[str]:
+    """A restored stream that sources without a durable consumer may take its origins again from the start.
+
+    nats-server 2.15 stamps sourced messages with the origin stream's identity, and a restored or re-created
+    origin is a new identity: the restored stream then sources it again from its first message (seen on 2.15.1;
+    2.14 resumes from the last sourced sequence). Durable sourcing (``sources[].consumer``) resumes where its
+    consumer on the origin stands.
+    """
+    plain = [s.get("name") for s in config.get("sources") or [] if not s.get("consumer")]
+    if not plain or format_for_version(js.server_info().version_tuple) != V2:
+        return []
+    names = ", ".join(map(repr, plain))
+    return [
+        f"stream {stream!r} sources {names} without a durable consumer: nats-server {js.server_info().version} "
+        "sources an origin that is not the very stream the backup sourced from (a restored origin counts as new) "
+        "again from its first message, so expect duplicates from it; durable sourcing (sources[].consumer) resumes "
+        "where its consumer stands"
+    ]
 
 
 async def _remove_partial(js: JetStream, stream: str, restore_id: str) -> str:

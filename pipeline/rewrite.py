@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import UsageError
 from pipeline.inspect import MessageFilter, check_subject_filter
-from pipeline.natsarc import CONSUMER_PREFIX, MAGIC, STATE_ENTRY, Entry, iter_entries
+from pipeline.natsarc import CONSUMER_PREFIX, END_MARKER, MAGIC, STATE_ENTRY, Entry, encode_entry, iter_entries
 from pipeline.s2 import snappy_framed  # noqa: F401 - re-exported: where rewritten archives get their framing
 
 # -- subject mapping ----------------------------------------------------------------------------------------------
@@ -349,36 +349,6 @@ def _rfc3339(ns: int) -> str:
 
 
 # -- pass 2: encode ------------------------------------------------------------------------------------------------
-
-
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def encode_entry(name: str, timestamp: int, sequence: int, header: bytes, payload: bytes) -> bytes:
-    """One NATSARC1 entry."""
-    raw = name.encode()
-    zz = (timestamp << 1) ^ (timestamp >> 63)
-    return b"".join(
-        (
-            _uvarint(len(raw)),
-            _uvarint(zz & 0xFFFFFFFFFFFFFFFF),
-            _uvarint(sequence),
-            _uvarint(len(header)),
-            _uvarint(len(payload)),
-            raw,
-            header,
-            payload,
-        )
-    )
-
-
-END_MARKER = b"\x00" * 5
 
 
 def rewrite_archive(blocks: Iterable[bytes], plan: RewritePlan, batch: int = 256 * 1024) -> Iterator[bytes]:

@@ -395,15 +395,42 @@ def snappy_framed(pieces: Iterable[bytes | bytearray | memoryview]) -> Iterator[
     """
     yield SNAPPY_STREAM_IDENTIFIER
     for piece in pieces:
-        view = memoryview(piece)
-        for off in range(0, len(view), MAX_SNAPPY_BLOCK_SIZE):
-            block = view[off : off + MAX_SNAPPY_BLOCK_SIZE]
-            n = len(block) + 4
-            # header and data apart: the data is not copied here (the consumer joins or writes them)
-            yield bytes((CHUNK_UNCOMPRESSED, n & 0xFF, (n >> 8) & 0xFF, n >> 16)) + masked_crc(block).to_bytes(
-                4, "little"
-            )
-            yield block
+        yield from uncompressed_chunks(piece)
+
+
+def uncompressed_chunks(piece: bytes | bytearray | memoryview) -> Iterator[bytes | memoryview]:
+    """``piece`` as uncompressed chunks of at most 64 KiB, no stream identifier: what may follow any S2 or Snappy
+    stream's chunks (header and data yielded apart; the data is a view of ``piece``)."""
+    view = memoryview(piece)
+    for off in range(0, len(view), MAX_SNAPPY_BLOCK_SIZE):
+        block = view[off : off + MAX_SNAPPY_BLOCK_SIZE]
+        n = len(block) + 4
+        yield bytes((CHUNK_UNCOMPRESSED, n & 0xFF, (n >> 8) & 0xFF, n >> 16)) + masked_crc(block).to_bytes(4, "little")
+        yield block
+
+
+class ChunkSplitter:
+    """Cuts a framed stream, fed in arbitrary pieces, at its chunk boundaries (nothing is decoded or checked)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
+        self._buf += data
+        pos = 0
+        buf = self._buf
+        while len(buf) - pos >= 4:
+            clen = buf[pos + 1] | buf[pos + 2] << 8 | buf[pos + 3] << 16
+            if len(buf) - pos < 4 + clen:
+                break
+            yield bytes(buf[pos : pos + 4 + clen])
+            pos += 4 + clen
+        del buf[:pos]
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a chunk that has not been completed yet."""
+        return len(self._buf)
 
 
 def snappy_framed_size(piece_lengths: Iterable[int]) -> int:

@@ -573,6 +573,16 @@ def _deep_v2(decoded: Iterator[bytes], body: dict, check: BackupCheck) -> None:
         check.fail("the NATSARC1 archive has no end marker")
         return
     check.messages = n
+    held = body.get("held")
+    if isinstance(held, dict) and "messages" in held:
+        # the backup counted what it stored (pipeline/census.py): the archive must hold exactly that
+        want = (int(held.get("messages", -1)), int(held.get("first_seq", -1)), int(held.get("last_seq", -1)))
+        if (n, first, last) != want:
+            check.fail(
+                f"the archive holds {n} messages from sequence {first} to {last}; its backup counted {want[0]} "
+                f"from {want[1]} to {want[2]} when it was written"
+            )
+        return
     state = body.get("state") or {}
     own = ar.state  # the archive's state.json
     want_n, want_last = int(state.get("messages", 0) or 0), int(state.get("last_seq", 0) or 0)

@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipeline import __version__, crypto, payload
@@ -50,6 +51,7 @@ class WriteSettings:
     storage_class: str | None = None  # data object only; manifests and refs stay STANDARD
     retention: Retention | None = None  # Object Lock on data, manifest and ref
     inner_encoding: str = payload.S2_STREAM  # what the blocks hold: payload.S2_STREAM or payload.NATSARC
+    open_end: bool = False  # V2: keep the archive open for entries appended after the snapshot (livetail)
 
 
 @dataclass
@@ -96,7 +98,7 @@ class BackupWriter:
         self.created = dt.datetime.now(dt.timezone.utc)
         self.data_key = crypto.new_data_key() if encrypt else None
         self.bytes = 0  # plaintext bytes cut into blocks
-        self._form = payload.StoredForm(settings.inner_encoding)
+        self._form = payload.StoredForm(settings.inner_encoding, open_end=settings.open_end)
         self._started = time.monotonic()
         self._compressor = BlockCompressor(settings.compression)
         self._cutter = BlockCutter(block_size)
@@ -177,14 +179,21 @@ class BackupWriter:
             else:
                 self._probe.extend(chunk[: FORMAT_PROBE_BYTES - len(self._probe)])
                 self._format = detect_snapshot_format(bytes(self._probe))
-        for piece in self._form.feed(chunk):
+        await self._cut(self._form.feed(chunk))
+
+    async def append(self, entries: bytes) -> None:
+        """NATSARC1 entries to store after the snapshot's messages (``open_end`` only; see pipeline/livetail.py)."""
+        await self._cut(self._form.append(entries))
+
+    async def _cut(self, pieces: Iterator[payload.Bytes]) -> None:
+        for piece in pieces:
             self.bytes += len(piece)
             for index, block, last in self._cutter.feed(piece):
                 await self._submit(index, block, last)
 
     async def finish(self) -> None:
         """Seal the last block and complete the data object."""
-        self._form.finish()
+        await self._cut(self._form.finish())
         await self._submit(*self._cutter.finish())
         results = await asyncio.gather(*self._tasks)
         if self._failure:
@@ -224,19 +233,27 @@ class BackupWriter:
         snapshot: dict,
         snapshot_format: str,
         origin: dict | None = None,
+        held: dict | None = None,
+        point: dict | None = None,
     ) -> Committed:
-        """Write the manifest (the commit point), then the ref."""
+        """Write the manifest (the commit point), then the ref.
+
+        ``held``: what the archive was counted to hold (pipeline/census.py); the summary and every later
+        comparison use it instead of the state the server sampled when the snapshot started. ``point``: the
+        sequence the archive is consistent as of, and what was appended after the snapshot (pipeline/livetail.py).
+        """
         offsets, off = [], 0
         for b in self._blocks:
             offsets.append([off, b.stored_len, b.stored_sha.hex()])
             off += b.stored_len
         created = self.created.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         seconds = round(time.monotonic() - self._started, 3)
+        counted = held or state
         summary = {
-            "messages": int(state.get("messages", 0) or 0),
+            "messages": int(counted.get("messages", 0) or 0),
             "bytes": int(state.get("bytes", 0) or 0),
-            "first_seq": int(state.get("first_seq", 0) or 0),
-            "last_seq": int(state.get("last_seq", 0) or 0),
+            "first_seq": int(counted.get("first_seq", 0) or 0),
+            "last_seq": int(counted.get("last_seq", 0) or 0),
             "consumers": int(state.get("consumer_count", 0) or 0) if include_consumers else 0,
             "snapshot_bytes": self.bytes,
             "storage": str(config.get("storage", "file")),
@@ -276,6 +293,10 @@ class BackupWriter:
             "plain_blocks": [[b.plain_len, b.plain_sha.hex()] for b in self._blocks],
             "timings": {"started": created, "seconds": seconds},
         }
+        if held is not None:
+            body["held"] = held
+        if point is not None:
+            body["point"] = point
         raw = mf.build(envelope, body, self.data_key)
         retention = self.settings.retention
         try:

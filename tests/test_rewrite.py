@@ -13,9 +13,9 @@ from pipeline.errors import ConflictError, ServerRefused, UsageError
 from pipeline.inspect import iter_messages, subject_matches
 from pipeline.jetstream import ConnectOptions, connect
 from pipeline.keys import KeyRing
-from pipeline.natsarc import iter_entries
+from pipeline.natsarc import encode_entry, iter_entries
 from pipeline.restore import RestoreOptions, restore_stream
-from pipeline.rewrite import SubjectMap, encode_entry, filters_overlap, snappy_framed
+from pipeline.rewrite import SubjectMap, filters_overlap, snappy_framed
 from pipeline.s2 import iter_decode
 from tests.conftest import make_server
 from tests.servers import V1_VERSIONS
