@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline import __version__
+from pipeline import __version__, marks
 from pipeline import manifest as mf
 from pipeline.account import load_member, load_set, select_streams
 from pipeline.errors import (
@@ -305,7 +305,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
             )
             for n in chosen
         }
-        created: list[str] = []
+        created: dict[str, str] = {}  # drill stream -> the restore id it carries (only those are removed)
         failures: list[JsArchiveError] = []
         sem = asyncio.Semaphore(max(1, opts.parallel))
 
@@ -314,7 +314,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
             async with sem:
                 t = time.monotonic()
                 try:
-                    await restore_stream_async(
+                    r = await restore_stream_async(
                         RestoreOptions(
                             url=opts.url,
                             stream=name,
@@ -330,7 +330,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
                             subject_map=[f">={under}.>"] if rename else [],
                         )
                     )
-                    created.append(c.drill_stream)
+                    created[c.drill_stream] = r.restore_id
                     c.got = await _observe(js, c.drill_stream)
                     _compare(c)
                 except JsArchiveError as e:
@@ -343,8 +343,8 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
         removed: list[str] = []
         kept: list[str] = []
         for n in sorted(created):
-            if opts.keep:
-                kept.append(n)
+            if opts.keep or not marks.carries(await js.stream_info(n), created[n]):
+                kept.append(n)  # kept on request, or no longer the stream this drill restored: not ours to delete
             elif await js.delete_until_gone(n):
                 removed.append(n)
             else:
