@@ -487,6 +487,8 @@ async def _await_healthy(
                 why = f"replicas {', '.join(map(str, lagging))} are not current yet"
             elif int(st.get("last_seq", 0)) < int(expected.get("last_seq", 0)):
                 why = f"last sequence {st.get('last_seq')} is below the backup's {expected.get('last_seq')}"
+                if time.monotonic() >= deadline:  # it had its time to catch up: the sequences are lost, say so
+                    _compare_state(stream, expected, st, config=info.get("config") or {})
             else:
                 try:
                     names = await js.consumer_names(stream, timeout=5.0)
