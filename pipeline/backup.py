@@ -36,9 +36,9 @@ from pipeline.jetstream import (
 from pipeline.keys import KeyRing
 from pipeline.livetail import Tail, read_tail
 from pipeline.progress import NoProgress, Progress
-from pipeline.repository import Repository
+from pipeline.repository import Repository, storage_error
 from pipeline.writer import BackupWriter, Committed, WriteSettings
-from sinks import Retention, SinkOptions
+from sinks import Retention, SinkError, SinkOptions
 
 
 @dataclass
@@ -154,6 +154,16 @@ def check_writable(repo: Repository, encrypt: bool, keys: KeyRing, retention: Re
         raise UsageError(
             f"{repo.url} cannot enforce retention (Object Lock); use an S3 or GCS archive for locked backups"
         )
+    if retention is not None:
+        try:
+            why = repo.sink.retention_unsupported()
+        except SinkError as e:
+            raise storage_error(e, f"cannot check whether {repo.url} can lock backups") from None
+        if why:
+            raise UsageError(
+                f"--lock-mode {retention.mode}: {why}, so {repo.url} cannot lock backups; nothing was written "
+                "(create the bucket with Object Lock, or with object retention on GCS, or leave out --lock-mode)"
+            )
 
 
 def backup_stream(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:

@@ -145,7 +145,15 @@ class BackupWriter:
         if stored is not block:  # the plaintext buffer is free again (an uncompressed clear block is written as is)
             self._cutter.recycle(block)
         stored_sha = crypto.sha256(stored)
-        self._writer.write_part(index + 1, stored, stored_sha)
+        # This runs in a worker thread: what it raises reaches the user, so it must be the pipeline's own error.
+        try:
+            self._writer.write_part(index + 1, stored, stored_sha)
+        except SinkError as e:
+            raise storage_error(e, f"writing block {index} of the backup to {self.repo.url} failed") from None
+        except OSError as e:
+            raise TransferFailed(
+                f"writing block {index} of the backup to {self.repo.url} failed: {e.strerror or e}"
+            ) from None
         return StoredBlock(index, len(stored), stored_sha, plain_len, plain_sha)
 
     def _on_done(self, fut: asyncio.Future) -> None:
@@ -203,6 +211,8 @@ class BackupWriter:
             self._info = await asyncio.to_thread(self._writer.complete)
         except SinkError as e:
             raise storage_error(e, f"writing the backup to {self.repo.url} failed") from None
+        except OSError as e:
+            raise TransferFailed(f"writing the backup to {self.repo.url} failed: {e.strerror or e}") from None
         self._pool.shutdown(wait=False)
         stored_total = sum(b.stored_len for b in self._blocks)
         if self._info.size != stored_total:

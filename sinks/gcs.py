@@ -377,6 +377,21 @@ class GCSSink:
         if r.status_code == 200:  # 401/403: not allowed to look at the bucket, so assume it exists
             self._bucket_seen = True
 
+    def retention_unsupported(self) -> str | None:
+        """Why this bucket cannot retain objects (object retention not enabled, and no bucket retention policy),
+        asked before a locked backup starts; None if it can, or if the credentials may not read the bucket."""
+        url = f"{self.endpoint}/storage/v1/b/{self.bucket}?fields=objectRetention,retentionPolicy"
+        with self._guard("reading the bucket's retention settings of", self.url):
+            r = self._request("GET", url, ok=(200, 401, 403, 404))
+        if r.status_code == 404:
+            raise ObjectNotFound(f"bucket {self.bucket} does not exist (archive {self.url})")
+        if r.status_code != 200:
+            return None
+        doc = r.json() if r.content else {}
+        if (doc.get("objectRetention") or {}).get("mode") == "Enabled" or doc.get("retentionPolicy"):
+            return None
+        return f"bucket {self.bucket} has neither object retention enabled nor a retention policy"
+
     # -- object resources ------------------------------------------------------------------------------------------
     def _key_of(self, name: str) -> str:
         return name[len(self.prefix) + 1 :] if self.prefix else name

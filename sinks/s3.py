@@ -341,6 +341,21 @@ class S3Sink:
             pass  # HeadBucket needs s3:ListBucket, which a write-only role may lack: assume the bucket is there
         self._bucket_checked = True
 
+    def retention_unsupported(self) -> str | None:
+        """Why this bucket cannot lock objects, asked before a locked backup starts; None if it can (or if the
+        credentials may not read the bucket's lock configuration: then the first locked upload will say)."""
+        try:
+            resp = self._call(self.url, lambda: self.client.get_object_lock_configuration(Bucket=self.bucket))
+        except AccessDenied:
+            return None
+        except SinkError as e:
+            if getattr(e, "_s3_code", "") == "ObjectLockConfigurationNotFoundError":
+                return f"bucket {self.bucket} does not have Object Lock enabled"
+            raise
+        if (resp.get("ObjectLockConfiguration") or {}).get("ObjectLockEnabled") != "Enabled":
+            return f"bucket {self.bucket} does not have Object Lock enabled"
+        return None
+
     def _head(self, key: str, **extra: Any) -> dict[str, Any] | None:
         full = self._key(key)
         try:
