@@ -6,11 +6,10 @@ goes through :func:`replace_stream`, which does, before anything is deleted:
 1. **Deep verification** of the replacing backup: every block's stored hash, AEAD, decompression and plaintext
    hash, and a parse of the snapshot to its end (what ``jsarchive verify --deep`` does). A backup that fails is
    an :class:`IntegrityError` (exit 4) and the live stream is untouched.
-2. **A server preflight**: a throwaway placeholder stream with the restore's storage, replicas, placement and byte
-   reservation is created on the target and deleted again. A refusal (no suitable peers, replicas on a
-   standalone server, account limits) is a :class:`ServerRefused` (exit 8) and the live stream is untouched. The
-   live stream still holds its own resources while the placeholder asks for the restore's, so a target that can
-   only fit one of them is refused too: the safe answer.
+2. **A server preflight** (pipeline/preflight.py): a throwaway placeholder stream placed and sized like the
+   restore is created on the target and deleted again; a refusal is a :class:`ServerRefused` (exit 8) and the live
+   stream is untouched. The live stream still holds its own resources while the placeholder asks for the
+   restore's, so a target that can only fit one of them is refused too: the safe answer.
 3. **A safety backup** of the live stream into the same archive: an ordinary backup whose manifest's clear
    ``origin`` says ``pre-restore`` (``jsarchive ls`` shows it). Skipped with ``safety_backup=False``
    (``--no-safety-backup``), or when the live stream cannot be snapshotted at all (every replica lost: then there
@@ -23,8 +22,6 @@ backup and the command that brings the old stream back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import secrets
 from dataclasses import dataclass, field
 
 from pipeline.backup import BackupOptions, backup_stream_async
@@ -36,19 +33,18 @@ from pipeline.errors import (
     KeyUnavailable,
     NotFoundError,
     PermissionDenied,
-    ServerRefused,
     TransferFailed,
     UsageError,
 )
-from pipeline.jetstream import ConnectOptions, JetStream, connect
+from pipeline.jetstream import ConnectOptions, connect
 from pipeline.keys import KeyRing
+from pipeline.preflight import preflight_target
 from pipeline.progress import NoProgress, Progress
 from pipeline.restore import RestoreOptions, RestoreResult, restore_config, restore_stream_async
 from pipeline.verify import FAILED, VerifyOptions, verify_archive
 from sinks import SinkOptions
 
 PRE_RESTORE = "pre-restore"
-PLACEHOLDER_PREFIX = "JSARCHIVE_PREFLIGHT_"
 
 
 @dataclass
@@ -79,45 +75,6 @@ async def verify_deep(url: str, manifest_id: str, keys: KeyRing, sink: SinkOptio
 
 
 _ERROR_CLASSES = (KeyUnavailable, PermissionDenied, ColdStorage, ConnectionFailed, NotFoundError, TransferFailed)
-
-
-def placeholder_config(config: dict, state: dict) -> tuple[str, dict]:
-    """A throwaway stream placed and sized like the restore: its name and config."""
-    token = secrets.token_hex(6).upper()
-    name = PLACEHOLDER_PREFIX + token
-    cfg: dict = {
-        "name": name,
-        "subjects": [f"_jsarchive.preflight.{token}"],
-        "storage": config.get("storage", "file"),
-        "num_replicas": int(config.get("num_replicas", 1) or 1),
-        "retention": "limits",
-        "metadata": {"jsarchive.preflight": "1"},
-    }
-    if config.get("placement"):
-        cfg["placement"] = config["placement"]
-    reserve = int(config.get("max_bytes", -1) or -1)
-    if reserve <= 0:
-        reserve = int(state.get("bytes", 0) or 0)
-    if reserve > 0:
-        cfg["max_bytes"] = reserve
-    return name, cfg
-
-
-async def preflight_target(js: JetStream, stream: str, config: dict, state: dict) -> None:
-    """Show the target accepts a stream placed like the restore, before anything is deleted (exit 8 if not)."""
-    name, cfg = placeholder_config(config, state)
-    try:
-        await js.create_stream(cfg, timeout=30.0)
-    except JsArchiveError as e:
-        asked = {k: cfg[k] for k in ("storage", "num_replicas", "placement", "max_bytes") if k in cfg}
-        raise ServerRefused(
-            f"the target refused a stream placed like the restore of {stream!r} ({asked}): {e}; live stream "
-            f"{stream!r} was not touched (check --cluster, --tag and --replicas)"
-        ) from None
-    finally:
-        # the placeholder is ours (its name is random): delete it whatever happened
-        with contextlib.suppress(JsArchiveError):
-            await js.delete_until_gone(name, 30.0)
 
 
 async def safety_backup(
@@ -172,7 +129,7 @@ async def replace_stream(
     config = restore_config(body["config"], restore.cluster, restore.tags, restore.replicas)
     notes: list[str] = []
     async with await connect(restore.connect) as js:
-        await preflight_target(js, restore.stream, config, body.get("state") or {})
+        await preflight_target(js, restore.stream, config, body.get("state") or {}, live=True)
         saved: str | None = None
         if take_safety_backup and live_snapshot_possible:
             progress.log(f"replace {restore.stream}: safety backup of the live stream")

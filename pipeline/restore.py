@@ -49,12 +49,14 @@ from pipeline.jetstream import (
 )
 from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
+from pipeline.preflight import preflight_target
 from pipeline.progress import NoProgress, Progress
 from pipeline.repository import Repository, storage_error
 from sinks import SinkError, SinkOptions
 
 if TYPE_CHECKING:  # pipeline.rewrite imports pipeline.inspect, which imports this module
     from pipeline.rewrite import RewritePlan, RewriteSpec
+    from pipeline.trust import TrustPolicy
 
 
 @dataclass
@@ -80,6 +82,9 @@ class RestoreOptions:
     until_seq: int | None = None  # cut after this sequence (--until-seq)
     until_ns: int | None = None  # cut before this time, ns since the epoch (--until)
     restore_id: str | None = None  # this run's mark on the stream (pipeline/marks.py); None: a fresh one
+    # What the archive must prove (pipeline/trust.py): None keeps the library's old leniency (an unencrypted backup
+    # is restored with a warning, signatures are not looked at); the CLI always sets one.
+    trust: TrustPolicy | None = None
 
     def rewrite_spec(self) -> RewriteSpec:
         from pipeline.rewrite import RewriteSpec, SubjectMap
@@ -228,16 +233,22 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     progress = progress or NoProgress()
     started = time.monotonic()
     repo = Repository.open(opts.url, opts.sink)
-    m = repo.load_manifest(repo.resolve(opts.backup)) if opts.backup else repo.latest(opts.stream)
+    skipped: list[str] = []  # newer backups "latest" passed over, and why: shown as warnings
+    eligible = (lambda x: opts.trust.manifest_problem(repo, x)) if opts.trust else None
+    m = repo.load_manifest(repo.resolve(opts.backup)) if opts.backup else repo.latest(opts.stream, eligible, skipped)
     mid = m.id
     if m.stream != opts.stream:
         raise UsageError(
             f"backup {mid[:12]} is of stream {m.stream!r}, not {opts.stream!r}; to restore it under "
             "another name, give its own stream name and --as NEWNAME"
         )
+    if opts.trust is not None:
+        opts.trust.check_manifest(repo, m)  # before a key is asked or a byte is read
     repo.check_data(m)
     data_key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
-    warnings = [] if m.encrypted else [f"backup {mid[:12]} is not encrypted (it was made with --no-encrypt)"]
+    warnings = skipped + (
+        [] if m.encrypted else [f"backup {mid[:12]} is not encrypted (it was made with --no-encrypt)"]
+    )
     body = m.open_body(data_key)
     encoding = payload.inner_encoding(body, m.snapshot_format, mid)
     reader = BlockReader(repo, m, body, data_key, opts.prefetch, opts.workers)
@@ -276,6 +287,8 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             config, state, expected_consumers = plan.config, plan.state, len(plan.consumers)
             await _check_subjects_free(js, target, opts.stream, plan)
             warnings += _rewrite_notes(plan)
+        # the server's own "yes" to this placement, replicas and size before any byte goes out (exit 8 if not)
+        await preflight_target(js, target, config, state)
         restore_id = opts.restore_id or marks.new_restore_id()
         config = marks.stamp(config, restore_id, mid)
         accepted = False

@@ -18,7 +18,8 @@ from pipeline import marks
 from pipeline.errors import IntegrityError
 from pipeline.jetstream import ConnectOptions, connect
 from pipeline.keys import KeyRing
-from pipeline.replace import PLACEHOLDER_PREFIX, PRE_RESTORE, replace_stream
+from pipeline.preflight import PLACEHOLDER_PREFIX
+from pipeline.replace import PRE_RESTORE, replace_stream
 from pipeline.repository import Repository
 from pipeline.restore import RestoreOptions, restore_stream
 from tests.streams import fill_stream, read_messages
@@ -192,3 +193,25 @@ def test_a_restore_failing_after_the_delete_names_the_safety_backup(
 async def _info(url: str) -> dict | None:
     async with await connect(ConnectOptions(servers=url)) as js:
         return await js.stream_info("ORDERS")
+
+
+def test_a_plain_restore_is_preflighted_before_any_byte(nats_server, second_server, account_archive, tmp_path: Path):
+    from tests.test_bad_input import jsarchive_watching, one_error
+
+    run, seen = jsarchive_watching(
+        "stream",
+        "restore",
+        account_archive,
+        "ORDERS",
+        "-s",
+        second_server.url,
+        "-i",
+        tmp_path / "backup.key",
+        "--replicas",
+        "3",
+        url=second_server.url,
+        env=cli_env(tmp_path),
+    )
+    one_error(run, 8, "nothing was sent", "replicas")
+    assert not [s for s in seen if "RESTORE" in s], seen  # the server never saw a restore request
+    assert asyncio.run(_names(second_server.url)) == []
