@@ -54,6 +54,7 @@ _REF_NAME = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{32})")
 _HEX = re.compile(r"[0-9a-f]+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MIN_ID_PREFIX = 6
+LATEST_SCAN = 64  # refs read at most to find the newest usable backup of a stream (Repository.latest)
 
 
 def storage_error(e: SinkError, doing: str) -> JsArchiveError:
@@ -281,7 +282,8 @@ class Repository:
         return _resolve_prefix(id_or_prefix, self.list_sets, "set", "jsarchive account ls", self.url)
 
     def refs(self, stream: str | None = None) -> list[Ref]:
-        """Refs newest first, for one stream or all."""
+        """Refs newest name first, for one stream or all. Names are not authenticated: the time in one is only what
+        its writer said (see :meth:`latest` for what decides which backup is the newest)."""
         prefix = f"{REFS}{stream}/" if stream else REFS
         out = []
         try:
@@ -360,9 +362,50 @@ class Repository:
         """A full manifest id from a full id or a unique prefix of at least six hex digits."""
         return _resolve_prefix(id_or_prefix, self.manifest_ids, "backup", "jsarchive ls", self.url)
 
-    def latest(self, stream: str) -> mf.Manifest:
-        """The manifest of the newest backup of ``stream``."""
+    def latest(
+        self,
+        stream: str,
+        eligible: Callable[[mf.Manifest], str | None] | None = None,
+        skipped: list[str] | None = None,
+    ) -> mf.Manifest:
+        """The manifest of the newest backup of ``stream``, by the manifest's own ``created``.
+
+        Ref names are not authenticated, so they only say where to look: refs are read newest name first, and a ref
+        whose name is not its manifest's ``created`` (or that is broken) is skipped. The writer names every ref
+        after ``created``, so among the refs that agree, name order is ``created`` order and the first one that
+        agrees is the newest backup: normally one manifest is read, as before. ``eligible(m)`` returns why a backup
+        may not be used (a :class:`pipeline.trust.TrustPolicy`), and then the next one is taken. What was skipped,
+        and why, is appended to ``skipped``. At most LATEST_SCAN refs are read, so a flood of planted refs costs a
+        bounded number of reads and ends in an IntegrityError instead of a restore of something older.
+        """
+        from pipeline.trust import ref_disagreement
+
         refs = self.refs(stream)
         if not refs:
             raise NotFoundError(f"no backups of stream {stream!r} in {self.url}")
-        return self.load_ref(refs[0])
+        notes: list[str] = []
+        try:
+            for ref in refs[:LATEST_SCAN]:
+                try:
+                    m = self.load_ref(ref)
+                except (IntegrityError, NotFoundError) as e:
+                    notes.append(f"ref {ref.key} skipped: {e}")
+                    continue
+                why = ref_disagreement(ref, m)
+                if why:
+                    notes.append(f"ref {ref.key} skipped: {why} (`jsarchive verify` flags it)")
+                    continue
+                why = eligible(m) if eligible else None
+                if why:
+                    notes.append(f"skipped backup created {m.created}: {why}")
+                    continue
+                return m
+        finally:
+            if skipped is not None:
+                skipped.extend(notes)
+        scanned = min(len(refs), LATEST_SCAN)
+        more = f" (of {len(refs)}; give --backup ID for an older one)" if len(refs) > LATEST_SCAN else ""
+        raise IntegrityError(
+            f"no backup of stream {stream!r} in {self.url} can be used (the newest {scanned} refs{more} were read); "
+            f"the newest: {notes[0]}" + (f" (and {len(notes) - 1} more skipped)" if len(notes) > 1 else "")
+        )

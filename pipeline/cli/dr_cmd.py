@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 
 import click
@@ -29,7 +30,7 @@ from pipeline.dr import (
     recover,
     status,
 )
-from pipeline.errors import UsageError
+from pipeline.errors import JsArchiveError, UsageError
 from pipeline.jetstream import ConnectOptions
 
 _COLOURS = {
@@ -40,6 +41,8 @@ _COLOURS = {
     "lost": "red",
     "emptied": "red",
     "r1-lost": "red",
+    "missing": "red",
+    "partial-restore": "red",
 }
 
 
@@ -87,6 +90,13 @@ def common_dr_options(f: Callable) -> Callable:
         help="seconds without contact before a replica counts as gone (without the system account)",
     )(f)
     f = click.option("--stream", "streams", multiple=True, help="only this stream (repeatable)")(f)
+    f = click.option(
+        "--ignore",
+        "ignore",
+        multiple=True,
+        metavar="GLOB",
+        help="leave out streams matching this glob, e.g. ones deleted on purpose that would be missing (repeatable)",
+    )(f)
     f = click.option("--archive", "url", metavar="URL", help="archive whose newest backups are compared")(f)
     f = archive_options(f)
     f = system_options(f)
@@ -103,6 +113,7 @@ def _status_fields(kw: dict) -> dict:
         "sink": sink_options(kw, url=url or ""),
         "streams": list(kw.pop("streams")),
         "lost_after": kw.pop("lost_after"),
+        "ignore": list(kw.pop("ignore")),
     }
 
 
@@ -112,7 +123,9 @@ def print_status(report: StatusReport) -> None:
 
     console = Console(width=200)
     view = report.cluster
-    if view.system:
+    if view.system and view.meta_leader is None:
+        console.print(f"standalone JetStream server: {', '.join(view.alive)} (no meta group)")
+    elif view.system:
         gone = ", ".join(view.gone) or "none"
         console.print(
             f"meta group: {len(view.members)} servers, leader {view.meta_leader}, "
@@ -120,6 +133,10 @@ def print_status(report: StatusReport) -> None:
         )
     else:
         console.print("server liveness not checked (no --system-* credentials): judged from replicas' last contact")
+    if report.ignored:
+        console.print(f"ignored (--ignore): {', '.join(report.ignored)}")
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
     table = Table(box=None, pad_edge=False)
     cols = ["STREAM", "R", "LEADER", "CURRENT", "LAGGING", "GONE", "MESSAGES", "LAST SEQ", "VERDICT"]
     if report.archive:
@@ -167,6 +184,16 @@ def status_cmd(as_json: bool, **kw: object) -> None:
     lost               no replica answers: restore required
     emptied            present but empty while the latest backup has messages: restore required
     r1-lost            R1 stream on a lost server: restore required
+    missing            not in the cluster, but the archive says it should be
+                       (--archive): restore required
+    partial-restore    a jsarchive restore created it and never finished:
+                       delete and restore again
+
+    \b
+    With --archive, a stream the cluster lacks is missing if it is a member
+    of the archive's newest account backup set, or if its newest backup is
+    newer than the start of that set (every backed-up stream when there are
+    no sets). --ignore GLOB leaves out streams deleted on purpose.
 
     Exit code 0 when everything is healthy, 1 otherwise.
     """
@@ -190,7 +217,11 @@ def status_cmd(as_json: bool, **kw: object) -> None:
 def recover_cmd(as_json: bool, yes: bool, **kw: object) -> None:
     """Print the recovery plan; with --yes, take it: peer-remove lost servers one at a time through the system
     account, wait for replicas to rebuild, delete and restore lost or emptied streams from their latest backups
-    (--archive), and verify each."""
+    (--archive), restore missing ones, delete and redo partial restores, and verify each.
+
+    Before anything is done, each restore's backup is opened (it needs the key, -i) and, with the system account,
+    its placement (the backed-up one, or --cluster/--tag/--replicas) is checked against the live servers' cluster
+    names and tags: a step no live server can take is blocked (exit 2) and names the flag that fixes it."""
     fields = _status_fields(kw)
     opts = RecoverOptions(
         **fields,
@@ -206,30 +237,44 @@ def recover_cmd(as_json: bool, yes: bool, **kw: object) -> None:
             emit_json({"ok": not p.blocked, "applied": False, **p.to_json()})
         else:
             print_status(p.status)
-            _print_actions(p.actions, "plan (nothing done; --yes takes it)")
+            _print_actions(p.actions, "plan (nothing done; --yes takes it)", p.warnings)
         raise SystemExit(2 if p.blocked else 0)
 
     result = recover(opts, say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True)))
+    error = recovery_error(result)
     if as_json:
-        emit_json({"applied": True, **result.to_json()})
+        # one document: the steps taken and, when it failed, why (a second error document would break `jq .ok`)
+        doc: dict = {"applied": True, **result.to_json()}
+        if error is not None:
+            doc["error"] = {"kind": error.kind, "exit_code": error.exit_code, "message": str(error)}
+        emit_json(doc)
     else:
-        _print_actions(result.plan.actions, "recovery")
+        _print_actions(result.plan.actions, "recovery", result.plan.warnings)
         if result.final is not None:
             print_status(result.final)
+    if error is None:
+        return
+    if not as_json:
+        raise error
+    click.echo(f"jsarchive: error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+def recovery_error(result: RecoveryResult) -> JsArchiveError | None:
+    """Why a recovery did not end healthy: a blocked plan (nothing was done, exit 2) or a failed step (exit 1)."""
     if result.plan.blocked:
-        raise UsageError(
+        return UsageError(
             "nothing was done: " + "; ".join(f"{a.kind} {a.target} {a.blocked}" for a in result.plan.blocked)
         )
     if not result.ok:
-        raise_failed(result)
+        what = "; ".join(f"{a.kind} {a.target}: {a.message}" for a in result.failed) or "streams are still not healthy"
+        return RecoveryFailed(f"recovery incomplete: {what}", result)
+    return None
 
 
-def raise_failed(result: RecoveryResult) -> None:
-    what = "; ".join(f"{a.kind} {a.target}: {a.message}" for a in result.failed) or "streams are still not healthy"
-    raise RecoveryFailed(f"recovery incomplete: {what}", result)
-
-
-def _print_actions(actions: list, title: str) -> None:
+def _print_actions(actions: list, title: str, warnings: list[str] | None = None) -> None:
+    for w in warnings or []:
+        click.echo(f"warning: {w}")
     if not actions:
         click.echo(f"{title}: nothing to do")
         return
