@@ -510,6 +510,7 @@ class AccountBackupOptions:
     storage_class: str | None = None
     retention: Retention | None = None
     sink: SinkOptions = field(default_factory=SinkOptions)
+    sign_key: object | None = None  # Ed25519 private key (pipeline.signing): signs every manifest (the CLI the set)
 
     def stream_options(self, stream: str) -> BackupOptions:
         return BackupOptions(
@@ -530,6 +531,7 @@ class AccountBackupOptions:
             storage_class=self.storage_class,
             retention=self.retention,
             sink=self.sink,
+            sign_key=self.sign_key,
         )
 
 

@@ -62,6 +62,7 @@ class BackupOptions:
     sink: SinkOptions = field(default_factory=SinkOptions)
     store: str = "snapshot"  # "snapshot": the S2 stream as sent; "decoded": the NATSARC1 archive (V2 servers)
     origin: dict | None = None  # the manifest's clear "origin" (e.g. {"type": "pre-restore", ...}); None: a backup
+    sign_key: object | None = None  # Ed25519 private key (pipeline.signing.load_private_key): signs the manifest
 
 
 @dataclass
@@ -290,6 +291,7 @@ async def _run(
         origin=opts.origin,
         held=held.to_json(),
         point=tail.to_json() if tail is not None else None,
+        sign_key=opts.sign_key,
     )
     result = BackupResult.from_commit(c, opts.stream, server.version, opts.retention)
     result.warnings = warnings

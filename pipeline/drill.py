@@ -21,7 +21,6 @@ import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from pipeline import __version__, marks
 from pipeline import manifest as mf
@@ -34,10 +33,11 @@ from pipeline.errors import (
     UsageError,
 )
 from pipeline.jetstream import V2, ConnectOptions, JetStream, connect, format_for_version
-from pipeline.keys import KeyRing, check_private
+from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
 from pipeline.repository import Repository, storage_error
 from pipeline.retention import parse_created
+from pipeline.signing import load_private_key as _load_sign_key
 from sinks.base import SinkError, SinkOptions
 
 REPORT_FORMAT = "jsarchive-drill-report"
@@ -132,23 +132,6 @@ class DrillFailed(JsArchiveError):
         super().__init__(message)
         self.result = result
         self.exit_code = exit_code
-
-
-def _load_sign_key(path: str) -> object:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"signing key {path} does not exist")
-    check_private(p)
-    try:
-        key = load_pem_private_key(p.read_bytes(), password=None)
-    except (ValueError, TypeError) as e:
-        raise UsageError(f"signing key {path} is not an unencrypted PEM private key: {e}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise UsageError(f"signing key {path} is not an Ed25519 key (openssl genpkey -algorithm ed25519)")
-    return key
 
 
 def _expected(m: Manifest, body: dict) -> dict:

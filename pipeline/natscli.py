@@ -454,6 +454,7 @@ class ImportOptions:
     storage_class: str | None = None
     retention: Retention | None = None
     sink: SinkOptions = field(default_factory=SinkOptions)
+    sign_key: object | None = None  # Ed25519 private key (pipeline.signing): signs each manifest and the set
 
 
 @dataclass
@@ -742,5 +743,6 @@ async def _import_one_async(
             "backup_json_sha256": src.backup_json_sha256,
             "snapshot_time": src.snapshot_time,
         },
+        sign_key=opts.sign_key,
     )
     return BackupResult.from_commit(c, src.name, "", opts.retention)

@@ -10,6 +10,13 @@ Without a key (an auditor's check, docs/format.md §11.2) each selected backup i
 With ``--all`` it also checks the archive's links: every ref holds a manifest id whose manifest exists and is of
 the backup and stream the ref names; every set's hash equals its id and each of its streams points at an
 existing manifest of that stream. Manifests without a ref and data objects without a manifest are warnings.
+Every ref checked must also be named after its manifest's ``created``: the writer always does that, so a ref whose
+name says another time was made by something else (e.g. to pass an old backup off as the newest) and is a problem.
+``--latest`` picks each stream's newest backup the way a restore does (pipeline.repository.Repository.latest), and
+checks every newer-named ref it passed over.
+
+Signatures (pipeline/signing.py): each backup and set reports who signed it. An invalid object under
+``signatures/<id>/`` is a problem; with ``trust_keys`` so is a backup or set that no trusted key signed.
 
 ``deep=True`` (with a key for encrypted backups) also opens every block (AES-GCM), decompresses it, checks its
 plaintext SHA-256, and parses the whole snapshot stream: S2 framing with every chunk CRC (a backup stored decoded
@@ -35,11 +42,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from pipeline import manifest as mf
-from pipeline import natsarc, payload, s2
+from pipeline import natsarc, payload, s2, signing
 from pipeline.errors import IntegrityError, JsArchiveError, KeyUnavailable, NotFoundError, UsageError
 from pipeline.keys import KeyRing
 from pipeline.progress import NoProgress, Progress
-from pipeline.repository import DATA, MANIFESTS, REFS, Ref, Repository, storage_error
+from pipeline.repository import DATA, LATEST_SCAN, MANIFESTS, REFS, Ref, Repository, storage_error
+from pipeline.trust import ref_disagreement
 from sinks import ObjectNotFound, SinkError, SinkOptions
 
 OK, FAILED, UNVERIFIED = "OK", "FAILED", "UNVERIFIED"
@@ -61,6 +69,7 @@ class VerifyOptions:
     piece_size: int = PIECE_SIZE  # the largest single read when hashing a block
     prefetch: int = 4  # deep: blocks fetched ahead
     sink: SinkOptions = field(default_factory=SinkOptions)
+    trust_keys: list[signing.TrustedKey] = field(default_factory=list)  # backups and sets must be signed by one
 
 
 @dataclass
@@ -81,6 +90,7 @@ class BackupCheck:
     snapshot_bytes: int | None = None  # deep: plaintext bytes checked
     messages: int | None = None  # deep V2: messages counted in the archive
     seconds: float = 0.0
+    signature: str = ""  # who signed it (pipeline.signing.SignatureStatus.describe)
 
     def fail(self, why: str) -> None:
         self.status = FAILED
@@ -107,6 +117,7 @@ class LinkCheck:
     ok: bool
     target: str | None = None  # the manifest id (ref) or set id
     problems: list[str] = field(default_factory=list)
+    signature: str | None = None  # sets: who signed it
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -250,7 +261,7 @@ def verify_archive(opts: VerifyOptions, progress: Progress | None = None) -> Ver
         for ref in refs:
             report.links.append(_check_ref(repo, ref, loaded))
         if selection == "all":
-            _check_sets(repo, opts.stream, loaded, report)
+            _check_sets(repo, opts.stream, loaded, report, opts.trust_keys)
             _archive_warnings(repo, opts.stream, loaded, refs, report)
 
         total = sum(loaded[m].manifest.data_size for m in targets if loaded[m].manifest is not None)
@@ -284,22 +295,31 @@ def _load_all(repo: Repository, pool: concurrent.futures.Executor, report: Verif
 def _latest(
     repo: Repository, stream: str | None, pool: concurrent.futures.Executor, report: VerifyReport
 ) -> tuple[list[Ref], dict[str, LoadedManifest], list[str]]:
-    newest: dict[str, Ref] = {}
-    for ref in repo.refs(stream):  # newest first
-        newest.setdefault(ref.stream, ref)
-    if not newest:
+    by_stream: dict[str, list[Ref]] = {}
+    for ref in repo.refs(stream):  # newest name first
+        by_stream.setdefault(ref.stream, []).append(ref)
+    if not by_stream:
         raise NotFoundError(f"no backups{f' of stream {stream!r}' if stream else ''} in {repo.url}")
-    refs = [newest[s] for s in sorted(newest)]
+    refs: list[Ref] = []
     loaded: dict[str, LoadedManifest] = {}
-    targets = []
-    for ref in refs:
-        try:
-            mid = repo.ref_target(ref)
-        except JsArchiveError:
-            continue  # reported by the ref check
-        if mid not in loaded:
-            loaded[mid] = load_quietly(repo, mid)
-            targets.append(mid)
+    targets: list[str] = []
+    for name in sorted(by_stream):
+        # as Repository.latest: the first ref whose manifest agrees with it; the ones passed over are checked
+        # (and so flagged) too
+        for ref in by_stream[name][:LATEST_SCAN]:
+            refs.append(ref)
+            try:
+                mid = repo.ref_target(ref)
+            except JsArchiveError:
+                continue  # reported by the ref check
+            if mid not in loaded:
+                loaded[mid] = load_quietly(repo, mid)
+            m = loaded[mid].manifest
+            if m is None or m.backup_id != ref.backup_id or m.stream != ref.stream or ref_disagreement(ref, m):
+                continue
+            if mid not in targets:
+                targets.append(mid)
+            break
     return refs, loaded, targets
 
 
@@ -327,10 +347,19 @@ def _check_ref(repo: Repository, ref: Ref, loaded: dict[str, LoadedManifest]) ->
             f"it names backup {ref.backup_id[:12]} of stream {ref.stream!r} but points to manifest {mid[:12]} of "
             f"backup {x.manifest.backup_id[:12]} of stream {x.manifest.stream!r}"
         )
+    elif why := ref_disagreement(ref, x.manifest):
+        check.ok = False
+        check.problems.append(f"its time disagrees with its manifest: {why} (ref names are not authenticated)")
     return check
 
 
-def _check_sets(repo: Repository, stream: str | None, loaded: dict[str, LoadedManifest], report: VerifyReport) -> None:
+def _check_sets(
+    repo: Repository,
+    stream: str | None,
+    loaded: dict[str, LoadedManifest],
+    report: VerifyReport,
+    trust_keys: list[signing.TrustedKey],
+) -> None:
     from pipeline.account import parse_set
 
     for sid in sorted(repo.list_sets()):
@@ -355,6 +384,9 @@ def _check_sets(repo: Repository, stream: str | None, loaded: dict[str, LoadedMa
                 check.problems.append(
                     f"stream {entry['stream']!r}: manifest {mid[:12]} is a backup of {x.manifest.stream!r}"
                 )
+        status = signing.signature_status(repo, "set", sid, trust_keys)
+        check.signature = status.describe()
+        check.problems += _signature_problems(status, trust_keys, f"set {sid[:12]}")
         check.ok = not check.problems
 
 
@@ -407,6 +439,10 @@ def _check_backup(
     check.snapshot_format = m.snapshot_format
     check.blocks, check.stored_bytes = len(m.blocks), m.data_size
     try:
+        status = signing.signature_status(repo, "manifest", m.id, opts.trust_keys)
+        check.signature = status.describe()
+        for problem in _signature_problems(status, opts.trust_keys, "the backup"):
+            check.fail(problem)
         _check_stored(repo, m, check, opts, io_pool, meter)
     except JsArchiveError as e:  # what a check could not get past: storage errors mostly
         if isinstance(e, (IntegrityError, NotFoundError)):
@@ -415,6 +451,17 @@ def _check_backup(
             check.unverified(str(e), e.exit_code)
     check.seconds = round(time.monotonic() - t0, 3)
     return check
+
+
+def _signature_problems(status: signing.SignatureStatus, trusted: list[signing.TrustedKey], what: str) -> list[str]:
+    out = [f"invalid signature object {bad}" for bad in status.invalid]
+    if trusted and not status.trusted:
+        keys = ", ".join(f"{t.short} ({t.source})" for t in trusted)
+        out.append(
+            f"{what} is not signed by a trusted key: no valid signatures/{status.object_id}/<fingerprint> of {keys}"
+            + (f" ({status.describe()})" if status.others else "")
+        )
+    return out
 
 
 def _check_stored(

@@ -245,8 +245,9 @@ class BackupWriter:
         origin: dict | None = None,
         held: dict | None = None,
         point: dict | None = None,
+        sign_key: object | None = None,
     ) -> Committed:
-        """Write the manifest (the commit point), then the ref.
+        """Write the manifest (the commit point), its signature with ``sign_key`` (pipeline/signing.py), then the ref.
 
         ``held``: what the archive was counted to hold (pipeline/census.py); the summary and every later
         comparison use it instead of the state the server sampled when the snapshot started. ``point``: the
@@ -311,6 +312,11 @@ class BackupWriter:
         retention = self.settings.retention
         try:
             mid = await asyncio.to_thread(self.repo.write_manifest, raw, retention)
+            if sign_key is not None:
+                # before the ref: a reader that demands signatures never finds a ref to an unsigned backup
+                from pipeline import signing
+
+                await asyncio.to_thread(signing.sign, self.repo, "manifest", mid, sign_key, retention)
             ref = await asyncio.to_thread(
                 self.repo.write_ref, self.stream, ref_time(self.created), self.backup_id, mid, retention
             )

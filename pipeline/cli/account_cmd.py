@@ -33,8 +33,13 @@ from pipeline.cli.common import (
     make_progress,
     output_options,
     retention,
+    sign_key,
+    sign_key_option,
+    signer_fingerprint,
     sink_options,
     storage_options,
+    trust_options,
+    trust_policy,
 )
 from pipeline.compress import Compression
 from pipeline.errors import JsArchiveError, UsageError
@@ -141,6 +146,7 @@ def _print_outcome(o: StreamOutcome) -> None:
     help="push the run's metrics to this Prometheus Pushgateway [$JSARCHIVE_METRICS_PUSH]",
 )
 @click.option("--log-json", is_flag=True, help="one JSON log line per stream and a run summary on stdout")
+@sign_key_option
 @storage_options
 @key_options(write=True)
 @archive_options
@@ -208,6 +214,7 @@ def backup_cmd(
         storage_class=storage_class.upper() if storage_class else None,
         retention=retention(kw),
         sink=sink_options(kw, sse_kms_key, url=url),
+        sign_key=sign_key(kw),
     )
     if log_json and as_json:
         raise UsageError("--log-json and --json both write to stdout: choose one")
@@ -228,11 +235,12 @@ def backup_cmd(
     except JsArchiveError as e:
         observer.failed(e)
         raise
+    signed = _sign_set(url, res.set_id, opts.sign_key, opts.sink, opts.retention)
     observer.finish(account_report(res.to_json(), ok=True, started=observer.started))
     if log_json:
         return  # the summary line says it all
     if as_json:
-        emit_json({"ok": True, "account": res.to_json()})
+        emit_json({"ok": True, "account": res.to_json(), **({"set_signature": signed} if signed else {})})
         return
     n = sum(1 for o in res.streams if o.status in ("backed_up", "done_before"))
     total = sum(o.stored_bytes for o in res.streams)
@@ -248,8 +256,20 @@ def backup_cmd(
             f"{len(res.pending)} stream(s) of the run still pending. The last shard seals the run, or: "
             f"jsarchive account seal {url} --run {res.run}"
         )
+    if opts.sign_key is not None:
+        click.echo(f"  manifests{' and set' if signed else ''} signed by key {signer_fingerprint(opts.sign_key)[:16]}")
     for w in res.warnings:
         click.echo(f"  warning: {w}", err=True)
+
+
+def _sign_set(url: str, set_id: str | None, key: object, sink: object, retention_: object) -> str | None:
+    """Sign a set just written (its manifests were signed as they were committed); the signature's key."""
+    if key is None or not set_id:
+        return None
+    from pipeline.repository import Repository
+    from pipeline.signing import sign
+
+    return sign(Repository.open(url, sink), "set", set_id, key, retention_)  # type: ignore[arg-type]
 
 
 @account_group.command("restore")
@@ -279,6 +299,12 @@ def backup_cmd(
     "--in-flight", type=click.IntRange(1, 64), default=RESTORE_IN_FLIGHT, show_default=True, help="chunks in flight"
 )
 @click.option("--wait", type=float, default=120.0, show_default=True, help="seconds each stream may take to be healthy")
+@click.option(
+    "--allow-other-account",
+    is_flag=True,
+    help="restore a set recorded for another account than the one this connection is in (refused otherwise)",
+)
+@trust_options
 @key_options(write=False)
 @archive_options
 @connection_options
@@ -299,18 +325,42 @@ def restore_cmd(
     chunk_size: int,
     in_flight: int,
     wait: float,
+    allow_other_account: bool,
     no_progress: bool,
     as_json: bool,
     **kw: object,
 ) -> None:
-    """Restore the streams of an account backup set (SET-ID, or the newest) into the connected cluster."""
+    """Restore the streams of an account backup set (SET-ID, or the newest) into the connected cluster.
+
+    \b
+    Before anything is sent: with a key configured every selected backup must be encrypted (or
+    --allow-unencrypted), with --trust-key the set and every backup must be signed by a trusted key (exit 4),
+    and the set must be recorded for the account this connection is in (or --allow-other-account; exit 2)."""
+    from pipeline.repository import Repository
+    from pipeline.trust import preflight_set
+
     if set_id and latest:
         raise UsageError("give a SET-ID or --latest, not both")
+    keys = key_ring(kw)
+    policy = trust_policy(kw, keys)
+    connect = connect_options(kw)
+    sink = sink_options(kw, url=url)
+    bset, notes = preflight_set(
+        Repository.open(url, sink),
+        set_id,
+        list(include),
+        list(exclude),
+        policy,
+        connect=connect,
+        allow_other_account=allow_other_account,
+    )
+    for w in notes:
+        click.echo(f"  warning: {w}", err=True)
     opts = AccountRestoreOptions(
         url=url,
-        set_id=set_id,
-        connect=connect_options(kw),
-        keys=key_ring(kw),
+        set_id=bset.id,  # pinned: the set checked above, whatever is added to the archive meanwhile
+        connect=connect,
+        keys=keys,
         cluster=cluster,
         tags=list(tags),
         replicas=replicas,
@@ -322,7 +372,7 @@ def restore_cmd(
         chunk_size=chunk_size,
         in_flight=in_flight,
         wait=wait,
-        sink=sink_options(kw, url=url),
+        sink=sink,
     )
 
     def line(stream: str, status: str, detail: str) -> None:
@@ -356,6 +406,7 @@ def restore_cmd(
 @account_group.command("seal")
 @click.argument("url")
 @click.option("--run", "run_id", required=True, metavar="RUN-ID", help="the run whose shards have all finished")
+@sign_key_option
 @storage_options
 @archive_options
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
@@ -367,14 +418,19 @@ def seal_cmd(
 
     Needs no key: the set is built from the run's records and the manifests' clear envelopes.
     """
-    res = seal_run(url, run_id, sink_options(kw, sse_kms_key, url=url), retention(kw))
+    key = sign_key(kw)
+    sink, lock = sink_options(kw, sse_kms_key, url=url), retention(kw)
+    res = seal_run(url, run_id, sink, lock)
+    signed = _sign_set(url, res.set_id, key, sink, lock)
     if as_json:
-        emit_json({"ok": True, "seal": res.to_json()})
+        emit_json({"ok": True, "seal": res.to_json(), **({"set_signature": signed} if signed else {})})
         return
     click.echo(
         f"Sealed run {res.run} ({res.shards} shard(s)) as set {res.set_id}: {len(res.streams)} stream(s)"
         + (f", {len(res.skipped)} skipped" if res.skipped else "")
     )
+    if signed:
+        click.echo(f"  set signed by key {signer_fingerprint(key)[:16]}")
     for w in res.warnings:
         click.echo(f"  warning: {w}", err=True)
 

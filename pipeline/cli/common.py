@@ -404,3 +404,73 @@ def handle_errors(f: Callable) -> Callable:
         sys.exit(err.exit_code)
 
     return wrapper
+
+
+# -- signing and trust (pipeline/signing.py, pipeline/trust.py) ------------------------------------------------------
+
+
+def sign_key_option(f: Callable) -> Callable:
+    """--sign-key: sign what this command writes (manifests, sets)."""
+    return click.option(
+        "--sign-key",
+        "sign_key_file",
+        type=click.Path(dir_okay=False),
+        metavar="FILE",
+        envvar="JSARCHIVE_SIGN_KEY",
+        help="Ed25519 private key (PEM, openssl genpkey -algorithm ed25519): sign each manifest and set written "
+        "[$JSARCHIVE_SIGN_KEY]",
+    )(f)
+
+
+def sign_key(kw: dict) -> Any:
+    """The loaded --sign-key (an Ed25519 private key), or None; a bad file is a usage error before any work."""
+    from pipeline.signing import load_private_key
+
+    path = kw.pop("sign_key_file", None)
+    return load_private_key(path) if path else None
+
+
+def trust_key_option(f: Callable) -> Callable:
+    """--trust-key: backups and sets must carry a valid signature by one of these keys."""
+    return click.option(
+        "--trust-key",
+        "trust_key_files",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        metavar="FILE",
+        help="Ed25519 public key (PEM) whose signature every backup and set must carry (repeatable: any one will do)",
+    )(f)
+
+
+def trust_options(f: Callable) -> Callable:
+    """--trust-key and --allow-unencrypted: what a backup must prove before it is restored."""
+    f = click.option(
+        "--allow-unencrypted",
+        is_flag=True,
+        help="accept unencrypted backups although a key is configured (refused otherwise: anyone who can "
+        "write to the archive can plant one)",
+    )(f)
+    return trust_key_option(f)
+
+
+def trusted_keys(kw: dict) -> list:
+    """The --trust-key public keys, loaded."""
+    from pipeline.signing import load_public_key
+
+    return [load_public_key(p) for p in kw.pop("trust_key_files", ())]
+
+
+def trust_policy(kw: dict, keys: KeyRing) -> Any:
+    """The TrustPolicy of this invocation: its --trust-key keys, --allow-unencrypted, and whether a key is
+    configured (``keys``: call :func:`key_ring` first)."""
+    from pipeline.trust import TrustPolicy
+
+    trusted = trusted_keys(kw)
+    return TrustPolicy.of(keys, trusted, allow_unencrypted=bool(kw.pop("allow_unencrypted", False)))
+
+
+def signer_fingerprint(key: Any) -> str:
+    """The fingerprint a --sign-key's signatures are stored under (signatures/<id>/<fingerprint>)."""
+    from pipeline.signing import fingerprint, raw_public
+
+    return fingerprint(raw_public(key))

@@ -15,6 +15,8 @@ from pipeline.cli.common import (
     key_options,
     key_ring,
     sink_options,
+    trust_options,
+    trust_policy,
 )
 from pipeline.drill import DrillFailed, DrillOptions, DrillResult, list_reports, run_drill
 from pipeline.errors import UsageError
@@ -37,6 +39,7 @@ from pipeline.errors import UsageError
 @click.option("--wait", type=float, default=120.0, show_default=True, help="seconds a stream may take to be healthy")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @connection_options
+@trust_options
 @key_options(write=False)
 @archive_options
 @handle_errors
@@ -47,26 +50,40 @@ def drill_cmd(url: str, set_id: str | None, latest: bool, as_json: bool, **kw: o
     remove the drill streams unless --keep.
 
     Servers before 2.15 cannot take renamed streams: there the drill restores under the original names and needs a
-    target deployment where they are free."""
+    target deployment where they are free.
+
+    With a key configured every selected backup must be encrypted (or --allow-unencrypted); with --trust-key the
+    set and every backup must be signed by a trusted key (exit 4, checked before the target is touched)."""
+    from pipeline.repository import Repository
+    from pipeline.trust import preflight_set
+
     if set_id and latest:
         raise UsageError("give a SET_ID or --latest, not both")
+    keys = key_ring(kw)
+    policy = trust_policy(kw, keys)
+    sink = sink_options(kw, url=url)
+    include, exclude = list(kw.pop("include")), list(kw.pop("exclude"))
+    # A drill's evidence is only worth something if what it restored is what the policy accepts.
+    bset, notes = preflight_set(Repository.open(url, sink), set_id, include, exclude, policy)
+    for w in notes:
+        click.echo(f"warning: {w}", err=True)
     opts = DrillOptions(
         url=url,
-        set_id=set_id,
+        set_id=bset.id,
         connect=connect_options(kw),
-        keys=key_ring(kw),
+        keys=keys,
         cluster=kw.pop("cluster"),
         tags=list(kw.pop("tags")),
         replicas=kw.pop("replicas"),
         prefix=kw.pop("prefix"),
         subject_prefix=kw.pop("subject_prefix"),
-        include=list(kw.pop("include")),
-        exclude=list(kw.pop("exclude")),
+        include=include,
+        exclude=exclude,
         keep=kw.pop("keep"),
         sign_key=kw.pop("sign_key"),
         parallel=kw.pop("parallel"),
         wait=kw.pop("wait"),
-        sink=sink_options(kw, url=url),
+        sink=sink,
     )
     try:
         result = run_drill(opts)

@@ -15,8 +15,13 @@ from pipeline.cli.common import (
     make_progress,
     output_options,
     retention,
+    sign_key,
+    sign_key_option,
+    signer_fingerprint,
     sink_options,
     storage_options,
+    trust_options,
+    trust_policy,
 )
 from pipeline.compress import Compression
 from pipeline.natscli import ExportOptions, ImportOptions, export_backup, import_directory
@@ -26,6 +31,7 @@ from pipeline.natscli import ExportOptions, ImportOptions, export_backup, import
 @click.argument("url")
 @click.argument("backup_id", metavar="ID")
 @click.argument("directory", metavar="DIR")
+@trust_options
 @key_options(write=False)
 @archive_options
 @output_options
@@ -35,11 +41,14 @@ def export_cmd(url: str, backup_id: str, directory: str, no_progress: bool, as_j
 
     ID may also be an account set: DIR then holds one such directory per stream, as `nats account backup`
     writes it. DIR must not exist (or be empty); nothing appears there unless the whole export succeeded.
+    With a key configured an unencrypted backup is refused (--allow-unencrypted), with --trust-key anything not
+    signed by a trusted key (exit 4).
     """
+    keys = key_ring(kw)
+    sink = sink_options(kw, url=url)
+    backup_id = _trusted_id(url, backup_id, sink, trust_policy(kw, keys))
     res = export_backup(
-        ExportOptions(
-            url=url, backup=backup_id, directory=directory, keys=key_ring(kw), sink=sink_options(kw, url=url)
-        ),
+        ExportOptions(url=url, backup=backup_id, directory=directory, keys=keys, sink=sink),
         make_progress(no_progress, as_json),
     )
     for w in res.warnings:  # stderr in both modes: the export succeeded, but natscli will not restore everything
@@ -67,6 +76,7 @@ def export_cmd(url: str, backup_id: str, directory: str, no_progress: bool, as_j
 @click.option("--no-encrypt", is_flag=True, help="store the import unencrypted (recorded in the manifest)")
 @click.option("--block-size", type=SIZE, default=None, help="archive block size [8MiB, grown for large files]")
 @click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="compress/seal threads")
+@sign_key_option
 @storage_options
 @key_options(write=True)
 @archive_options
@@ -91,6 +101,8 @@ def import_cmd(
     Every stream becomes an ordinary encrypted backup whose manifest records that it was imported; an account
     directory also gets a set, so `jsarchive account restore` can restore it as a whole.
     """
+    key = sign_key(kw)
+    sink, lock = sink_options(kw, sse_kms_key, url=url), retention(kw)
     res = import_directory(
         ImportOptions(
             directory=directory,
@@ -102,11 +114,17 @@ def import_cmd(
             block_size=block_size,
             workers=workers,
             storage_class=storage_class.upper() if storage_class else None,
-            retention=retention(kw),
-            sink=sink_options(kw, sse_kms_key, url=url),
+            retention=lock,
+            sink=sink,
+            sign_key=key,
         ),
         make_progress(no_progress, as_json),
     )
+    if key is not None and res.set_id:
+        from pipeline.repository import Repository
+        from pipeline.signing import sign
+
+        sign(Repository.open(url, sink), "set", res.set_id, key, lock)  # its manifests were signed as committed
     if as_json:
         emit_json({"ok": True, "import": res.to_json()})
         return
@@ -118,3 +136,20 @@ def import_cmd(
         )
     if res.set_id:
         click.echo(f"  set {res.set_id}")
+    if key is not None:
+        click.echo(f"  signed by key {signer_fingerprint(key)[:16]}")
+
+
+def _trusted_id(url: str, ident: str, sink: object, policy: object) -> str:
+    """The full id of the backup or set to export, once the trust policy accepts it (and every member of a set)."""
+    from pipeline.natscli import _resolve_any
+    from pipeline.repository import Repository
+    from pipeline.trust import preflight_set
+
+    repo = Repository.open(url, sink)  # type: ignore[arg-type]
+    kind, full = _resolve_any(repo, ident)
+    if kind == "manifest":
+        policy.check_manifest(repo, repo.load_manifest(full))  # type: ignore[attr-defined]
+    else:
+        preflight_set(repo, full, [], [], policy)  # type: ignore[arg-type]
+    return full

@@ -18,8 +18,13 @@ from pipeline.cli.common import (
     make_progress,
     output_options,
     retention,
+    sign_key,
+    sign_key_option,
+    signer_fingerprint,
     sink_options,
     storage_options,
+    trust_options,
+    trust_policy,
 )
 from pipeline.compress import Compression
 from pipeline.errors import JsArchiveError
@@ -77,6 +82,7 @@ def stream_group() -> None:
     envvar="JSARCHIVE_METRICS_PUSH",
     help="push the run's metrics to this Prometheus Pushgateway [$JSARCHIVE_METRICS_PUSH]",
 )
+@sign_key_option
 @storage_options
 @key_options(write=True)
 @archive_options
@@ -122,6 +128,7 @@ def backup_cmd(
         storage_class=storage_class.upper() if storage_class else None,
         retention=retention(kw),
         sink=sink_options(kw, sse_kms_key, url=url),
+        sign_key=sign_key(kw),
     )
     observer = RunObserver("stream-backup", url, push_to=metrics_push, grouping={"stream": stream})
     try:
@@ -131,7 +138,9 @@ def backup_cmd(
         raise
     observer.finish(stream_report(res.to_json(), archive=url, started=observer.started))
     if as_json:
-        emit_json({"ok": True, "backup": res.to_json()})
+        fp = signer_fingerprint(opts.sign_key) if opts.sign_key is not None else None
+        signed = {"signature": f"signatures/{res.manifest_id}/{fp}"} if fp else {}
+        emit_json({"ok": True, "backup": res.to_json(), **signed})
         return
     ratio = res.bytes / res.stored_bytes if res.stored_bytes else 0
     click.echo(f"Backed up stream {res.stream} as {res.manifest_id}")
@@ -146,6 +155,8 @@ def backup_cmd(
     if store == "decoded":
         click.echo(f"  stored decoded: the snapshot's NATSARC1 archive, {human_bytes(res.snapshot_bytes)} before zstd")
     click.echo("  encrypted for " + "; ".join(res.key_slots) if res.encrypted else "  NOT encrypted (--no-encrypt)")
+    if opts.sign_key is not None:
+        click.echo(f"  signed by key {signer_fingerprint(opts.sign_key)[:16]}")
 
 
 @stream_group.command("restore")
@@ -196,6 +207,7 @@ def backup_cmd(
 )
 @click.option("--until-seq", type=click.IntRange(1), help="keep messages up to this sequence; cut the rest")
 @click.option("--until", "until", metavar="TIME", help="keep messages before TIME (ISO 8601 or a duration ago: 2h)")
+@trust_options
 @key_options(write=False)
 @archive_options
 @connection_options
@@ -224,15 +236,21 @@ def restore_cmd(
 
     --as, --subject-map, --subject, --until-seq and --until restore a rewritten copy (V2 backups onto
     nats-server >= 2.15): renamed, with mapped subjects, filtered or cut. Sequences are kept.
+
+    Without --backup the newest backup by its manifest's created time is restored (ref names are only a hint).
+    With a key configured an unencrypted backup is refused (--allow-unencrypted), with --trust-key one not
+    signed by a trusted key (exit 4); "latest" passes over newer backups that are refused and says so.
     """
     from pipeline.inspect import parse_time
 
+    keys = key_ring(kw)
     opts = RestoreOptions(
         url=url,
         stream=stream,
         backup=backup_id,
         connect=connect_options(kw),
-        keys=key_ring(kw),
+        keys=keys,
+        trust=trust_policy(kw, keys),
         cluster=cluster,
         tags=list(tags),
         replicas=replicas,

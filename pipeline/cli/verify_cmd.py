@@ -16,6 +16,8 @@ from pipeline.cli.common import (
     make_progress,
     output_options,
     sink_options,
+    trust_key_option,
+    trusted_keys,
 )
 from pipeline.verify import FAILED, OK, VerifyOptions, VerifyReport, verify_archive
 
@@ -28,6 +30,7 @@ from pipeline.verify import FAILED, OK, VerifyOptions, VerifyReport, verify_arch
 @click.option("--stream", help="only backups (and refs) of this stream")
 @click.option("--deep", is_flag=True, help="also decrypt, decompress and parse every block (needs a key if encrypted)")
 @click.option("--workers", type=click.IntRange(1, 64), default=4, show_default=True, help="parallel ranged reads")
+@trust_key_option
 @key_options(write=False)
 @archive_options
 @output_options
@@ -49,6 +52,8 @@ def verify_cmd(
 
     \b
     --deep also opens every block, checks its plaintext hash and parses the snapshot to its end.
+    Each backup and set shows who signed it; with --trust-key one not signed by a trusted key FAILS.
+    A ref whose name's time is not its manifest's created time FAILS (ref names are not authenticated).
     Exit code: 0 all OK, 4 anything FAILED; otherwise why something stayed UNVERIFIED
     (5 no key for --deep, 7 unreachable, 10 access denied, 11 data in cold storage)."""
     opts = VerifyOptions(
@@ -61,6 +66,7 @@ def verify_cmd(
         keys=key_ring(kw),
         workers=workers,
         sink=sink_options(kw, url=url),
+        trust_keys=trusted_keys(kw),
     )
     report = verify_archive(opts, make_progress(no_progress, as_json))
     if as_json:
@@ -80,14 +86,14 @@ def _print(r: VerifyReport) -> None:
             size += f", deep: {human_bytes(b.snapshot_bytes or 0)} decoded"
             if b.messages is not None:
                 size += f", {b.messages:,} messages"
-        echo(f"{b.status:<10}  {b.manifest_id[:12]}  {what}  {size}")
+        echo(f"{b.status:<10}  {b.manifest_id[:12]}  {what}  {size}" + (f"; {b.signature}" if b.signature else ""))
         for p in b.problems:
             echo(f"            {p}")
         for n in b.notes:
             echo(f"            note: {n}")
     bad = [link for link in r.links if not link.ok]
     for link in bad:
-        echo(f"{FAILED:<10}  {link.kind} {link.key}")
+        echo(f"{FAILED:<10}  {link.kind} {link.key}" + (f"; {link.signature}" if link.signature else ""))
         for p in link.problems:
             echo(f"            {p}")
     refs = [x for x in r.links if x.kind == "ref"]
