@@ -304,12 +304,16 @@ async def connect(opts: ConnectOptions) -> JetStream:
         kwargs["tls_handshake_first"] = opts.tls_first
     if opts.inbox_prefix:
         kwargs["inbox_prefix"] = opts.inbox_prefix
+    from pipeline.display import redact_servers
+
+    # The server list can carry passwords and tokens (nats://user:pw@host); the message goes to logs and metrics.
+    where = redact_servers(opts.servers)
     try:
         nc = await asyncio.wait_for(nats.connect(**kwargs), timeout=opts.timeout * 3 + 5)
     except (nats.errors.NoServersError, OSError, asyncio.TimeoutError, nats.errors.TimeoutError) as e:
-        raise ConnectionFailed(f"cannot connect to NATS at {opts.servers}: {_describe(e)}") from None
+        raise ConnectionFailed(f"cannot connect to NATS at {where}: {_describe(e)}") from None
     except nats.errors.Error as e:
-        raise ConnectionFailed(f"cannot connect to NATS at {opts.servers}: {_describe(e)}") from None
+        raise ConnectionFailed(f"cannot connect to NATS at {where}: {_describe(e)}") from None
     return JetStream(nc, opts.api_prefix)
 
 
@@ -322,7 +326,9 @@ async def _quiet_noarg() -> None:
 
 
 def _describe(e: BaseException) -> str:
-    text = str(e).strip().strip("'\"")
+    from pipeline.display import redact_text
+
+    text = redact_text(str(e).strip().strip("'\""))  # nats-py may name the URL it tried
     if isinstance(e, nats.errors.NoServersError) or not text:
         return "no server answered (is it running, and is the address right?)"
     if "Authorization" in text or "authorization" in text:

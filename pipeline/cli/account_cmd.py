@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from pipeline.account import (
@@ -23,15 +21,20 @@ from pipeline.account import (
 from pipeline.cli.common import (
     SIZE,
     archive_options,
+    cell,
     connect_options,
     connection_options,
+    echo,
     emit_json,
+    error_document,
+    error_exit,
     handle_errors,
     human_bytes,
     key_options,
     key_ring,
     make_progress,
     output_options,
+    push_warning,
     retention,
     sign_key,
     sign_key_option,
@@ -56,46 +59,38 @@ def _failed(e: AccountRunFailed, key: str, as_json: bool) -> None:
     """A partly failed run: the per-stream result goes with the error, so a scheduler sees what did succeed."""
     if not as_json:
         raise e
-    emit_json(
-        {
-            "ok": False,
-            "error": {"kind": e.kind, "exit_code": e.exit_code, "message": str(e)},
-            key: e.result.to_json(),  # type: ignore[attr-defined]
-        }
-    )
-    click.echo(f"jsarchive: error: {e}", err=True)
-    sys.exit(e.exit_code)
+    error_exit(e, as_json, {"ok": False, "error": error_document(e), key: e.result.to_json()})  # type: ignore[attr-defined]
 
 
 def _print_plan(plan: AccountPlan) -> None:
     name = plan.account.get("name") or "(unknown)"
-    click.echo(
+    echo(
         f"Account {name} on nats-server {plan.server_version}: {len(plan.streams)} stream(s) with "
         f"{plan.consumers} consumer(s), {plan.messages:,} messages, {human_bytes(plan.bytes)} → {plan.url}"
     )
     if plan.excluded:
-        click.echo(f"  excluded by --include/--exclude: {', '.join(plan.excluded)}")
+        echo(f"  excluded by --include/--exclude: {', '.join(plan.excluded)}")
     if plan.missing:
-        click.echo(f"  offline or missing, not backed up (--force): {', '.join(plan.missing)}")
+        echo(f"  offline or missing, not backed up (--force): {', '.join(plan.missing)}")
     if plan.shard:
         again = " (resumed: the plan of an earlier attempt)" if plan.resumed else ""
-        click.echo(f"  shard {plan.shard} of run {plan.run}: {len(plan.mine)} stream(s){again}")
+        echo(f"  shard {plan.shard} of run {plan.run}: {len(plan.mine)} stream(s){again}")
 
 
 def _print_outcome(o: StreamOutcome) -> None:
     if o.status == "backed_up":
         ratio = f"{o.bytes / o.stored_bytes:.2f}x" if o.stored_bytes else "-"
-        click.echo(
+        echo(
             f"  {o.stream}: {o.messages:,} messages, {human_bytes(o.bytes)} → stored {human_bytes(o.stored_bytes)} "
             f"({ratio}, {o.snapshot_format}, {o.consumers} consumer(s), {o.seconds:.2f} s) "
             f"as {(o.manifest_id or '')[:12]}"
         )
     elif o.status == "done_before":
-        click.echo(f"  {o.stream}: already backed up in this run as {(o.manifest_id or '')[:12]}")
+        echo(f"  {o.stream}: already backed up in this run as {(o.manifest_id or '')[:12]}")
     elif o.status == "skipped":
-        click.echo(f"  {o.stream}: WARNING: {o.message}")
+        echo(f"  {o.stream}: WARNING: {o.message}")
     else:
-        click.echo(f"  {o.stream}: FAILED: {o.message}")
+        echo(f"  {o.stream}: FAILED: {o.message}")
 
 
 @account_group.command("backup")
@@ -218,7 +213,7 @@ def backup_cmd(
     )
     if log_json and as_json:
         raise UsageError("--log-json and --json both write to stdout: choose one")
-    observer = RunObserver("account-backup", url, push_to=metrics_push, log_json=log_json)
+    observer = RunObserver("account-backup", url, push_to=metrics_push, log_json=log_json, warn=push_warning)
     observer.run = opts.run
     quiet = as_json or log_json
     try:
@@ -245,21 +240,21 @@ def backup_cmd(
     n = sum(1 for o in res.streams if o.status in ("backed_up", "done_before"))
     total = sum(o.stored_bytes for o in res.streams)
     if res.set_id:
-        click.echo(
+        echo(
             f"Wrote set {res.set_id}: {n} stream(s) backed up, {human_bytes(total)} stored, {res.seconds:.2f} s"
             + (f" (run {res.run} sealed)" if res.run else "")
         )
     else:
-        click.echo(
+        echo(
             f"Shard {res.shard} of run {res.run} done: {n} stream(s), {human_bytes(total)} stored, "
             f"{res.seconds:.2f} s; "
             f"{len(res.pending)} stream(s) of the run still pending. The last shard seals the run, or: "
             f"jsarchive account seal {url} --run {res.run}"
         )
     if opts.sign_key is not None:
-        click.echo(f"  manifests{' and set' if signed else ''} signed by key {signer_fingerprint(opts.sign_key)[:16]}")
+        echo(f"  manifests{' and set' if signed else ''} signed by key {signer_fingerprint(opts.sign_key)[:16]}")
     for w in res.warnings:
-        click.echo(f"  warning: {w}", err=True)
+        echo(f"  warning: {w}", err=True)
 
 
 def _sign_set(url: str, set_id: str | None, key: object, sink: object, retention_: object) -> str | None:
@@ -355,7 +350,7 @@ def restore_cmd(
         allow_other_account=allow_other_account,
     )
     for w in notes:
-        click.echo(f"  warning: {w}", err=True)
+        echo(f"  warning: {w}", err=True)
     opts = AccountRestoreOptions(
         url=url,
         set_id=bset.id,  # pinned: the set checked above, whatever is added to the archive meanwhile
@@ -376,14 +371,14 @@ def restore_cmd(
     )
 
     def line(stream: str, status: str, detail: str) -> None:
-        click.echo(f"  {stream}: {status.upper() if status == 'failed' else status}: {detail}")
+        echo(f"  {stream}: {status.upper() if status == 'failed' else status}: {detail}")
 
     try:
         res = restore_account(opts, make_progress(no_progress, as_json), on_stream=None if as_json else line)
     except AccountRunFailed as e:
         if not as_json:
             r = e.result
-            click.echo(
+            echo(
                 f"Set {r.set_id[:12]}: {len(r.restored)} restored, {len(r.skipped)} skipped, {len(r.failed)} failed"  # type: ignore[attr-defined]
             )
         _failed(e, "restore", as_json)
@@ -391,16 +386,16 @@ def restore_cmd(
     if as_json:
         emit_json({"ok": True, "restore": res.to_json()})
         return
-    click.echo(
+    echo(
         f"Set {res.set_id[:12]}: {len(res.restored)} restored"
         + (f" ({len(res.replaced)} replaced)" if res.replaced else "")
         + f", {len(res.skipped)} skipped, {len(res.failed)} failed in {res.seconds:.2f} s"
     )
     for stream, saved in res.safety_backups.items():
-        click.echo(f"  {stream}: the replaced live stream was saved first as backup {saved[:12]} (pre-restore)")
+        echo(f"  {stream}: the replaced live stream was saved first as backup {saved[:12]} (pre-restore)")
     for r in res.restored:
         for w in r.warnings:
-            click.echo(f"  warning: {r.stream}: {w}", err=True)
+            echo(f"  warning: {r.stream}: {w}", err=True)
 
 
 @account_group.command("seal")
@@ -425,14 +420,14 @@ def seal_cmd(
     if as_json:
         emit_json({"ok": True, "seal": res.to_json(), **({"set_signature": signed} if signed else {})})
         return
-    click.echo(
+    echo(
         f"Sealed run {res.run} ({res.shards} shard(s)) as set {res.set_id}: {len(res.streams)} stream(s)"
         + (f", {len(res.skipped)} skipped" if res.skipped else "")
     )
     if signed:
-        click.echo(f"  set signed by key {signer_fingerprint(key)[:16]}")
+        echo(f"  set signed by key {signer_fingerprint(key)[:16]}")
     for w in res.warnings:
-        click.echo(f"  warning: {w}", err=True)
+        echo(f"  warning: {w}", err=True)
 
 
 @account_group.command("ls")
@@ -447,7 +442,7 @@ def ls_cmd(url: str, as_json: bool, **kw: object) -> None:
         emit_json({"ok": True, "sets": rows})
         return
     if not rows:
-        click.echo(f"no account backup sets in {url}", err=True)
+        echo(f"no account backup sets in {url}", err=True)
         return
     from rich.console import Console
     from rich.table import Table
@@ -456,7 +451,7 @@ def ls_cmd(url: str, as_json: bool, **kw: object) -> None:
     for col in ("SET", "ACCOUNT", "FINISHED (UTC)", "STREAMS", "MESSAGES", "SIZE", "STORED", "RUN"):
         table.add_column(col, justify="right" if col in ("STREAMS", "MESSAGES", "SIZE", "STORED") else "left")
     for r in rows:
-        table.add_row(
+        values = (
             r["set_id"][:12],
             str(r["account"] or ("(natscli import)" if r["origin"] else "")),
             r["finished"].replace("T", " ")[:19],
@@ -466,4 +461,5 @@ def ls_cmd(url: str, as_json: bool, **kw: object) -> None:
             human_bytes(r["stored_bytes"]),
             r["run"] or "",
         )
+        table.add_row(*(cell(v) for v in values))  # account names and run ids come from the set: no markup
     Console(width=200).print(table)

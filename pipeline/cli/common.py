@@ -8,10 +8,11 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+from pipeline.display import redact_text, safe
 from pipeline.errors import Interrupted, JsArchiveError, UsageError
 from pipeline.jetstream import ConnectOptions
 from pipeline.keys import KeyRing
@@ -289,7 +290,26 @@ def output_options(f: Callable) -> Callable:
 
 
 def emit_json(obj: Any) -> None:
+    # ensure_ascii (the default) writes every control character, DEL and C1 included, as a \u escape.
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def echo(text: object = "", *, err: bool = False) -> None:
+    """Print one line for a person. Every human-readable line goes through here: names from archives and servers
+    may hold control characters, and messages may echo URLs with credentials (pipeline.display)."""
+    click.echo(safe(text), err=err)
+
+
+def push_warning(message: str) -> None:
+    """A failed --metrics-push: a warning, never the run's failure (the message may echo the Pushgateway URL)."""
+    echo(f"jsarchive: warning: {message}", err=True)
+
+
+def cell(text: object, style: str | None = None) -> Any:
+    """A rich table cell that shows ``text`` as is: escaped like :func:`echo`, never read as rich markup."""
+    from rich.text import Text
+
+    return Text(safe(text), style=style or "")
 
 
 def human_bytes(n: float) -> str:
@@ -329,7 +349,7 @@ class LogProgress:
         return f"{human_bytes(self.done / max(now - self.t0, 1e-6))}/s"
 
     def log(self, message: str) -> None:
-        click.echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)
+        echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)
 
 
 class RichProgress:
@@ -361,8 +381,11 @@ class RichProgress:
         self._task: Any = None
 
     def start(self, task: str, total: int | None) -> None:
+        from rich.markup import escape
+
         self._bar.start()
-        self._task = self._bar.add_task(task, total=total)
+        # The description column reads rich markup, and task names carry stream names.
+        self._task = self._bar.add_task(escape(safe(task)), total=total)
 
     def advance(self, nbytes: int) -> None:
         if self._task is not None:
@@ -375,7 +398,7 @@ class RichProgress:
         self._bar.stop()
 
     def log(self, message: str) -> None:
-        self.console.print(message)
+        self.console.print(cell(message))
 
 
 def make_progress(no_progress: bool, as_json: bool) -> Progress:
@@ -398,12 +421,22 @@ def handle_errors(f: Callable) -> Callable:
             err: JsArchiveError = Interrupted("interrupted")
         except JsArchiveError as e:
             err = e
-        if as_json:
-            emit_json({"ok": False, "error": {"kind": err.kind, "exit_code": err.exit_code, "message": str(err)}})
-        click.echo(f"jsarchive: error: {err}", err=True)
-        sys.exit(err.exit_code)
+        error_exit(err, as_json)
 
     return wrapper
+
+
+def error_document(err: JsArchiveError) -> dict:
+    """The ``error`` object of a failed command's JSON output, its message without credentials."""
+    return {"kind": err.kind, "exit_code": err.exit_code, "message": redact_text(str(err))}
+
+
+def error_exit(err: JsArchiveError, as_json: bool, document: dict | None = None) -> NoReturn:
+    """Print the error (after ``document``, or a JSON error object, with --json) and exit with its code."""
+    if as_json:
+        emit_json(document if document is not None else {"ok": False, "error": error_document(err)})
+    echo(f"jsarchive: error: {err}", err=True)
+    sys.exit(err.exit_code)
 
 
 # -- signing and trust (pipeline/signing.py, pipeline/trust.py) ------------------------------------------------------

@@ -11,6 +11,7 @@ import click
 
 from pipeline.cli.common import (
     archive_options,
+    echo,
     emit_json,
     handle_errors,
     human_bytes,
@@ -18,6 +19,7 @@ from pipeline.cli.common import (
     key_ring,
     sink_options,
 )
+from pipeline.display import json_safe, safe
 from pipeline.inspect import (
     InspectResult,
     MessageFilter,
@@ -54,7 +56,6 @@ def inspect_cmd(url: str, backup_id: str, max_subjects: int, as_json: bool, **kw
 
 
 def _print(r: InspectResult, max_subjects: int) -> None:
-    echo = click.echo
     echo(f"Backup {r.manifest_id} of stream {r.stream}")
     echo(f"  created      {r.created}  ({'encrypted' if r.encrypted else 'NOT encrypted'})")
     kind = "NATSARC1 message archive" if r.snapshot_format == "V2" else "file-store tar"
@@ -81,9 +82,11 @@ def _print(r: InspectResult, max_subjects: int) -> None:
         shown = sorted(r.subjects, key=lambda s: (-s.messages, s.subject))
         if max_subjects:
             shown = shown[:max_subjects]
-        width = max((len(s.subject) for s in shown), default=0)
-        for s in shown:
-            echo(f"    {s.subject:<{width}}  {s.messages:>12,}  {human_bytes(s.bytes):>10}")
+        # aligned on the escaped names, as they will be printed
+        names = [safe(s.subject) for s in shown]
+        width = max((len(n) for n in names), default=0)
+        for name, s in zip(names, shown, strict=True):
+            echo(f"    {name:<{width}}  {s.messages:>12,}  {human_bytes(s.bytes):>10}")
         if len(shown) < len(r.subjects):
             echo(f"    … and {len(r.subjects) - len(shown):,} more (--max-subjects 0 or --json for all)")
     echo(f"  consumers    {len(r.consumers)}")
@@ -102,13 +105,14 @@ def _print(r: InspectResult, max_subjects: int) -> None:
             )
     if r.members:
         echo(f"  files        {len(r.members)}")
-        width = max(len(m.name) for m in r.members)
-        for m in r.members:
-            echo(f"    {m.name:<{width}}  {human_bytes(m.size):>10}" + ("" if m.type == "file" else f"  ({m.type})"))
+        names = [safe(m.name) for m in r.members]
+        width = max(len(n) for n in names)
+        for name, m in zip(names, r.members, strict=True):
+            echo(f"    {name:<{width}}  {human_bytes(m.size):>10}" + ("" if m.type == "file" else f"  ({m.type})"))
     if r.snapshot_format == "V2" and not r.complete:
         echo("  WARNING: the archive has no end marker")
     for w in r.warnings:
-        click.echo(f"  warning: {w}", err=True)
+        echo(f"  warning: {w}", err=True)
 
 
 @click.command("cat")
@@ -164,7 +168,10 @@ def cat_cmd(
                 out.write(msg.data)
                 out.write(b"\n")
             else:
-                out.write(json.dumps(message_record(msg), ensure_ascii=False).encode("utf-8") + b"\n")
+                # json_safe: the same JSON value, but DEL, C1 controls and bidi overrides in subjects, headers
+                # or text payloads written as \u escapes, so the lines can go to a terminal; raw stays raw.
+                line = json_safe(json.dumps(message_record(msg), ensure_ascii=False))
+                out.write(line.encode("utf-8") + b"\n")
         out.flush()
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.

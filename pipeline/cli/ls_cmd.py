@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli.common import archive_options, emit_json, handle_errors, human_bytes, sink_options
+from pipeline.cli.common import archive_options, cell, echo, emit_json, handle_errors, human_bytes, sink_options
 from pipeline.listing import list_backups
 
 
@@ -22,7 +22,7 @@ def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
         emit_json({"ok": True, "backups": [r.to_json() for r in rows]})
         return
     if not rows:
-        click.echo(f"no backups in {url}" + (f" for stream {stream}" if stream else ""), err=True)
+        echo(f"no backups in {url}" + (f" for stream {stream}" if stream else ""), err=True)
         return
     from rich.console import Console
     from rich.table import Table
@@ -31,11 +31,13 @@ def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
     columns = ("ID", "STREAM", "CREATED (UTC)", "MESSAGES", "SIZE", "STORED", "RATIO", "FORMAT", "ENCRYPTED")
     for col in (*columns, "CLASS", "LOCK", "RETAIN UNTIL", "ORIGIN"):
         table.add_column(col, justify="right" if col in ("MESSAGES", "SIZE", "STORED", "RATIO") else "left")
+    # Every cell is a Text: names and problems come from the archive and must not be read as rich markup.
     for r in rows:
         if r.problem and not r.snapshot_format:  # the ref's manifest is missing or invalid
-            table.add_row(r.manifest_id[:12], r.stream, r.created, "", "", "", "", "", f"[red]{r.problem}[/red]")
+            first = (r.manifest_id[:12], r.stream, r.created, "", "", "", "", "")
+            table.add_row(*(cell(v) for v in first), cell(r.problem, "red"))
             continue
-        table.add_row(
+        first = (
             r.manifest_id[:12],
             r.stream,
             r.created.replace("T", " ")[:19],
@@ -45,9 +47,12 @@ def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
             f"{r.ratio:.2f}",
             r.snapshot_format,
             "yes" if r.encrypted else "NO",
-            "[red]data missing[/red]" if r.problem else (r.storage_class or ""),
+        )
+        last = (
             (r.lock_mode or "") + (" +hold" if r.legal_hold else ""),
             (r.retain_until or "").replace("T", " ")[:19],
             r.origin or "",
         )
+        storage = cell("data missing", "red") if r.problem else cell(r.storage_class or "")
+        table.add_row(*(cell(v) for v in first), storage, *(cell(v) for v in last))
     Console(width=200).print(table)

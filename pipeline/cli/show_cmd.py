@@ -8,6 +8,7 @@ import click
 
 from pipeline.cli.common import (
     archive_options,
+    echo,
     emit_json,
     handle_errors,
     human_bytes,
@@ -41,7 +42,6 @@ def show_cmd(url: str, backup_id: str, show_blocks: bool, as_json: bool, **kw: o
 
 
 def _print(d: BackupDetails, show_blocks: bool) -> None:
-    echo = click.echo
     env = d.envelope
     s = env.get("summary") or {}
     srv = env.get("server") or {}

@@ -10,6 +10,7 @@ from pipeline.cli.common import (
     archive_options,
     connect_options,
     connection_options,
+    echo,
     emit_json,
     handle_errors,
     human_bytes,
@@ -17,6 +18,7 @@ from pipeline.cli.common import (
     key_ring,
     make_progress,
     output_options,
+    push_warning,
     retention,
     sign_key,
     sign_key_option,
@@ -130,7 +132,7 @@ def backup_cmd(
         sink=sink_options(kw, sse_kms_key, url=url),
         sign_key=sign_key(kw),
     )
-    observer = RunObserver("stream-backup", url, push_to=metrics_push, grouping={"stream": stream})
+    observer = RunObserver("stream-backup", url, push_to=metrics_push, grouping={"stream": stream}, warn=push_warning)
     try:
         res = backup_stream(opts, make_progress(no_progress, as_json))
     except JsArchiveError as e:
@@ -143,20 +145,20 @@ def backup_cmd(
         emit_json({"ok": True, "backup": res.to_json(), **signed})
         return
     ratio = res.bytes / res.stored_bytes if res.stored_bytes else 0
-    click.echo(f"Backed up stream {res.stream} as {res.manifest_id}")
-    click.echo(
+    echo(f"Backed up stream {res.stream} as {res.manifest_id}")
+    echo(
         f"  {res.messages:,} messages, {human_bytes(res.bytes)} in the stream; snapshot "
         f"{human_bytes(res.received_bytes)} ({res.snapshot_format}, nats-server {res.server_version})"
     )
-    click.echo(
+    echo(
         f"  stored {human_bytes(res.stored_bytes)} in {res.blocks} block(s), {ratio:.2f}x of the stream; "
         f"{res.consumers} consumer(s); {res.seconds:.2f} s"
     )
     if store == "decoded":
-        click.echo(f"  stored decoded: the snapshot's NATSARC1 archive, {human_bytes(res.snapshot_bytes)} before zstd")
-    click.echo("  encrypted for " + "; ".join(res.key_slots) if res.encrypted else "  NOT encrypted (--no-encrypt)")
+        echo(f"  stored decoded: the snapshot's NATSARC1 archive, {human_bytes(res.snapshot_bytes)} before zstd")
+    echo("  encrypted for " + "; ".join(res.key_slots) if res.encrypted else "  NOT encrypted (--no-encrypt)")
     if opts.sign_key is not None:
-        click.echo(f"  signed by key {signer_fingerprint(opts.sign_key)[:16]}")
+        echo(f"  signed by key {signer_fingerprint(opts.sign_key)[:16]}")
 
 
 @stream_group.command("restore")
@@ -268,12 +270,12 @@ def restore_cmd(
     if as_json:
         emit_json({"ok": True, "restore": res.to_json()})
         return
-    click.echo(f"Restored stream {res.stream} from backup {res.manifest_id[:12]} in {res.seconds:.2f} s")
-    click.echo(
+    echo(f"Restored stream {res.stream} from backup {res.manifest_id[:12]} in {res.seconds:.2f} s")
+    echo(
         f"  {res.messages:,} messages, {human_bytes(res.bytes)}, sequences {res.first_seq}–{res.last_seq}; "
         f"consumers: {', '.join(res.consumers) or 'none'}"
     )
     where = f"cluster {res.cluster}, leader {res.leader}" if res.cluster else "standalone server"
-    click.echo(f"  R{res.num_replicas} on {where}" + (f", replicas {', '.join(res.replicas)}" if res.replicas else ""))
+    echo(f"  R{res.num_replicas} on {where}" + (f", replicas {', '.join(res.replicas)}" if res.replicas else ""))
     for w in res.warnings:
-        click.echo(f"  warning: {w}", err=True)
+        echo(f"  warning: {w}", err=True)

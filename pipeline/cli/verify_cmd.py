@@ -8,6 +8,7 @@ import click
 
 from pipeline.cli.common import (
     archive_options,
+    echo,
     emit_json,
     handle_errors,
     human_bytes,
@@ -78,7 +79,6 @@ def verify_cmd(
 
 
 def _print(r: VerifyReport) -> None:
-    echo = click.echo
     for b in r.backups:
         what = f"{b.stream or '?'}  {(b.created or '').replace('T', ' ')[:19]}"
         size = f"{b.blocks_checked}/{b.blocks} blocks, {human_bytes(b.stored_bytes)}"
