@@ -221,8 +221,8 @@ async def _make_stream(url: str, name: str, subject: str, consumer: str | None =
         js = nc.jetstream(timeout=10)
         await js.add_stream(StreamConfig(name=name, subjects=[subject]))
         base = subject.rstrip(">").rstrip(".")
-        # Core publishes: nats-server 2.15.1 writes an ESC in the stream name raw into the JSON of its publish ack
-        # ('{"stream":"\\x1b[2J…","seq":1}' is not JSON), so JetStream publishes cannot parse their acks.
+        # Core publishes: nats-server 2.15.1 quotes the stream name Go-style in its publish ack, so an ESC becomes
+        # the four characters \x1b ('{"stream":"\\x1b[2J…","seq":1}'), not a JSON escape: nats-py cannot parse it.
         for i in range(5):
             await nc.publish(f"{base}.m{i}", f"message {i}".encode())
         for i, p in enumerate(payloads):
