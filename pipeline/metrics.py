@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from pipeline.display import redact_url
 from pipeline.errors import JsArchiveError
 
 EMF_NAMESPACE = "jsarchive"
@@ -273,7 +274,7 @@ def push(
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise MetricsPushFailed(f"--metrics-push {url!r} is not an http(s) URL of a Pushgateway")
+        raise MetricsPushFailed(f"--metrics-push {redact_url(url)!r} is not an http(s) URL of a Pushgateway")
     netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
     base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
     target = push_url(base, job, grouping if grouping is not None else grouping_key(report))
