@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pipeline import payload
 from pipeline.blocks import choose_block_size
 from pipeline.census import Census, Held
-from pipeline.display import redact_servers
 from pipeline.compress import Compression
+from pipeline.display import redact_servers
 from pipeline.errors import (
     JsArchiveError,
     KeyUnavailable,
@@ -185,7 +185,8 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
         info = await js.stream_info(opts.stream)
         if info is None:
             raise NotFoundError(
-                f"stream {opts.stream!r} does not exist on the server ({redact_servers(opts.connect.resolved().servers)})"
+                f"stream {opts.stream!r} does not exist on the server "
+                f"({redact_servers(opts.connect.resolved().servers)})"
             )
         config = info.get("config") or {}
         if config.get("storage") == "memory" and server.snapshot_format != V2:
