@@ -18,6 +18,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra
 
+# Hypothesis against every parser of archive bytes and every command that reads an archive (tests/test_fuzz.py):
+# random (not the suite's fixed examples) and JSARCHIVE_FUZZ_EXAMPLES per target. Prints examples/s per target.
+.PHONY: fuzz
+FUZZ_EXAMPLES ?= 5000
+fuzz: $(STAMP)
+	JSARCHIVE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline sinks tests benchmarks
 	$(BIN)/ruff format --check pipeline sinks tests benchmarks

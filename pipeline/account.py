@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
-from pipeline import __version__
+from pipeline import __version__, objects
 from pipeline import manifest as mf
 from pipeline.backup import BackupOptions, BackupResult, backup_stream_async, check_store, check_writable
 from pipeline.compress import Compression
@@ -301,10 +301,9 @@ def parse_set(raw: bytes, set_id: str) -> BackupSet:
     def bad(why: str) -> IntegrityError:
         return IntegrityError(f"set {set_id[:12]} is not a valid jsarchive set: {why}")
 
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise bad("not JSON") from None
+    if len(raw) > objects.MAX_SET:
+        raise bad(f"larger than {objects.MAX_SET // objects.MiB} MiB")
+    doc = objects.parse_json(raw, f"set {set_id[:12]} (sets/{set_id})", objects.MAX_SET)
     if not isinstance(doc, dict) or doc.get("format") != SET_FORMAT:
         raise bad("wrong or missing format field")
     if type(doc.get("version")) is not int or doc["version"] != VERSION:
@@ -324,6 +323,10 @@ def parse_set(raw: bytes, set_id: str) -> BackupSet:
     for name in ("started", "finished"):
         if not isinstance(doc.get(name), str):
             raise bad(f"no {name} time")
+    try:
+        objects.backup_set(doc)  # the informational fields too, so summaries and listings cannot crash on them
+    except objects.Invalid as e:
+        raise bad(str(e)) from None
     return BackupSet(id=set_id, raw=raw, doc=doc)
 
 
@@ -923,16 +926,14 @@ def _put_json(repo: Repository, key: str, doc: dict, retention: Retention | None
 
 
 def _get_json(repo: Repository, key: str) -> dict | None:
-    raw = repo.get_small(key)
+    raw = repo.get_small(key, objects.MAX_RUN_RECORD)
     if raw is None:
         return None
+    doc = objects.parse_json(raw, f"{key} in {repo.url}", objects.MAX_RUN_RECORD)
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise IntegrityError(f"{key} in {repo.url} is not JSON") from None
-    if not isinstance(doc, dict):
-        raise IntegrityError(f"{key} in {repo.url} is not a JSON object")
-    return doc
+        return objects.run_record(doc)
+    except objects.Invalid as e:
+        raise IntegrityError(f"{key} in {repo.url} is not a valid run record: {e}") from None
 
 
 def _record_plan(

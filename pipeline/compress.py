@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from pipeline.errors import UsageError
+from pipeline.errors import IntegrityError, UsageError
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,36 @@ class BlockCompressor:
         return ctx.compress(block)
 
     def decompress(self, data: bytes, expected_size: int) -> bytes:
+        """Exactly ``expected_size`` bytes from one zstd frame, or IntegrityError; never more memory than that.
+
+        The stored bytes may be hostile (an unencrypted backup can be planted whole), and python-zstandard ignores
+        ``max_output_size`` when a frame declares its content size: a 32 KB frame declaring 1 GB would get a 1 GB
+        buffer. So the declared size is compared with ``expected_size`` before anything is decoded. The frame is
+        then decoded in one call into a buffer of exactly ``expected_size`` bytes (``max_output_size`` bounds it
+        when no size is declared), which zstd refuses to overrun: a frame that produces more fails as soon as the
+        buffer is full. Data after the frame (a second frame, trailing bytes) is refused. The one-shot call also
+        keeps no window buffer, unlike zstd's streaming API.
+        """
+        if expected_size < 0:
+            raise IntegrityError(f"a block cannot hold {expected_size} bytes")
         if self.compression.algorithm == "none":
+            if len(data) != expected_size:
+                raise IntegrityError(f"the block holds {len(data)} bytes, not {expected_size}")
             return data
+        try:
+            declared = zstandard.get_frame_parameters(data).content_size
+        except zstandard.ZstdError as e:
+            raise IntegrityError(f"not a zstd frame ({e})") from None
+        if declared != zstandard.CONTENTSIZE_UNKNOWN and declared != expected_size:
+            raise IntegrityError(f"the zstd frame declares {declared} bytes, the manifest {expected_size}")
         ctx = getattr(self._local, "d", None)
         if ctx is None:
             ctx = self._local.d = zstandard.ZstdDecompressor()
-        return ctx.decompress(data, max_output_size=expected_size)
+        try:
+            # max_output_size=0 would mean "no limit": an empty block without a declared size gets a 1-byte bound.
+            out = ctx.decompress(data, max_output_size=max(expected_size, 1), allow_extra_data=False)
+        except zstandard.ZstdError as e:
+            raise IntegrityError(f"the zstd frame does not decode to {expected_size} bytes ({e})") from None
+        if len(out) != expected_size:
+            raise IntegrityError(f"the zstd frame decodes to {len(out)} bytes, the manifest says {expected_size}")
+        return out

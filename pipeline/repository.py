@@ -14,12 +14,13 @@ keyslots/<manifest-id>/<sha256>           a key slot added after the backup, nam
 from __future__ import annotations
 
 import datetime as dt
-import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline import manifest as mf
+from pipeline import objects
 from pipeline.errors import (
     ColdStorage,
     ConnectionFailed,
@@ -54,6 +55,7 @@ _REF_NAME = re.compile(r"(\d{8}T\d{6}\.\d{6}Z)-([0-9a-f]{32})")
 _HEX = re.compile(r"[0-9a-f]+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 MIN_ID_PREFIX = 6
+log = logging.getLogger("jsarchive")
 LATEST_SCAN = 64  # refs read at most to find the newest usable backup of a stream (Repository.latest)
 
 
@@ -114,12 +116,14 @@ def encode_extra_slot(manifest: mf.Manifest, slot: KeySlot) -> bytes:
 def parse_extra_slot(raw: bytes, key: str, manifest: mf.Manifest) -> KeySlot:
     """The slot in an added key-slot object; ValueError if it is not a valid one for ``manifest``."""
     name = key.rsplit("/", 1)[-1]
+    if len(raw) > objects.MAX_KEYSLOT:
+        raise ValueError(f"larger than {objects.MAX_KEYSLOT // objects.KiB} KiB")
     if mf.manifest_id(raw) != name:
         raise ValueError("its bytes do not hash to its name (altered)")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("not JSON") from None
+        obj = objects.parse_json(raw, "it", objects.MAX_KEYSLOT)
+    except IntegrityError as e:
+        raise ValueError(str(e)[len("it ") :]) from None
     if not isinstance(obj, dict) or obj.get("format") != KEYSLOT_FORMAT or type(obj.get("version")) is not int:
         raise ValueError("not a jsarchive key slot")
     if obj["version"] != 1:
@@ -127,7 +131,10 @@ def parse_extra_slot(raw: bytes, key: str, manifest: mf.Manifest) -> KeySlot:
     if obj.get("backup_id") != manifest.backup_id or obj.get("manifest_id") != manifest.id:
         raise ValueError("it belongs to another backup")
     try:
+        objects.keyslot_object(obj)
         return KeySlot.from_json(obj["slot"], origin=key)
+    except objects.Invalid as e:
+        raise ValueError(f"bad slot: {e}") from None
     except (KeyError, TypeError, ValueError):
         raise ValueError("bad or missing slot") from None
 
@@ -143,6 +150,8 @@ class Ref:
 class Repository:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
+        # What readers skipped and the user should hear of (invalid added key slots); also logged once each.
+        self.warnings: list[str] = []
 
     @classmethod
     def open(cls, url: str, options: SinkOptions | None = None) -> Repository:
@@ -219,7 +228,11 @@ class Repository:
         """Every object under ``keyslots/<manifest id>/``, parsed; invalid ones carry the reason."""
         out = []
         for key in self.keys(self.keyslot_prefix(manifest.id)):
-            raw = self.get_small(key)
+            try:
+                raw = self.get_small(key, objects.MAX_KEYSLOT)
+            except objects.TooLarge:
+                out.append(ExtraSlot(key, None, f"larger than {objects.MAX_KEYSLOT // objects.KiB} KiB: not read"))
+                continue
             if raw is None:
                 continue
             try:
@@ -232,16 +245,25 @@ class Repository:
         """The valid key slots added to ``manifest`` after the backup (``keyslots/``), to try after its own.
 
         They are not authenticated by the manifest: unwrap them with a ``verify`` check (see ``KeyRing.unwrap``).
-        Invalid objects are skipped (``jsarchive key list`` shows them). Credentials that may read a backup by id
-        but not list the archive get the manifest's slots only, as before added slots existed.
+        Invalid objects are skipped with a warning (logged, and kept in :attr:`warnings`; ``jsarchive key list``
+        shows them too). Credentials that may read a backup by id but not list the archive get the manifest's slots
+        only, as before added slots existed.
         """
         if not manifest.encrypted:
             return []
         try:
-            objects = self.extra_slot_objects(manifest)
+            found = self.extra_slot_objects(manifest)
         except PermissionDenied:
             return []
-        return [e.slot for e in objects if e.slot is not None]
+        for e in found:
+            if e.slot is None:
+                self._warn(f"added key slot {e.key} in {self.url} is skipped: {e.problem}")
+        return [e.slot for e in found if e.slot is not None]
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+            log.warning("warning: %s", message)
 
     def key_slots(self, manifest: mf.Manifest) -> list[KeySlot]:
         """Every slot that may open ``manifest``: its own, then the ones added later (:meth:`load_extra_slots`)."""
@@ -254,10 +276,11 @@ class Repository:
         except SinkError as e:
             raise storage_error(e, f"cannot list {self.url}") from None
 
-    def get_small(self, key: str) -> bytes | None:
-        """A small object's bytes, or None if it does not exist."""
+    def get_small(self, key: str, limit: int = objects.MAX_SMALL) -> bytes | None:
+        """A small object's bytes, or None if it does not exist. At most ``limit + 1`` bytes are read: a larger
+        object is an IntegrityError naming it (pipeline.objects)."""
         try:
-            return self.sink.get(key)
+            return objects.read_capped(self.sink, key, limit)
         except ObjectNotFound:
             return None
         except SinkError as e:
@@ -269,7 +292,7 @@ class Repository:
 
     def load_set(self, set_id: str) -> bytes:
         """The bytes of set ``set_id``, checked against their name (parse them with pipeline.account)."""
-        raw = self.get_small(self.set_key(set_id))
+        raw = self.get_small(self.set_key(set_id), objects.MAX_SET)
         if raw is None:
             raise NotFoundError(f"no set {set_id[:12]} in {self.url}")
         actual = mf.manifest_id(raw)
@@ -300,12 +323,13 @@ class Repository:
 
     def ref_target(self, ref: Ref) -> str:
         try:
-            text = self.sink.get(ref.key).decode("ascii", "replace").strip()
+            raw = objects.read_capped(self.sink, ref.key, objects.MAX_REF)
         except SinkError as e:
             raise storage_error(e, f"cannot read {ref.key} in {self.url}") from None
-        if not (len(text) == 64 and _HEX.fullmatch(text)):
-            raise IntegrityError(f"ref {ref.key} in {self.url} does not hold a manifest id")
-        return text
+        try:
+            return objects.ref_target(raw)
+        except objects.Invalid:
+            raise IntegrityError(f"ref {ref.key} in {self.url} does not hold a manifest id") from None
 
     def load_ref(self, ref: Ref) -> mf.Manifest:
         """The manifest a ref points to, which must be the backup the ref names."""
@@ -316,7 +340,7 @@ class Repository:
 
     def load_manifest(self, manifest_id: str) -> mf.Manifest:
         try:
-            raw = self.sink.get(self.manifest_key(manifest_id))
+            raw = objects.read_capped(self.sink, self.manifest_key(manifest_id), objects.MAX_MANIFEST)
         except ObjectNotFound:
             raise NotFoundError(f"backup {manifest_id[:12]} has no manifest in {self.url}") from None
         except SinkError as e:
