@@ -28,20 +28,20 @@ counts the consumers the snapshot itself holds (:func:`snapshot_consumers`) and 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import natsarc, payload, s2
+from pipeline import natsarc, objects, payload, s2
 from pipeline.account import build_set, parse_set, set_entry
 from pipeline.backup import BackupResult, check_writable
 from pipeline.blocks import choose_block_size
@@ -309,18 +309,77 @@ def _resolve_any(repo: Repository, ident: str) -> tuple[str, str]:
     return hits[0]
 
 
+def _file_kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a file"
+
+
 def _prepare_target(directory: str) -> tuple[Path, Path]:
-    """(final dir, temporary sibling): everything is written to the sibling and renamed into place at the end."""
+    """(final dir, temporary sibling): everything is written to the sibling and renamed into place at the end.
+
+    The target is looked at without following it: a symlink there (to a directory elsewhere, or dangling) would
+    otherwise send the export somewhere the operator did not name. Only a missing name or an empty directory will
+    do; the final rename (:func:`_publish_target`) re-checks that, since the target may change meanwhile.
+    """
     target = Path(directory).expanduser().absolute()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ConflictError(f"{target} already exists and is not an empty directory; export writes a new one")
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    except NotADirectoryError:
+        raise UsageError(f"cannot export to {target}: a parent of it is not a directory") from None
+    except OSError as e:
+        raise UsageError(f"cannot export to {target}: {e.strerror}") from None
+    if st is not None:
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConflictError(
+                f"{target} already exists and is {_file_kind(st.st_mode)}, not an empty directory; export writes "
+                "a new directory (and never through a symbolic link)"
+            )
+        try:
+            with os.scandir(target) as it:
+                if next(it, None) is not None:
+                    raise ConflictError(
+                        f"{target} already exists and is not an empty directory; export writes a new one"
+                    )
+        except OSError as e:
+            raise UsageError(f"cannot read {target}: {e.strerror}") from None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"cannot create {target}: a parent of it is not a directory") from None
+    except OSError as e:
+        raise UsageError(f"cannot create {target}: {e.strerror}") from None
+    try:
         tmp = target.parent / f".{target.name}.partial-{os.urandom(4).hex()}"
         tmp.mkdir(mode=0o700)  # natscli creates backup directories 0700
     except OSError as e:
         raise UsageError(f"cannot create {target}: {e.strerror}") from None
     return target, tmp
+
+
+def _publish_target(tmp: Path, target: Path) -> None:
+    """Rename the finished export into place. rename(2) replaces an empty directory and nothing else: a symlink,
+    a file or a non-empty directory put there while the export ran makes it fail, and is left as it is."""
+    try:
+        os.rename(tmp, target)
+    except OSError as e:
+        try:
+            found = _file_kind(os.lstat(target).st_mode)
+        except OSError:
+            found = "something else"
+        raise ConflictError(
+            f"{target} changed while the export ran (it is now {found}: {e.strerror}); nothing was written there"
+        ) from None
 
 
 def export_backup(opts: ExportOptions, progress: Progress | None = None) -> ExportResult:
@@ -367,9 +426,7 @@ async def export_backup_async(opts: ExportOptions, progress: Progress | None = N
             out.append(
                 await _export_one(repo, m, data_key, body, where, target / sub if sub else target, opts, progress)
             )
-        with contextlib.suppress(FileNotFoundError):
-            target.rmdir()  # an empty directory may stand where the export goes
-        os.rename(tmp, target)
+        _publish_target(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -557,43 +614,193 @@ def _data_file(path: Path) -> Path:
     return found[0]
 
 
-def read_stream_dir(path: Path) -> NatscliStream:
-    """Parse and check a natscli stream backup directory; a clear error for anything that is not one."""
-    meta = path / BACKUP_JSON
+# What a stream name may not hold: nats-server's isValidName (whitespace, '.', '*', '>'), the path separators its
+# stream create refuses, and control characters. The name becomes a path in the archive (refs/<name>/...).
+_BAD_NAME_CHARS = re.compile(r"[\s.*>/\\\x00-\x1f\x7f]")
+MAX_STREAM_NAME = 255  # nats-server's JSMaxNameLen
+_ENUMS = {
+    "retention": ("limits", "interest", "workqueue"),
+    "discard": ("old", "new"),
+    "storage": ("file", "memory"),
+    "compression": ("none", "s2"),
+}
+_LIMITS = ("max_consumers", "max_msgs_per_subject", "max_msgs", "max_bytes", "max_msg_size")  # -1: unlimited
+_NON_NEGATIVE = ("max_age", "duplicate_window", "subject_delete_marker_ttl", "first_seq")  # nanoseconds, a seq
+_FLAGS = (
+    "no_ack",
+    "sealed",
+    "deny_delete",
+    "deny_purge",
+    "allow_rollup_hdrs",
+    "allow_direct",
+    "mirror_direct",
+    "discard_new_per_subject",
+    "allow_msg_ttl",
+    "allow_atomic",
+    "allow_msg_counter",
+    "allow_msg_schedules",
+    "allow_batched",
+)
+_STATE_COUNTS = ("messages", "bytes", "first_seq", "last_seq", "num_deleted", "num_subjects", "consumer_count")
+
+
+def _boolean(v: object, name: str) -> bool:
+    if not isinstance(v, bool):
+        raise objects.Invalid(f"{name} is not true or false")
+    return v
+
+
+def _strings(v: object, name: str) -> list:
+    items = objects.array(v, name)
+    for i, item in enumerate(items):
+        objects.string(item, f"{name}[{i}]", nonempty=True)
+    return items
+
+
+def _source(v: object, name: str) -> None:
+    src = objects.obj(v, name)
+    objects.string(src.get("name"), f"{name}.name", nonempty=True)
+    objects.optional(src, "filter_subject", objects.string, name)
+    objects.optional(src, "opt_start_seq", objects.integer, name)
+    if src.get("consumer") is not None:
+        consumer = objects.obj(src["consumer"], f"{name}.consumer")
+        for f in ("name", "deliver_subject"):
+            objects.optional(consumer, f, objects.string, f"{name}.consumer")
+
+
+def check_stream_name(name: object, what: str) -> str:
+    """A stream name the server accepts and the archive can use as a path component."""
+    name = objects.string(name, what, nonempty=True)
+    if len(name) > MAX_STREAM_NAME:
+        raise objects.Invalid(f"{what} is {len(name)} characters long; a stream name has at most {MAX_STREAM_NAME}")
+    if bad := _BAD_NAME_CHARS.search(name):
+        raise objects.Invalid(f"{what} {name!r} holds {bad.group()!r}, which no stream name may hold")
+    return name
+
+
+def check_backup_config(config: dict) -> None:
+    """The config fields that import, the manifest summary and later restores read, strictly typed where present.
+    Fields jsm.go does not know are left alone: a newer server's config is kept, not judged."""
+    check_stream_name(config.get("name"), "config.name")
+    for f in ("description", "template_owner", "persist_mode"):
+        objects.optional(config, f, objects.string, "config")
+    objects.optional(config, "subjects", _strings, "config")
+    for f, allowed in _ENUMS.items():
+        if config.get(f) is not None and config[f] not in allowed:
+            raise objects.Invalid(f"config.{f} is {config[f]!r}, not one of {', '.join(allowed)}")
+    if config.get("num_replicas") is not None:
+        objects.integer(config["num_replicas"], "config.num_replicas", 1)
+    for f in _LIMITS:
+        objects.optional(config, f, lambda v, n: objects.integer(v, n, -1), "config")
+    for f in _NON_NEGATIVE:
+        objects.optional(config, f, objects.integer, "config")
+    for f in _FLAGS:
+        objects.optional(config, f, _boolean, "config")
+    if config.get("placement") is not None:
+        placement = objects.obj(config["placement"], "config.placement")
+        for f in ("cluster", "preferred"):
+            objects.optional(placement, f, objects.string, "config.placement")
+        objects.optional(placement, "tags", _strings, "config.placement")
+    objects.optional(config, "mirror", _source, "config")
+    for i, src in enumerate(objects.array(config.get("sources") or [], "config.sources")):
+        _source(src, f"config.sources[{i}]")
+    if config.get("metadata") is not None:
+        for k, v in objects.obj(config["metadata"], "config.metadata").items():
+            objects.string(v, f"config.metadata[{k!r}]")
+    for f in ("subject_transform", "republish", "consumer_limits"):
+        objects.optional(config, f, objects.obj, "config")
+    if config.get("consumer_limits") is not None:
+        for f in ("inactive_threshold", "max_ack_pending"):
+            objects.optional(config["consumer_limits"], f, objects.integer, "config.consumer_limits")
+
+
+def check_backup_state(state: dict) -> None:
+    """The state fields recorded in the manifest (its summary counts) and compared after a restore."""
+    for f in _STATE_COUNTS:
+        objects.optional(state, f, objects.integer, "state")
+    for f in ("first_ts", "last_ts"):
+        objects.optional(state, f, objects.string, "state")
+    for i, seq in enumerate(objects.array(state.get("deleted") or [], "state.deleted")):
+        objects.integer(seq, f"state.deleted[{i}]")
+    if state.get("subjects") is not None:
+        for k, v in objects.obj(state["subjects"], "state.subjects").items():
+            objects.integer(v, f"state.subjects[{k!r}]")
+    objects.optional(state, "lost", objects.obj, "state")
+
+
+def _read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
+    """At most ``limit + 1`` bytes of the regular file ``path``. O_NONBLOCK: a FIFO planted there is refused
+    instead of blocking the import until something writes to it."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        raw = meta.read_bytes()
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{path} is {_file_kind(st.st_mode)}, not a file: not a natscli backup")
+        chunks, left = [], limit + 1
+        while left > 0 and (chunk := os.read(fd, min(left, READ_SIZE))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), st
+    finally:
+        os.close(fd)
+
+
+def read_backup_json(meta: Path) -> tuple[dict, dict, bytes, os.stat_result]:
+    """(config, state, raw bytes, stat) of a ``backup.json``, checked whole before anything is written: a regular
+    file of at most ``objects.MAX_BACKUP_JSON`` (16 MiB), bounded nesting, strict JSON (no NaN, no duplicate
+    fields), and every field the import and a later restore read of the right type. A missing file is a
+    :class:`NotFoundError` (exit 3); every other problem a :class:`UsageError` (exit 2), as for the rest of an
+    import's input: it is a file the operator handed in, not an archive object.
+    """
+    try:
+        raw, st = _read_regular(meta, objects.MAX_BACKUP_JSON)
     except FileNotFoundError:
-        raise NotFoundError(f"{path} has no {BACKUP_JSON}: it is not a natscli stream backup directory") from None
+        raise NotFoundError(
+            f"{meta.parent} has no {BACKUP_JSON}: it is not a natscli stream backup directory"
+        ) from None
     except OSError as e:
         raise UsageError(f"cannot read {meta}: {e.strerror}") from None
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{meta} is not valid JSON ({e}): not a natscli backup") from None
+        doc = objects.parse_json(raw, str(meta), objects.MAX_BACKUP_JSON)
+    except objects.TooLarge as e:
+        raise UsageError(f"{e}: not a natscli backup") from None
+    except IntegrityError as e:
+        raise UsageError(f"{BACKUP_JSON} is not valid JSON: {e}; not a natscli backup") from None
     config = doc.get("config") if isinstance(doc, dict) else None
     state = doc.get("state") if isinstance(doc, dict) else None
     if not isinstance(config, dict) or not isinstance(config.get("name"), str) or not config["name"]:
         raise UsageError(f"{meta} has no config with a stream name: not a natscli backup")
     if state is not None and not isinstance(state, dict):
         raise UsageError(f"{meta} has a state that is not an object: not a natscli backup")
+    try:
+        check_backup_config(config)
+        check_backup_state(state or {})
+    except objects.Invalid as e:
+        raise UsageError(f"{meta} is not a usable natscli backup: {e}") from None
+    return config, state or {}, raw, st
+
+
+def read_stream_dir(path: Path) -> NatscliStream:
+    """Parse and check a natscli stream backup directory; a clear error for anything that is not one."""
+    meta = path / BACKUP_JSON
+    config, state, raw, meta_st = read_backup_json(meta)
     data = _data_file(path)
     try:
-        size = data.stat().st_size
-        with open(data, "rb") as f:
-            head = f.read(64 * 1024)
+        head, data_st = _read_regular(data, 64 * 1024 - 1)
     except OSError as e:
         raise UsageError(f"cannot read {data}: {e.strerror}") from None
+    size = data_st.st_size
     if not (head.startswith(S2_MAGIC) or head.startswith(SNAPPY_MAGIC)):
         raise UsageError(f"{data} is not an S2 stream (it does not start with the S2 stream identifier)")
     fmt = detect_snapshot_format(head)
     if fmt is None:
         raise UsageError(f"{data} holds no snapshot data after its S2 header (truncated?)")
-    mtime = dt.datetime.fromtimestamp(meta.stat().st_mtime, tz=dt.timezone.utc)
+    mtime = dt.datetime.fromtimestamp(meta_st.st_mtime, tz=dt.timezone.utc)
     return NatscliStream(
         directory=path,
         name=config["name"],
         config=config,
-        state=state or {},
+        state=state,
         data=data,
         size=size,
         snapshot_format=fmt,
@@ -625,13 +832,14 @@ def read_backup_dir(directory: str) -> tuple[str, list[NatscliStream]]:
             f"{'is not a stream directory' if len(strays) == 1 else 'are not stream directories'} with {BACKUP_JSON}"
         )
     streams = [read_stream_dir(p) for p in subdirs]
-    seen: dict[str, Path] = {}
     for s in streams:
-        if s.name in seen:
+        # natscli names each directory after its stream; one that disagrees was renamed or its backup.json
+        # swapped, and two directories could then carry the same stream.
+        if s.name != s.directory.name:
             raise UsageError(
-                f"stream {s.name!r} is backed up twice in {root}: {seen[s.name].name} and {s.directory.name}"
+                f"{s.directory} holds a {BACKUP_JSON} of stream {s.name!r}: in a natscli account backup each "
+                "stream directory is named after its stream"
             )
-        seen[s.name] = s.directory
     return "account", streams
 
 

@@ -17,6 +17,9 @@ What it does, per run:
 Without ``confirm`` nothing is deleted (a dry run). Deleting a backup removes its refs, then its manifest, then its
 data object, each with :meth:`Sink.purge` (every version, never just a delete marker), and stops at the first
 failure, so a half-deleted backup is never listed and at worst leaves an abandoned data object for the next run.
+A delete the sink refuses because the archive was tampered with (the local sink's :class:`ArchiveTampered`: a
+symlink where an object belongs) stops every further delete of the run; the local sink never removes anything but
+a regular file reached without following a symlink, so no run deletes outside the archive.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pipeline.retention import Item, Policy, apply_policy, parse_created
 from pipeline.verify import LoadedManifest, load_quietly, manifest_names
 from sinks import ObjectInfo, SinkError, SinkOptions
 from sinks.base import IncompleteUpload
+from sinks.local import ArchiveTampered
 
 DEFAULT_GRACE = dt.timedelta(hours=24)
 # Minimum storage durations in days: deleting earlier is billed as if the object had stayed that long.
@@ -544,15 +548,27 @@ def _unfinished(repo: Repository, cutoff: dt.datetime) -> list[ObjectPlan]:
 def _execute(
     repo: Repository, report: PruneReport, pool: concurrent.futures.Executor, say: Callable[[str], None]
 ) -> None:
+    # A deletion the sink refused because the archive was tampered with (a symlink where an object belongs) ends
+    # the run: whoever planted it may have planted more, so nothing else is deleted until someone has looked.
+    tampered: list[str] = []
+
+    def stopped() -> str | None:
+        return f"not deleted: prune stopped when it found {tampered[0]}" if tampered else None
+
     def purge(key: str) -> None:
         try:
             repo.sink.purge(key)
         except SinkError as e:
+            if isinstance(e, ArchiveTampered):
+                tampered.append(key)
             raise storage_error(e, f"cannot delete {key}") from None
 
     # sets first: no set may name a manifest that is gone
     for sp in report.sets:
         if sp.action != DELETE:
+            continue
+        if stopped():
+            sp.error = stopped()
             continue
         try:
             purge(repo.set_key(sp.set_id))
@@ -570,6 +586,9 @@ def _execute(
     def backup(p: BackupPlan) -> None:
         try:
             for key in _objects(repo, p):  # the commit order, reversed
+                if stopped():
+                    p.error = stopped()
+                    return
                 purge(key)
             p.deleted = True
             say(f"deleted backup {p.manifest_id[:12]} of {p.stream} ({p.created})")
@@ -580,12 +599,17 @@ def _execute(
     list(pool.map(backup, [p for p in report.backups if p.action == DELETE]))
 
     def leftover(o: ObjectPlan) -> None:
+        if stopped():
+            o.error = stopped()
+            return
         try:
             if o.kind == "unfinished-upload":
                 try:
                     key = "" if o.key.startswith(".incomplete/") else o.key
                     repo.sink.abort_incomplete(IncompleteUpload(key, o.upload_id or ""))
                 except SinkError as e:
+                    if isinstance(e, ArchiveTampered):
+                        tampered.append(o.key)
                     raise storage_error(e, f"cannot abort the upload of {o.key}") from None
             else:
                 purge(o.key)
