@@ -146,6 +146,9 @@ def restore_config(config: dict, cluster: str | None, tags: list[str], replicas:
     return cfg
 
 
+MAX_BLOCK_BYTES = 1 << 30  # the largest block a reader accepts (writers use 8 MiB, grown for streams over ~50 GiB)
+
+
 class BlockReader:
     """Fetches, checks and decodes the blocks of one backup, in order, with ``prefetch`` blocks in flight."""
 
@@ -163,6 +166,14 @@ class BlockReader:
             raise IntegrityError(f"manifest {manifest.id[:12]}: the block tables disagree")
         if sum(n for n, _ in self.plain) != int(body["snapshot"].get("bytes", -1)):
             raise IntegrityError(f"manifest {manifest.id[:12]}: block sizes do not add up to the snapshot size")
+        # Every block is at most the backup's block size (the writer cuts there): memory stays at prefetch × that,
+        # whatever lengths a planted manifest claims.
+        size = (manifest.envelope.get("data") or {}).get("block_size")
+        if type(size) is not int or not 0 < size <= MAX_BLOCK_BYTES or any(n > size for n, _ in self.plain):
+            raise IntegrityError(
+                f"manifest {manifest.id[:12]}: its block size ({size!r}) or a block's length is impossible "
+                f"(at most {MAX_BLOCK_BYTES >> 20} MiB, and no block longer than the block size)"
+            )
 
     def blocks(self) -> Iterator[bytes]:
         """Every block in order (a synchronous iterator, ``prefetch`` blocks read ahead in a thread pool)."""

@@ -35,14 +35,13 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import io
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from pipeline import manifest as mf
-from pipeline import natsarc, payload, s2, signing
+from pipeline import natsarc, objects, payload, s2, signing
 from pipeline.errors import IntegrityError, JsArchiveError, KeyUnavailable, NotFoundError, UsageError
 from pipeline.keys import KeyRing
 from pipeline.progress import NoProgress, Progress
@@ -185,7 +184,9 @@ class LoadedManifest:
 def load_quietly(repo: Repository, mid: str) -> LoadedManifest:
     """Read and check manifest ``mid``; problems are returned, not raised."""
     try:
-        raw = repo.sink.get(repo.manifest_key(mid))
+        raw = objects.read_capped(repo.sink, repo.manifest_key(mid), objects.MAX_MANIFEST)
+    except IntegrityError as e:  # over the size limit: never read whole
+        return LoadedManifest(mid, None, e)
     except ObjectNotFound:
         return LoadedManifest(mid, None, NotFoundError(f"manifest {mid[:12]} does not exist in {repo.url}"))
     except SinkError as e:
@@ -194,10 +195,10 @@ def load_quietly(repo: Repository, mid: str) -> LoadedManifest:
         return LoadedManifest(mid, mf.parse(raw, mid))
     except JsArchiveError as e:
         stream = None
-        try:  # best effort: whose backup this was, for --stream and the report
-            doc = json.loads(raw)
+        try:  # best effort: whose backup this was, for --stream and the report (bounded like every read)
+            doc = objects.parse_json(raw, f"manifest {mid[:12]}", objects.MAX_MANIFEST)
             stream = doc.get("stream") if isinstance(doc, dict) and isinstance(doc.get("stream"), str) else None
-        except ValueError:
+        except JsArchiveError:
             pass
         return LoadedManifest(mid, None, e, stream, raw)
 

@@ -283,9 +283,9 @@ def test_wrong_types_in_a_manifest(archive, world):
 
 def test_planted_ref_and_manifest_in_ls_verify_and_restore(archive, world):
     """A ref pointing at a hostile manifest: ls shows the problem, verify reports it, restore refuses (exit 4)."""
-    # 100 levels: over the limit, but under Python's recursion limit, which verify's own best-effort json.loads of a
-    # manifest that failed to parse (pipeline/verify.py load_quietly) still runs into above ~1000 levels.
-    bad = plant(archive, "manifests/", b'{"format":"jsarchive.manifest","version":1,"blocks":' + b"[" * 100)
+    # 200,000 levels: far over Python's recursion limit; every reader (verify's best-effort look at a manifest that
+    # failed to parse too) checks the depth before json.loads recurses
+    bad = plant(archive, "manifests/", b'{"format":"jsarchive.manifest","version":1,"blocks":' + b"[" * 200_000)
     ref = archive / "refs" / "ORDERS" / f"29991231T000000.000000Z-{'ab' * 16}"
     ref.write_text(bad.split("/")[1] + "\n")
     entries = list_backups(str(archive), "ORDERS")

@@ -240,6 +240,8 @@ def test_block_reads_are_bounded_and_parallel(tmp_path, keyring, monkeypatch):
     real_get_range = LocalSink.get_range
 
     def spy(self, key, start, length):
+        if not key.startswith("data/"):  # small objects (manifests, refs) are read capped, not in pieces
+            return real_get_range(self, key, start, length)
         with lock:
             seen["max_len"] = max(seen["max_len"], length)
             seen["in_flight"] += 1
