@@ -1,8 +1,9 @@
-"""Build of the optional C accelerator ``pipeline._s2block`` (the S2 block decoder used by pipeline/s2.py).
+"""Build of the optional C accelerators: ``pipeline._s2block`` (the S2 block decoder used by pipeline/s2.py) and
+``pipeline._natsarc`` (the NATSARC1 message walk behind pipeline.natsarc.count_archive, the backup's census).
 
-Everything else about the package is in pyproject.toml. The extension is optional: when there is no C compiler
-(or no Python headers), or its build fails for any other reason, the install goes on without it and pipeline.s2
-uses its pure-Python decoder. Set JSARCHIVE_NO_EXTENSIONS=1 to skip the build on purpose.
+Everything else about the package is in pyproject.toml. The extensions are optional: when there is no C compiler
+(or no Python headers), or a build fails for any other reason, the install goes on without it and pipeline.s2 and
+pipeline.natsarc use their pure-Python code. Set JSARCHIVE_NO_EXTENSIONS=1 to skip the build on purpose.
 """
 
 from __future__ import annotations
@@ -32,11 +33,18 @@ class OptionalBuildExt(build_ext):
     def _skipped(self, what: str, e: BaseException) -> None:
         sys.stderr.write(
             f"WARNING: could not build {what} ({type(e).__name__}: {e}); "
-            "jsarchive works without it, using its slower pure-Python S2 decoder\n"
+            "jsarchive works without it, using its slower pure-Python code\n"
         )
 
 
 skip = os.environ.get("JSARCHIVE_NO_EXTENSIONS", "") not in ("", "0")
-extensions = [] if skip else [Extension("pipeline._s2block", ["pipeline/_s2block.c"], optional=True)]
+extensions = (
+    []
+    if skip
+    else [
+        Extension("pipeline._s2block", ["pipeline/_s2block.c"], optional=True),
+        Extension("pipeline._natsarc", ["pipeline/_natsarc.c"], optional=True),
+    ]
+)
 
 setup(ext_modules=extensions, cmdclass={"build_ext": OptionalBuildExt})

@@ -115,16 +115,16 @@ class Census:
                 pass
 
     def _count_v2(self) -> Held:
-        reader = natsarc.ArchiveReader(self._decoded())
-        n = first = last = 0
-        for seq in reader.sequences():
-            if not first:
-                first = seq
-            last = seq
-            n += 1
-        if not reader.complete:
-            raise IntegrityError("the snapshot's NATSARC1 archive has no end marker")
-        return Held(n, first, last, consumers=len(reader.consumers), archive_state=reader.state or None)
+        # count_archive, not ArchiveReader: its C walk steps over the messages (~1.5 us each in Python, the
+        # census's whole cost on a 2-core machine). An archive without its end marker raises ArchiveTruncated.
+        count = natsarc.count_archive(self._decoded())
+        return Held(
+            count.messages,
+            count.first_seq,
+            count.last_seq,
+            consumers=count.consumers,
+            archive_state=count.state or None,
+        )
 
     def _count_v1(self) -> Held:
         from pipeline.filestore import V1Census
