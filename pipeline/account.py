@@ -33,6 +33,7 @@ from pipeline import __version__, objects
 from pipeline import manifest as mf
 from pipeline.backup import BackupOptions, BackupResult, backup_stream_async, check_store, check_writable
 from pipeline.compress import Compression
+from pipeline.display import redact_servers
 from pipeline.errors import (
     ConflictError,
     IntegrityError,
@@ -725,7 +726,9 @@ async def backup_account_async(
     by_name = {p.name: p for p in listed}
     planned = [by_name[n] for n in selected if n in by_name]
     if not planned:
-        raise NotFoundError(f"the account has no streams to back up ({opts.connect.resolved().servers})")
+        raise NotFoundError(
+            f"the account has no streams to back up ({redact_servers(opts.connect.resolved().servers)})"
+        )
     plan = AccountPlan(
         url=repo.url,
         account=account,

@@ -35,8 +35,9 @@ from pipeline.errors import ConflictError, JsArchiveError, NotFoundError, Server
 from pipeline.jetstream import ApiError, ConnectOptions, JetStream, connect
 from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
-from pipeline.repository import Ref, Repository
+from pipeline.repository import Repository
 from pipeline.retention import parse_created
+from pipeline.trust import TrustPolicy
 from sinks.base import SinkOptions
 
 LOST_AFTER = 10.0  # seconds without contact before a replica counts as gone: the server's own threshold (G10)
@@ -403,10 +404,11 @@ def ignored(stream: str, globs: list[str]) -> bool:
 def latest_backups(repo: Repository, now: dt.datetime | None = None) -> dict[str, LatestBackup]:
     """The newest backup of every stream in the archive, read from manifests' clear envelopes."""
     now = now or _utcnow()
-    newest: dict[str, Ref] = {}
-    for ref in repo.refs():  # newest first
-        newest.setdefault(ref.stream, ref)
-    return {stream: LatestBackup.of(repo.load_ref(ref), now) for stream, ref in newest.items()}
+    out: dict[str, LatestBackup] = {}
+    for stream in sorted({ref.stream for ref in repo.refs()}):
+        # by the manifest's own created, not the ref's (unauthenticated) name: Repository.latest
+        out[stream] = LatestBackup.of(repo.latest(stream), now)
+    return out
 
 
 @dataclass
@@ -857,6 +859,8 @@ def format_age(seconds: float) -> str:
 @dataclass
 class RecoverOptions(StatusOptions):
     keys: KeyRing = field(default_factory=KeyRing)
+    trust: TrustPolicy | None = None  # what a backup must prove before it is restored (pipeline/trust.py)
+    safety_backup: bool = True  # back up a live stream (marked pre-restore) before it is deleted to be restored
     cluster: str | None = None  # restore placement (default: the backed-up one)
     tags: list[str] = field(default_factory=list)
     replicas: int | None = None
@@ -977,6 +981,7 @@ async def _still_the_partial(js: JetStream, planned: StreamHealth) -> None:
 
 async def recover_async(opts: RecoverOptions, say: Callable[[str], None] = lambda _m: None) -> RecoveryResult:
     """Take the plan: peer-removes, wait for rebuilds, delete + restore from backups, verify; then status again."""
+    from pipeline.replace import replace_stream
     from pipeline.restore import RestoreOptions, restore_stream_async
 
     t0 = time.monotonic()
@@ -1017,26 +1022,36 @@ async def recover_async(opts: RecoverOptions, say: Callable[[str], None] = lambd
             t = time.monotonic()
             health = next(s for s in the_plan.status.streams if s.stream == a.target)
             assert health.backup is not None and opts.url is not None
+            ropts = RestoreOptions(
+                url=opts.url,
+                stream=a.target,
+                backup=health.backup.manifest_id,
+                connect=opts.connect,
+                keys=opts.keys,
+                cluster=opts.cluster,
+                tags=list(opts.tags),
+                replicas=opts.replicas,
+                wait=opts.wait,
+                sink=opts.sink,
+                trust=opts.trust,
+            )
             try:
                 if health.verdict == PARTIAL_RESTORE:
                     await _still_the_partial(js, health)
-                # a missing stream is not deleted: if one of that name appeared since the plan, the restore refuses
-                if (health.verdict != MISSING or health.listed) and not await js.delete_until_gone(a.target):
-                    raise TransferFailed(f"stream {a.target!r} could not be deleted before its restore")
-                r = await restore_stream_async(
-                    RestoreOptions(
-                        url=opts.url,
-                        stream=a.target,
-                        backup=health.backup.manifest_id,
-                        connect=opts.connect,
-                        keys=opts.keys,
-                        cluster=opts.cluster,
-                        tags=list(opts.tags),
-                        replicas=opts.replicas,
-                        wait=opts.wait,
-                        sink=opts.sink,
+                if health.verdict != MISSING or health.listed:
+                    # what is deleted is proven replaceable first (pipeline/replace.py): the backup verified deep,
+                    # the target preflighted; an emptied stream still answers, so it is saved first as well
+                    live = health.verdict == EMPTIED
+                    out = await replace_stream(
+                        ropts,
+                        take_safety_backup=live and opts.safety_backup,
+                        live_snapshot_possible=live,
+                        no_backup_reason=None if live else f"{health.verdict}: no replica of it holds data to save",
                     )
-                )
+                    r = out.restored
+                else:
+                    # a missing stream is not deleted: if one of that name appeared since the plan, the restore refuses
+                    r = await restore_stream_async(ropts)
                 a.outcome = "done"
                 a.message = (
                     f"{r.messages:,} messages, last_seq {r.last_seq}, {len(r.consumers)} consumer(s), "

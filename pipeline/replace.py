@@ -113,6 +113,7 @@ async def replace_stream(
     take_safety_backup: bool = True,
     progress: Progress | None = None,
     live_snapshot_possible: bool = True,
+    no_backup_reason: str | None = None,
 ) -> ReplaceOutcome:
     """Verify, preflight, save, delete, restore: ``restore.stream`` is live on the target and is replaced by
     ``restore.backup`` (a manifest id). See the module docstring for what is proven before the delete."""
@@ -144,8 +145,8 @@ async def replace_stream(
                 encrypt=m.encrypted or restore.keys.can_write,
             )
             notes.append(f"live stream {restore.stream!r} saved first as backup {saved[:12]} (pre-restore)")
-        elif take_safety_backup:
-            notes.append(f"no safety backup of {restore.stream!r}: no replica of it can be snapshotted")
+        elif not live_snapshot_possible:
+            notes.append(f"no safety backup of {restore.stream!r}: {no_backup_reason or 'it cannot be snapshotted'}")
         else:
             notes.append(f"no safety backup of {restore.stream!r} (--no-safety-backup)")
         if not await js.delete_until_gone(restore.stream):

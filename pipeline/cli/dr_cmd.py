@@ -10,13 +10,17 @@ import click
 
 from pipeline.cli.common import (
     archive_options,
+    cell,
     connect_options,
     connection_options,
+    echo,
     emit_json,
     handle_errors,
     key_options,
     key_ring,
     sink_options,
+    trust_options,
+    trust_policy,
 )
 from pipeline.dr import (
     LOST_AFTER,
@@ -123,20 +127,22 @@ def print_status(report: StatusReport) -> None:
 
     console = Console(width=200)
     view = report.cluster
+    # server and stream names come from the cluster and the archive: cells and lines are escaped, never markup
     if view.system and view.meta_leader is None:
-        console.print(f"standalone JetStream server: {', '.join(view.alive)} (no meta group)")
+        console.print(cell(f"standalone JetStream server: {', '.join(view.alive)} (no meta group)"))
     elif view.system:
         gone = ", ".join(view.gone) or "none"
         console.print(
-            f"meta group: {len(view.members)} servers, leader {view.meta_leader}, "
-            f"[{'red' if view.gone else 'green'}]lost: {gone}[/]"
+            cell(f"meta group: {len(view.members)} servers, leader {view.meta_leader}, "),
+            cell(f"lost: {gone}", "red" if view.gone else "green"),
+            sep="",
         )
     else:
         console.print("server liveness not checked (no --system-* credentials): judged from replicas' last contact")
     if report.ignored:
-        console.print(f"ignored (--ignore): {', '.join(report.ignored)}")
+        console.print(cell(f"ignored (--ignore): {', '.join(report.ignored)}"))
     for w in report.warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(cell("warning:", "yellow"), cell(w))
     table = Table(box=None, pad_edge=False)
     cols = ["STREAM", "R", "LEADER", "CURRENT", "LAGGING", "GONE", "MESSAGES", "LAST SEQ", "VERDICT"]
     if report.archive:
@@ -147,20 +153,24 @@ def print_status(report: StatusReport) -> None:
     for s in report.streams:
         by = {k: ", ".join(p.name for p in s.peers if p.state == k) for k in ("current", "lagging", "gone")}
         row = [
-            s.stream,
-            str(s.replicas or "?"),
-            s.leader or "-",
-            by["current"],
-            by["lagging"],
-            by["gone"],
-            f"{s.messages:,}" if s.messages is not None else "?",
-            str(s.last_seq) if s.last_seq is not None else "?",
-            f"[{_COLOURS[s.verdict]}]{s.verdict}[/]",
+            cell(s.stream),
+            cell(s.replicas or "?"),
+            cell(s.leader or "-"),
+            cell(by["current"]),
+            cell(by["lagging"]),
+            cell(by["gone"]),
+            cell(f"{s.messages:,}" if s.messages is not None else "?"),
+            cell(s.last_seq if s.last_seq is not None else "?"),
+            cell(s.verdict, _COLOURS[s.verdict]),
         ]
         if report.archive:
             b = s.backup
-            row += [b.manifest_id[:12], format_age(b.age_s), str(b.last_seq)] if b else ["[red]none[/]", "", ""]
-        row.append(s.detail)
+            row += (
+                [cell(b.manifest_id[:12]), cell(format_age(b.age_s)), cell(b.last_seq)]
+                if b
+                else [cell("none", "red"), cell(""), cell("")]
+            )
+        row.append(cell(s.detail))
         table.add_row(*row)
     console.print(table)
 
@@ -212,6 +222,12 @@ def status_cmd(as_json: bool, **kw: object) -> None:
 @click.option("--tag", "tags", multiple=True, help="restore lost streams onto servers with this tag (repeatable)")
 @click.option("--replicas", type=click.IntRange(1, 5), help="replicas of restored streams [as backed up]")
 @click.option("--wait", type=float, default=120.0, show_default=True, help="seconds each rebuild or restore may take")
+@click.option(
+    "--no-safety-backup",
+    is_flag=True,
+    help="do not back up a live (emptied) stream, marked pre-restore, before deleting it to restore it",
+)
+@trust_options
 @click.option("--yes", is_flag=True, help="take the plan (without it, only print it)")
 @handle_errors
 def recover_cmd(as_json: bool, yes: bool, **kw: object) -> None:
@@ -223,9 +239,12 @@ def recover_cmd(as_json: bool, yes: bool, **kw: object) -> None:
     its placement (the backed-up one, or --cluster/--tag/--replicas) is checked against the live servers' cluster
     names and tags: a step no live server can take is blocked (exit 2) and names the flag that fixes it."""
     fields = _status_fields(kw)
+    keys = key_ring(kw)
     opts = RecoverOptions(
         **fields,
-        keys=key_ring(kw),
+        keys=keys,
+        trust=trust_policy(kw, keys),
+        safety_backup=not kw.pop("no_safety_backup"),
         cluster=kw.pop("cluster"),
         tags=list(kw.pop("tags")),
         replicas=kw.pop("replicas"),
@@ -240,7 +259,7 @@ def recover_cmd(as_json: bool, yes: bool, **kw: object) -> None:
             _print_actions(p.actions, "plan (nothing done; --yes takes it)", p.warnings)
         raise SystemExit(2 if p.blocked else 0)
 
-    result = recover(opts, say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True)))
+    result = recover(opts, say=(lambda _m: None) if as_json else (lambda m: echo(m, err=True)))
     error = recovery_error(result)
     if as_json:
         # one document: the steps taken and, when it failed, why (a second error document would break `jq .ok`)
@@ -256,7 +275,7 @@ def recover_cmd(as_json: bool, yes: bool, **kw: object) -> None:
         return
     if not as_json:
         raise error
-    click.echo(f"jsarchive: error: {error}", err=True)
+    echo(f"jsarchive: error: {error}", err=True)
     sys.exit(error.exit_code)
 
 
@@ -274,11 +293,11 @@ def recovery_error(result: RecoveryResult) -> JsArchiveError | None:
 
 def _print_actions(actions: list, title: str, warnings: list[str] | None = None) -> None:
     for w in warnings or []:
-        click.echo(f"warning: {w}")
+        echo(f"warning: {w}")
     if not actions:
-        click.echo(f"{title}: nothing to do")
+        echo(f"{title}: nothing to do")
         return
-    click.echo(f"{title}:")
+    echo(f"{title}:")
     for i, a in enumerate(actions, 1):
         state = a.outcome if a.outcome != "planned" else ""
         line = f"  {i}. {a.kind} {a.target}: {a.detail}"
@@ -286,4 +305,4 @@ def _print_actions(actions: list, title: str, warnings: list[str] | None = None)
             line += f"  [BLOCKED: {a.blocked}]"
         elif state:
             line += f"  [{state}{', ' + a.message if a.message else ''}; {a.seconds:.1f} s]"
-        click.echo(line)
+        echo(line)

@@ -10,6 +10,7 @@ from pipeline.cli.common import (
     archive_options,
     connect_options,
     connection_options,
+    echo,
     emit_json,
     handle_errors,
     key_options,
@@ -66,7 +67,7 @@ def drill_cmd(url: str, set_id: str | None, latest: bool, as_json: bool, **kw: o
     # A drill's evidence is only worth something if what it restored is what the policy accepts.
     bset, notes = preflight_set(Repository.open(url, sink), set_id, include, exclude, policy)
     for w in notes:
-        click.echo(f"warning: {w}", err=True)
+        echo(f"warning: {w}", err=True)
     opts = DrillOptions(
         url=url,
         set_id=bset.id,
@@ -91,7 +92,7 @@ def drill_cmd(url: str, set_id: str | None, latest: bool, as_json: bool, **kw: o
         # the evidence is the output; the error line follows it on stderr
         if as_json:
             emit_json({"ok": False, **e.result.to_json(), "error": {"kind": e.kind, "exit_code": e.exit_code}})
-            click.echo(f"jsarchive: error: {e}", err=True)
+            echo(f"jsarchive: error: {e}", err=True)
             raise SystemExit(e.exit_code) from None
         _show(e.result, as_json)
         raise
@@ -103,23 +104,23 @@ def _show(result: DrillResult, as_json: bool) -> None:
         emit_json({"ok": result.passed, **result.to_json()})
         return
     r = result.report
-    click.echo(
+    echo(
         f"drill {'PASSED' if result.passed else 'FAILED'}: set {r['set']['id'][:12]} into "
         f"{r['target']['cluster'] or ','.join(r['target']['tags'])} (nats-server {r['target']['server_version']}), "
         f"RTO {r['rto_s']:.1f} s, RPO {r['rpo_s']:.0f} s"
     )
     for s in r["streams"]:
         status = "ok" if s["ok"] else "FAILED: " + "; ".join(s["problems"])
-        click.echo(
+        echo(
             f"  {s['stream']} -> {s['drill_stream']}: {s['got'].get('messages', 0):,} messages, "
             f"last_seq {s['got'].get('last_seq', 0)}, {len(s['got'].get('consumers') or {})} consumer(s), "
             f"{s['restore_s']:.1f} s: {status}"
         )
     if r["note"]:
-        click.echo(f"  note: {r['note']}")
-    click.echo(f"report: {result.report_key}" + (f" (signed: {result.signature_key})" if result.signature_key else ""))
+        echo(f"  note: {r['note']}")
+    echo(f"report: {result.report_key}" + (f" (signed: {result.signature_key})" if result.signature_key else ""))
     if result.kept:
-        click.echo(f"kept on the target: {', '.join(result.kept)}")
+        echo(f"kept on the target: {', '.join(result.kept)}")
 
 
 @click.command("drills")
@@ -140,11 +141,11 @@ def drills_cmd(url: str, public_key: str | None, as_json: bool, **kw: object) ->
         emit_json({"ok": not bad, "reports": [r.to_json() for r in rows]})
     else:
         if not rows:
-            click.echo(f"no drill reports in {url}", err=True)
+            echo(f"no drill reports in {url}", err=True)
         for r in rows:
             verdict = "?" if r.passed is None else ("passed" if r.passed else "FAILED")
             rto = f"RTO {r.rto_s:.1f} s" if r.rto_s is not None else ""
             rpo = f"RPO {r.rpo_s:.0f} s" if r.rpo_s is not None else ""
-            click.echo(f"{r.key}  {r.started[:19]}  {verdict:6}  {r.streams} stream(s)  {rto}  {rpo}  {r.signature}")
+            echo(f"{r.key}  {r.started[:19]}  {verdict:6}  {r.streams} stream(s)  {rto}  {rpo}  {r.signature}")
     if bad:
         raise SystemExit(4)

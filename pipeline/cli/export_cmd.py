@@ -7,6 +7,7 @@ import click
 from pipeline.cli.common import (
     SIZE,
     archive_options,
+    echo,
     emit_json,
     handle_errors,
     human_bytes,
@@ -52,16 +53,14 @@ def export_cmd(url: str, backup_id: str, directory: str, no_progress: bool, as_j
         make_progress(no_progress, as_json),
     )
     for w in res.warnings:  # stderr in both modes: the export succeeded, but natscli will not restore everything
-        click.echo(f"warning: {w}", err=True)
+        echo(f"warning: {w}", err=True)
     if as_json:
         emit_json({"ok": True, "export": res.to_json()})
         return
     what = f"backup {res.id[:12]}" if res.kind == "stream" else f"set {res.id[:12]} ({len(res.streams)} streams)"
-    click.echo(f"Exported {what} to {res.directory} in {res.seconds:.2f} s")
+    echo(f"Exported {what} to {res.directory} in {res.seconds:.2f} s")
     for s in res.streams:
-        click.echo(
-            f"  {s.stream}: {human_bytes(s.snapshot_bytes)} stream.tar.s2 ({s.snapshot_format}) in {s.directory}"
-        )
+        echo(f"  {s.stream}: {human_bytes(s.snapshot_bytes)} stream.tar.s2 ({s.snapshot_format}) in {s.directory}")
 
 
 @click.command("import")
@@ -128,16 +127,16 @@ def import_cmd(
     if as_json:
         emit_json({"ok": True, "import": res.to_json()})
         return
-    click.echo(f"Imported {len(res.streams)} stream(s) from {res.directory} in {res.seconds:.2f} s")
+    echo(f"Imported {len(res.streams)} stream(s) from {res.directory} in {res.seconds:.2f} s")
     for b in res.streams:
-        click.echo(
+        echo(
             f"  {b.stream}: {b.messages:,} messages, snapshot {human_bytes(b.snapshot_bytes)} ({b.snapshot_format}) "
             f"→ stored {human_bytes(b.stored_bytes)} as {b.manifest_id}"
         )
     if res.set_id:
-        click.echo(f"  set {res.set_id}")
+        echo(f"  set {res.set_id}")
     if key is not None:
-        click.echo(f"  signed by key {signer_fingerprint(key)[:16]}")
+        echo(f"  signed by key {signer_fingerprint(key)[:16]}")
 
 
 def _trusted_id(url: str, ident: str, sink: object, policy: object) -> str:

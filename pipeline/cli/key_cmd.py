@@ -9,6 +9,7 @@ import click
 
 from pipeline.cli.common import (
     archive_options,
+    echo,
     emit_json,
     handle_errors,
     kms_endpoint_option,
@@ -48,13 +49,13 @@ def list_cmd(url: str, backup_id: str, as_json: bool, **kw: object) -> None:
     if as_json:
         emit_json({"ok": True, "key_slots": res.to_json()})
         return
-    click.echo(f"backup {res.manifest_id} (stream {res.stream}, {res.created})")
+    echo(f"backup {res.manifest_id} (stream {res.stream}, {res.created})")
     if not res.encrypted:
-        click.echo("  not encrypted (made with --no-encrypt): no key slots")
+        echo("  not encrypted (made with --no-encrypt): no key slots")
     for s in res.slots:
-        click.echo(_public(s))
+        echo(_public(s))
     for bad in res.invalid:
-        click.echo(f"  INVALID  {bad.object}: {bad.problem}")
+        echo(f"  INVALID  {bad.object}: {bad.problem}")
 
 
 def _unlock_kms_options(f: Callable) -> Callable:
@@ -153,19 +154,19 @@ def add_slot_cmd(
         for b in res.backups:
             head = f"backup {b.manifest_id[:12]} ({b.stream}, {b.created})"
             if b.error:
-                click.echo(f"{head}: FAILED: {b.error['message']}", err=True)
+                echo(f"{head}: FAILED: {b.error['message']}", err=True)
                 continue
             if b.skipped:
-                click.echo(f"{head}: skipped, {b.skipped}")
+                echo(f"{head}: skipped, {b.skipped}")
                 continue
             added = "; ".join(f"{s.description} as {s.object}" for s in b.added) or "nothing new"
-            click.echo(f"{head}: added {added}")
+            echo(f"{head}: added {added}")
             for p in b.present:
-                click.echo(f"  already has {p}")
+                echo(f"  already has {p}")
         if not res.backups:
-            click.echo(f"no backups in {url}" + (f" of {', '.join(streams)}" if streams else ""), err=True)
+            echo(f"no backups in {url}" + (f" of {', '.join(streams)}" if streams else ""), err=True)
     if failed:
         codes = {b.error["exit_code"] for b in failed}
         if not as_json:
-            click.echo(f"jsarchive: error: {len(failed)} of {len(res.backups)} backups got no new slot", err=True)
+            echo(f"jsarchive: error: {len(failed)} of {len(res.backups)} backups got no new slot", err=True)
         sys.exit(codes.pop() if len(codes) == 1 else 1)

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from pipeline.cli.common import archive_options, emit_json, handle_errors, human_bytes, sink_options
+from pipeline.cli.common import archive_options, echo, emit_json, handle_errors, human_bytes, sink_options
 from pipeline.prune import DELETE, KEEP, LOCKED, PruneOptions, PruneReport, prune
 from pipeline.retention import Duration, Policy
 
@@ -83,7 +83,7 @@ def prune_cmd(
         workers=workers,
         sink=sink_options(kw, url=url),
     )
-    report = prune(opts, say=(lambda _m: None) if as_json else (lambda m: click.echo(m, err=True)))
+    report = prune(opts, say=(lambda _m: None) if as_json else (lambda m: echo(m, err=True)))
     if as_json:
         emit_json(report.to_json())
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli.common import archive_options, emit_json, handle_errors, sink_options
+from pipeline.cli.common import archive_options, echo, emit_json, handle_errors, sink_options
 from pipeline.thaw import TIERS, thaw_backup
 
 
@@ -49,14 +49,14 @@ def thaw_cmd(
         wait_timeout=wait_timeout,
         poll=poll,
         sink=sink_options(kw, url=url),
-        say=lambda m: click.echo(m, err=True),
+        say=lambda m: echo(m, err=True),
     )
     if as_json:
         emit_json({"ok": True, "thaw": res.to_json()})
     elif res.status == "available":
-        click.echo(f"backup {res.manifest_id[:12]} is readable now")
+        echo(f"backup {res.manifest_id[:12]} is readable now")
     else:
-        click.echo(
+        echo(
             f"backup {res.manifest_id[:12]}: thaw {res.status}; run `jsarchive thaw {url} "
             f"{res.manifest_id[:12]} --wait` or try the restore later"
         )
