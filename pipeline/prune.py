@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pipeline.errors import JsArchiveError
 from pipeline.repository import DATA, KEYSLOTS, Ref, Repository, storage_error
 from pipeline.retention import Item, Policy, apply_policy, parse_created
+from pipeline.signing import SIGNATURES
 from pipeline.verify import LoadedManifest, load_quietly, manifest_names
 from sinks import ObjectInfo, SinkError, SinkOptions
 from sinks.base import IncompleteUpload
@@ -92,6 +93,7 @@ class BackupPlan:
     refs: list[str] = field(default_factory=list)
     data_key: str = ""
     added_slots: list[str] = field(default_factory=list)  # keyslots/<manifest id>/… objects
+    signatures: list[str] = field(default_factory=list)  # signatures/<manifest id>/… objects
     storage_class: str | None = None
     locks: list[Lock] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -112,6 +114,7 @@ class SetPlan:
     locks: list[Lock] = field(default_factory=list)
     deleted: bool = False
     error: str | None = None
+    signatures: list[str] = field(default_factory=list)  # signatures/<set id>/… objects
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -277,6 +280,9 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
         slot_objects: dict[str, list[ObjectInfo]] = {}  # manifest id -> keyslots/<id>/… (slots added later)
         for info in _listing(repo, KEYSLOTS).values():
             slot_objects.setdefault(info.key[len(KEYSLOTS) :].partition("/")[0], []).append(info)
+        signed: dict[str, list[str]] = {}  # manifest or set id -> signatures/<id>/… (they go with what they sign)
+        for key in _listing(repo, SIGNATURES):
+            signed.setdefault(key[len(SIGNATURES) :].partition("/")[0], []).append(key)
         ids, _stray = manifest_names(repo)
         loaded = dict(zip(ids, pool.map(lambda m: load_quietly(repo, m), ids), strict=True))
         valid = {mid: x.manifest for mid, x in loaded.items() if x.manifest is not None}
@@ -322,13 +328,16 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
                     refs=[r.key for r in refs_of.get((m.stream, m.backup_id), [])],
                     data_key=m.data_key,
                     added_slots=[i.key for i in slot_objects.get(m.id, [])],
+                    signatures=sorted(signed.get(m.id, [])),
                 )
             for m in ms.values():
                 if m.id not in plans:  # unreadable time
                     plans[m.id] = BackupPlan(
                         m.id, m.backup_id, m.stream, m.created, m.data_size, KEEP, ["unreadable created time"]
                     )
-        set_plans = {s.id: SetPlan(s.id, s.finished, KEEP, len(s.streams)) for s in sets}
+        set_plans = {
+            s.id: SetPlan(s.id, s.finished, KEEP, len(s.streams), signatures=sorted(signed.get(s.id, []))) for s in sets
+        }
         members = {s.id: [e["manifest_id"] for e in s.streams] for s in sets}
         if not opts.prune_sets:
             for sid, mids in members.items():
@@ -400,7 +409,7 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
 def _objects(repo: Repository, p: BackupPlan) -> list[str]:
     """A backup's objects in the order they are deleted: refs (it disappears from listings), the manifest (the
     commit point: from here on it does not exist), slots added later, and last the data object."""
-    return [*p.refs, repo.manifest_key(p.manifest_id), *p.added_slots, p.data_key]
+    return [*p.refs, repo.manifest_key(p.manifest_id), *p.added_slots, *p.signatures, p.data_key]
 
 
 def _listing(repo: Repository, prefix: str) -> dict[str, ObjectInfo]:
@@ -572,6 +581,8 @@ def _execute(
             continue
         try:
             purge(repo.set_key(sp.set_id))
+            for key in sp.signatures:  # after the set: a signature of a set that is gone signs nothing
+                purge(key)
             sp.deleted = True
             say(f"deleted set {sp.set_id[:12]}")
         except JsArchiveError as e:

@@ -348,3 +348,15 @@ def test_account_restore_into_another_account_needs_the_flag(tmp_path, env) -> N
             )
         )
         assert "warning" not in run.stderr
+
+
+def test_prune_removes_a_backups_signatures_with_it(nats_server, tmp_path, env) -> None:
+    asyncio.run(fill_stream(nats_server.url, STREAM, messages=MESSAGES, deletes=()))
+    ident = keygen(tmp_path / "age.key", env).path
+    k1 = SignKey(tmp_path, "k1")
+    archive = tmp_path / "archive"
+    old = backup(nats_server.url, archive, env, "-i", ident, "--sign-key", k1.private)
+    new = backup(nats_server.url, archive, env, "-i", ident, "--sign-key", k1.private)
+    ok(jsarchive("prune", archive, "--keep-last", "1", "--grace", "0h", "--confirm", env=env))
+    assert not (archive / "signatures" / old["manifest_id"] / k1.fingerprint).exists()
+    assert (archive / "signatures" / new["manifest_id"] / k1.fingerprint).is_file()
