@@ -512,7 +512,7 @@ async def _await_healthy(
             elif int(st.get("last_seq", 0)) < int(expected.get("last_seq", 0)):
                 why = f"last sequence {st.get('last_seq')} is below the backup's {expected.get('last_seq')}"
                 if time.monotonic() >= deadline:  # it had its time to catch up: the sequences are lost, say so
-                    _compare_state(stream, expected, st, config=info.get("config") or {})
+                    compare_state(stream, expected, st, config=info.get("config") or {})
             else:
                 try:
                     names = await js.consumer_names(stream, timeout=5.0)
@@ -522,14 +522,14 @@ async def _await_healthy(
                     info["_consumers"] = names
                     cfg = info.get("config") or {}  # the restored config: its limits are what apply now
                     notes = _sourcing_notes(js, stream, cfg)
-                    return info, _compare_state(stream, expected, st, config=cfg) + notes
+                    return info, compare_state(stream, expected, st, config=cfg) + notes
                 why = f"{len(names)} of {expected_consumers} consumers are back"
         if time.monotonic() >= deadline:
             raise TransferFailed(f"restored stream {stream!r} did not become healthy within {wait:g} s: {why}")
         await asyncio.sleep(0.25)
 
 
-def _compare_state(stream: str, expected: dict, actual: dict, *, config: dict | None = None) -> list[str]:
+def compare_state(stream: str, expected: dict, actual: dict, *, config: dict | None = None) -> list[str]:
     """Fail only on real loss; warn about the differences the server is documented to make on a restore.
 
     Real loss is a last sequence below the backup's, or fewer messages or subjects (or a first sequence further

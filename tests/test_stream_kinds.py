@@ -1,6 +1,6 @@
 """Every stream kind round-trips: backup on one real server, restore into another, and what the server promises holds.
 
-The post-restore check (pipeline/restore.py ``_compare_state``) must accept what the server is documented to change
+The post-restore check (pipeline/restore.py ``compare_state``) must accept what the server is documented to change
 on a restore and still catch real loss. What the servers do, as seen here:
 
 - 2.15 (V2) restores a stream that never held a message with first_seq 1 where the backup says 0; 2.14 (V1) keeps 0.
@@ -29,7 +29,7 @@ from pipeline.backup import BackupOptions, backup_stream
 from pipeline.errors import IntegrityError, ServerRefused
 from pipeline.jetstream import ConnectOptions, connect
 from pipeline.keys import KeyRing
-from pipeline.restore import RestoreOptions, RestoreResult, _await_healthy, _compare_state, restore_stream
+from pipeline.restore import RestoreOptions, RestoreResult, _await_healthy, compare_state, restore_stream
 from tests.conftest import make_server
 from tests.streams import comparable, read_messages, stream_state
 
@@ -566,7 +566,7 @@ ALL = {"messages": 10, "first_seq": 1, "last_seq": 10, "num_subjects": 2, "num_d
 )
 def test_compare_state_fails_on_loss(actual, config, error):
     with pytest.raises(IntegrityError, match=error):
-        _compare_state("S", ALL, ALL | actual, config=config)
+        compare_state("S", ALL, ALL | actual, config=config)
 
 
 @pytest.mark.parametrize(
@@ -583,21 +583,21 @@ def test_compare_state_fails_on_loss(actual, config, error):
     ],
 )
 def test_compare_state_accepts_what_the_server_does(expected, actual, config, warned):
-    warnings = _compare_state("S", expected, expected | actual, config=config)
+    warnings = compare_state("S", expected, expected | actual, config=config)
     assert _has(warnings, warned), warnings
 
 
 def test_compare_state_skips_absent_keys():
-    assert _compare_state("S", {"last_seq": 5}, {"messages": 0, "first_seq": 9, "last_seq": 5}) == []
+    assert compare_state("S", {"last_seq": 5}, {"messages": 0, "first_seq": 9, "last_seq": 5}) == []
 
 
 def test_compare_state_with_a_counted_expectation():
     """``expected`` counted from the archive ends at its last message: trailing deleted sequences restored as such,
     or a purged stream restored at its position, are no difference worth a word."""
     trailing = {"messages": 14, "first_seq": 3, "last_seq": 19}
-    assert _compare_state("S", trailing, trailing | {"last_seq": 20, "num_deleted": 4}) == []
+    assert compare_state("S", trailing, trailing | {"last_seq": 20, "num_deleted": 4}) == []
     purged = {"messages": 0, "first_seq": 0, "last_seq": 0}
-    assert _compare_state("S", purged, {"messages": 0, "first_seq": 11, "last_seq": 10}) == []
+    assert compare_state("S", purged, {"messages": 0, "first_seq": 11, "last_seq": 10}) == []
 
 
 # -- V1 (2.14.6): the kinds that exist there ---------------------------------------------------------------------
