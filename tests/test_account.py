@@ -563,7 +563,16 @@ def test_seal_of_unknown_run(tmp_path) -> None:
     _fails(jsarchive("account", "seal", tmp_path / "a", "--run", "nope", "--json", env=env), 3, "no run 'nope'")
     # One shard of two has recorded an (empty) plan: the other one might still list streams, so no seal.
     repo = Repository.open(str(tmp_path / "b"))
-    repo.put_small("runs/r/plan/0-of-2", canonical({"format": "jsarchive.run-plan", "streams": [], "mine": []}))
+    plan = {
+        "format": "jsarchive.run-plan",
+        "version": 1,
+        "run": "r",
+        "shard": {"index": 0, "count": 2},
+        "created": "2026-12-01T00:00:00Z",
+        "streams": [],
+        "mine": [],
+    }
+    repo.put_small("runs/r/plan/0-of-2", canonical(plan))
     with pytest.raises(RunIncomplete, match="1/2 have not started"):
         seal_run_in(repo, "r")
     assert repo.list_sets() == []

@@ -213,9 +213,19 @@ def test_invalid_manifests_are_rejected(mutate):
 
 
 def test_unencrypted_manifest_keeps_the_body_in_the_clear():
-    raw = mf.build(_envelope(scheme="none", slots=[]), {"config": {"name": "S"}}, None)
+    body = {
+        "config": {"name": "S"},
+        "snapshot": {"bytes": 15},
+        "compression": {"algorithm": "none", "level": 0},
+        "plain_blocks": [[10, "c" * 64], [5, "d" * 64]],
+    }
+    raw = mf.build(_envelope(scheme="none", slots=[]), body, None)
     m = mf.parse(raw, mf.manifest_id(raw))
-    assert not m.encrypted and m.open_body(None) == {"config": {"name": "S"}}
+    assert not m.encrypted and m.open_body(None) == body
+    # a clear body is checked like any object read from an archive: it cannot be planted half-formed
+    raw = mf.build(_envelope(scheme="none", slots=[]), {"config": {"name": "S"}}, None)
+    with pytest.raises(IntegrityError, match="body.snapshot"):
+        mf.parse(raw, mf.manifest_id(raw))
 
 
 # -- protocol helpers ------------------------------------------------------------------------------------------
