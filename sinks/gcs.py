@@ -228,6 +228,8 @@ def is_transient(e: BaseException) -> bool:
 
 # -- the sink ----------------------------------------------------------------------------------------------------
 class GCSSink:
+    supports_retention = True  # object retention or a bucket retention policy; checked per bucket before use
+
     def __init__(self, bucket: str, prefix: str = "", options: SinkOptions | None = None) -> None:
         if not bucket or "/" in bucket:
             raise SinkError(f"invalid GCS bucket name {bucket!r}")

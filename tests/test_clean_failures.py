@@ -146,5 +146,5 @@ def test_lock_mode_on_a_gcs_bucket_that_cannot_retain_is_refused_first(
         url=nats_server.url,
         env=env,
     )
-    one_error(run, 2, "retention")
+    one_error(run, 2, "neither object retention enabled nor a retention policy", bucket)
     assert not [s for s in seen if "SNAPSHOT" in s], seen
