@@ -1170,6 +1170,7 @@ class AccountRestoreOptions:
     exclude: list[str] = field(default_factory=list)
     on_exists: str = "fail"  # fail | skip | replace
     safety_backup: bool = True  # replace: back up each live stream (marked pre-restore) before deleting it
+    sign_key: object | None = None  # signs the safety backups (pipeline.signing)
     parallel: int = 2
     chunk_size: int = RESTORE_CHUNK_SIZE
     in_flight: int = RESTORE_IN_FLIGHT
@@ -1299,7 +1300,9 @@ async def restore_account_async(
                 progress.log(f"restore {name}: started")
                 if name in to_replace:
                     # verified, preflighted and saved before the live stream is deleted (pipeline/replace.py)
-                    out = await replace_stream(ropts, take_safety_backup=opts.safety_backup, progress=share)
+                    out = await replace_stream(
+                        ropts, take_safety_backup=opts.safety_backup, progress=share, sign_key=opts.sign_key
+                    )
                     replaced.append(name)
                     if out.safety_backup:
                         safety[name] = out.safety_backup

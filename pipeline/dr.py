@@ -861,6 +861,7 @@ class RecoverOptions(StatusOptions):
     keys: KeyRing = field(default_factory=KeyRing)
     trust: TrustPolicy | None = None  # what a backup must prove before it is restored (pipeline/trust.py)
     safety_backup: bool = True  # back up a live stream (marked pre-restore) before it is deleted to be restored
+    sign_key: object | None = None  # signs those safety backups (pipeline.signing)
     cluster: str | None = None  # restore placement (default: the backed-up one)
     tags: list[str] = field(default_factory=list)
     replicas: int | None = None
@@ -1047,6 +1048,7 @@ async def recover_async(opts: RecoverOptions, say: Callable[[str], None] = lambd
                         take_safety_backup=live and opts.safety_backup,
                         live_snapshot_possible=live,
                         no_backup_reason=None if live else f"{health.verdict}: no replica of it holds data to save",
+                        sign_key=opts.sign_key,
                     )
                     r = out.restored
                 else:

@@ -86,8 +86,9 @@ async def safety_backup(
     replacing: str,
     *,
     encrypt: bool = True,
+    sign_key: object | None = None,
 ) -> str:
-    """An ordinary backup of the live stream, marked pre-restore; its manifest id."""
+    """An ordinary backup of the live stream, marked pre-restore (and signed with ``sign_key``); its manifest id."""
     if encrypt and not keys.can_write:
         raise UsageError(
             f"a safety backup of live stream {stream!r} is taken before it is replaced, and no key is configured "
@@ -102,6 +103,7 @@ async def safety_backup(
             encrypt=encrypt,
             sink=sink,
             origin={"type": PRE_RESTORE, "replaced_by": replacing},
+            sign_key=sign_key,
         )
     )
     return res.manifest_id
@@ -114,6 +116,7 @@ async def replace_stream(
     progress: Progress | None = None,
     live_snapshot_possible: bool = True,
     no_backup_reason: str | None = None,
+    sign_key: object | None = None,
 ) -> ReplaceOutcome:
     """Verify, preflight, save, delete, restore: ``restore.stream`` is live on the target and is replaced by
     ``restore.backup`` (a manifest id). See the module docstring for what is proven before the delete."""
@@ -143,6 +146,7 @@ async def replace_stream(
                 restore.sink,
                 m.id,
                 encrypt=m.encrypted or restore.keys.can_write,
+                sign_key=sign_key,  # so a --trust-key restore can bring it back
             )
             notes.append(f"live stream {restore.stream!r} saved first as backup {saved[:12]} (pre-restore)")
         elif not live_snapshot_possible:

@@ -215,3 +215,31 @@ def test_a_plain_restore_is_preflighted_before_any_byte(nats_server, second_serv
     one_error(run, 8, "nothing was sent", "replicas")
     assert not [s for s in seen if "RESTORE" in s], seen  # the server never saw a restore request
     assert asyncio.run(_names(second_server.url)) == []
+
+
+def test_a_signed_safety_backup_passes_trust(nats_server, account_archive: Path, tmp_path: Path):
+    """--sign-key on account restore signs the safety backups, so a --trust-key restore can bring them back."""
+    from tests.test_trust import SignKey
+
+    key = SignKey(tmp_path, "ops")
+    run = _replace(account_archive, nats_server.url, tmp_path, "--sign-key", str(key.private))
+    assert run.returncode == 0, run.stdout + run.stderr
+    saved = json.loads(run.stdout)["restore"]["safety_backups"]["ORDERS"]
+    assert (account_archive / "signatures" / saved / key.fingerprint).is_file()
+    back = jsarchive(
+        "stream",
+        "restore",
+        account_archive,
+        "ORDERS",
+        "-s",
+        nats_server.url,
+        "-i",
+        tmp_path / "backup.key",
+        "--backup",
+        saved,
+        "--trust-key",
+        key.public,
+        "--json",
+        env=cli_env(tmp_path),
+    )
+    assert back.returncode == 6, back.stdout + back.stderr  # trusted and opened; the stream exists: a conflict

@@ -288,6 +288,7 @@ def _sign_set(url: str, set_id: str | None, key: object, sink: object, retention
     is_flag=True,
     help="--on-exists replace: do not back up each live stream (marked pre-restore) before deleting it",
 )
+@sign_key_option
 @click.option("--parallel", type=click.IntRange(1, 64), default=2, show_default=True, help="streams at once")
 @click.option("--chunk-size", type=SIZE, default=RESTORE_CHUNK_SIZE, show_default=True, help="restore chunk size")
 @click.option(
@@ -363,6 +364,7 @@ def restore_cmd(
         exclude=list(exclude),
         on_exists=on_exists,
         safety_backup=not no_safety_backup,
+        sign_key=sign_key(kw),
         parallel=parallel,
         chunk_size=chunk_size,
         in_flight=in_flight,

@@ -18,6 +18,8 @@ from pipeline.cli.common import (
     handle_errors,
     key_options,
     key_ring,
+    sign_key,
+    sign_key_option,
     sink_options,
     trust_options,
     trust_policy,
@@ -227,6 +229,7 @@ def status_cmd(as_json: bool, **kw: object) -> None:
     is_flag=True,
     help="do not back up a live (emptied) stream, marked pre-restore, before deleting it to restore it",
 )
+@sign_key_option
 @trust_options
 @click.option("--yes", is_flag=True, help="take the plan (without it, only print it)")
 @handle_errors
@@ -245,6 +248,7 @@ def recover_cmd(as_json: bool, yes: bool, **kw: object) -> None:
         keys=keys,
         trust=trust_policy(kw, keys),
         safety_backup=not kw.pop("no_safety_backup"),
+        sign_key=sign_key(kw),
         cluster=kw.pop("cluster"),
         tags=list(kw.pop("tags")),
         replicas=kw.pop("replicas"),
