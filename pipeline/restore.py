@@ -668,6 +668,13 @@ async def _remove_partial(js: JetStream, stream: str, restore_id: str) -> str:
             info = await js.stream_info(stream, timeout=5.0)
             if info is None:
                 if attempt >= 2:
+                    if stream in await js.stream_names():
+                        # a cluster keeps an aborted restore's assignment listed for a while (seen ~60 s on 2.15.1):
+                        # no data, but not provably ours any more, so it is named rather than deleted
+                        return (
+                            f"no partial stream holds data, but the server still lists {stream!r} (the aborted "
+                            f"restore's assignment; it clears itself, or `nats stream rm {stream} -f`)"
+                        )
                     return "no partial stream was left on the server"
                 await asyncio.sleep(0.5)
                 continue
