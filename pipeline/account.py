@@ -59,6 +59,7 @@ from pipeline.progress import NoProgress, Progress
 from pipeline.replace import replace_stream
 from pipeline.repository import RUNS, Repository, storage_error
 from pipeline.restore import RestoreOptions, RestoreResult, restore_stream_async
+from pipeline.trust import TrustPolicy
 from sinks import Retention, SinkError, SinkOptions
 
 SET_FORMAT = "jsarchive.set"
@@ -1171,6 +1172,7 @@ class AccountRestoreOptions:
     on_exists: str = "fail"  # fail | skip | replace
     safety_backup: bool = True  # replace: back up each live stream (marked pre-restore) before deleting it
     sign_key: object | None = None  # signs the safety backups (pipeline.signing)
+    trust: TrustPolicy | None = None  # what each backup must prove before it is restored (pipeline/trust.py)
     parallel: int = 2
     chunk_size: int = RESTORE_CHUNK_SIZE
     in_flight: int = RESTORE_IN_FLIGHT
@@ -1295,6 +1297,7 @@ async def restore_account_async(
                 in_flight=opts.in_flight,
                 wait=opts.wait,
                 sink=opts.sink,
+                trust=opts.trust,
             )
             try:
                 progress.log(f"restore {name}: started")

@@ -38,6 +38,7 @@ from pipeline.manifest import Manifest
 from pipeline.repository import Repository, storage_error
 from pipeline.retention import parse_created
 from pipeline.signing import load_private_key as _load_sign_key
+from pipeline.trust import TrustPolicy
 from sinks.base import SinkError, SinkOptions
 
 REPORT_FORMAT = "jsarchive-drill-report"
@@ -72,6 +73,7 @@ class DrillOptions:
     sign_key: str | None = None  # Ed25519 private key, PEM (openssl genpkey -algorithm ed25519)
     parallel: int = 2
     wait: float = 120.0
+    trust: TrustPolicy | None = None  # what each backup must prove before it is restored (pipeline/trust.py)
     sink: SinkOptions = field(default_factory=SinkOptions)
 
     def subjects_under(self) -> str:
@@ -315,6 +317,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
                             replicas=opts.replicas,
                             wait=opts.wait,
                             sink=opts.sink,
+                            trust=opts.trust,
                             new_name=c.drill_stream if rename else None,
                             subject_map=[f">={under}.>"] if rename else [],
                         )

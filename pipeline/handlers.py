@@ -696,11 +696,16 @@ def _drill(cfg: HandlerConfig, emit: Callable[[dict], None]) -> Outcome:
     if not (cluster or tags):
         raise ConfigError("drill needs a target: set $JSARCHIVE_DRILL_CLUSTER or $JSARCHIVE_DRILL_TAGS")
     started = time.time()
+    from pipeline.trust import TrustPolicy
+
+    keys = key_ring(env, write=False)
     opts = DrillOptions(
         url=cfg.url,
         set_id=env.get("JSARCHIVE_DRILL_SET") or None,
         connect=connect_options(env),
-        keys=key_ring(env, write=False),
+        keys=keys,
+        # as the CLI: with a key configured, an unencrypted (possibly planted) backup is refused
+        trust=TrustPolicy.of(keys, allow_unencrypted=env.get("JSARCHIVE_ALLOW_UNENCRYPTED", "") not in ("", "0")),
         cluster=cluster,
         tags=tags,
         prefix=env.get("JSARCHIVE_DRILL_PREFIX") or "DRILL_",

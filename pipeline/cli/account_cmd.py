@@ -355,6 +355,7 @@ def restore_cmd(
     opts = AccountRestoreOptions(
         url=url,
         set_id=bset.id,  # pinned: the set checked above, whatever is added to the archive meanwhile
+        trust=policy,
         connect=connect,
         keys=keys,
         cluster=cluster,

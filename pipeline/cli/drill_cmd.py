@@ -73,6 +73,7 @@ def drill_cmd(url: str, set_id: str | None, latest: bool, as_json: bool, **kw: o
         set_id=bset.id,
         connect=connect_options(kw),
         keys=keys,
+        trust=policy,
         cluster=kw.pop("cluster"),
         tags=list(kw.pop("tags")),
         replicas=kw.pop("replicas"),
