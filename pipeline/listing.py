@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import concurrent.futures
+import datetime as dt
 from dataclasses import asdict, dataclass, field
 
 from pipeline.errors import JsArchiveError
@@ -97,11 +98,24 @@ def _apply_head(entry: BackupEntry, info: ObjectInfo) -> None:
 def list_backups(
     url: str, stream: str | None = None, sink: SinkOptions | None = None, *, head: bool = True
 ) -> list[BackupEntry]:
-    """Every backup with a ref, newest first; ``head`` also reads the data object's storage class and lock."""
+    """Every backup with a ref, newest ``created`` first; ``head`` also reads the data object's storage class and
+    lock. A ref name's time is only what its writer said, so the order is the manifest's (a ref whose manifest
+    cannot be read is placed by its name, the only time it has)."""
     repo = Repository.open(url, sink)
     refs = repo.refs(stream)
     with concurrent.futures.ThreadPoolExecutor(LIST_WORKERS, thread_name_prefix="ls") as pool:
-        return list(pool.map(lambda r: _entry(repo, r, head), refs))
+        entries = list(pool.map(lambda r: _entry(repo, r, head), refs))
+    entries.sort(key=lambda e: (_created_at(e), e.stream, e.manifest_id), reverse=True)
+    return entries
+
+
+def _created_at(e: BackupEntry) -> dt.datetime:
+    from pipeline.retention import parse_created
+
+    try:
+        return parse_created(e.created)  # also reads a ref name's basic ISO 8601 time (20261201T192045.123456Z)
+    except (ValueError, OverflowError):
+        return dt.datetime.min.replace(tzinfo=dt.timezone.utc)  # no time at all: last
 
 
 # -- show -----------------------------------------------------------------------------------------------------------

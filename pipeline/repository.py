@@ -383,8 +383,56 @@ class Repository:
             raise storage_error(e, f"cannot list {self.url}") from None
 
     def resolve(self, id_or_prefix: str) -> str:
-        """A full manifest id from a full id or a unique prefix of at least six hex digits."""
-        return _resolve_prefix(id_or_prefix, self.manifest_ids, "backup", "jsarchive ls", self.url)
+        """The manifest id of one backup, named by its manifest id (64 hex digits), its backup id (32: what
+        ``stream backup --json`` and ref names show) or a unique prefix of either, of at least MIN_ID_PREFIX digits.
+
+        A full manifest id is returned without any listing (loading it says whether it exists). A prefix that
+        matches one backup by both of its ids is that backup; one that matches two backups is a UsageError.
+        """
+        ident = id_or_prefix.strip().lower()
+        if not _HEX.fullmatch(ident or "x"):
+            raise UsageError(
+                f"{id_or_prefix!r} is not a backup id (hex digits: the manifest id or backup id `jsarchive ls` shows)"
+            )
+        if len(ident) == 64:
+            return ident
+        if len(ident) < MIN_ID_PREFIX:
+            raise UsageError(f"backup id prefix {id_or_prefix!r} is too short: give at least {MIN_ID_PREFIX} digits")
+        found = self._backups_matching(ident)
+        if not found:
+            raise NotFoundError(
+                f"no backup with id {id_or_prefix} in {self.url} (neither a manifest id nor a backup id)"
+            )
+        if len(found) > 1:
+            named = ", ".join(mid[:12] for mid in sorted(found))
+            raise UsageError(
+                f"backup id prefix {id_or_prefix} is ambiguous in {self.url}: it matches {len(found)} backups "
+                f"({named}); give more digits"
+            )
+        return found[0]
+
+    def _backups_matching(self, prefix: str) -> list[str]:
+        """Manifest ids of the backups whose manifest id or backup id starts with ``prefix`` (lower-case hex).
+
+        Backup ids are in ref names, so the refs are listed once; only a ref whose name matches is opened. A ref is
+        not authenticated, so its manifest must be of the backup its name says (:meth:`load_ref`): a planted ref
+        cannot make a backup id name another backup. A matching ref that is broken is passed over when something
+        else matches, and is the error when nothing does.
+        """
+        found = {mid for mid in self.manifest_ids() if _HEX64.fullmatch(mid) and mid.startswith(prefix)}
+        if len(prefix) > 32:  # longer than any backup id
+            return sorted(found)
+        broken: list[JsArchiveError] = []
+        by_ref: set[str] = set()
+        for ref in self.refs():
+            if ref.backup_id.startswith(prefix):
+                try:
+                    by_ref.add(self.load_ref(ref).id)
+                except (IntegrityError, NotFoundError) as e:
+                    broken.append(e)
+        if not found and not by_ref and broken:
+            raise broken[0]
+        return sorted(found | by_ref)
 
     def latest(
         self,

@@ -13,6 +13,7 @@ from pipeline.cli.common import (
     archive_options,
     echo,
     emit_json,
+    error_document,
     handle_errors,
     human_bytes,
     key_options,
@@ -20,6 +21,7 @@ from pipeline.cli.common import (
     sink_options,
 )
 from pipeline.display import json_safe, safe
+from pipeline.errors import Interrupted, JsArchiveError, UsageError
 from pipeline.inspect import (
     InspectResult,
     MessageFilter,
@@ -29,6 +31,11 @@ from pipeline.inspect import (
     parse_seq_range,
     parse_time,
 )
+
+
+def emit_json_line(obj: object) -> None:
+    """One JSON value on one line, for JSON-lines output; control characters as \\u escapes (ensure_ascii)."""
+    click.echo(json.dumps(obj, sort_keys=True, default=str))
 
 
 @click.command("inspect")
@@ -139,6 +146,12 @@ def _print(r: InspectResult, max_subjects: int) -> None:
 )
 @key_options(write=False)
 @archive_options
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="print JSON lines: one object a message, as --format jsonl; a failure is one last line with ok false",
+)
 @handle_errors
 def cat_cmd(
     url: str,
@@ -148,10 +161,38 @@ def cat_cmd(
     until: str | None,
     seq_range: str | None,
     fmt: str,
+    as_json: bool,
     **kw: object,
 ) -> None:
     """Print the messages of backup ID in the archive at URL, oldest first, straight from the archive (no NATS
     server). Needs a V2 backup (taken from nats-server 2.15 or later)."""
+    if as_json:
+        try:
+            if fmt == "raw":
+                raise UsageError("--json prints JSON lines: it cannot be combined with --format raw")
+            _cat(url, backup_id, subjects, since, until, seq_range, "jsonl", kw)
+            return
+        except KeyboardInterrupt:
+            err: JsArchiveError = Interrupted("interrupted")
+        except JsArchiveError as e:
+            err = e
+        # Lines may already be out: the error is one more line, so the output stays JSON lines to the end.
+        emit_json_line({"ok": False, "error": error_document(err)})
+        echo(f"jsarchive: error: {err}", err=True)
+        sys.exit(err.exit_code)
+    _cat(url, backup_id, subjects, since, until, seq_range, fmt, kw)
+
+
+def _cat(
+    url: str,
+    backup_id: str,
+    subjects: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    seq_range: str | None,
+    fmt: str,
+    kw: dict,
+) -> None:
     first, last = parse_seq_range(seq_range) if seq_range else (None, None)
     flt = MessageFilter(
         subjects=subjects,

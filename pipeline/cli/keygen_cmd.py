@@ -22,6 +22,9 @@ def keygen_cmd(output: str | None, raw: bool, as_json: bool) -> None:
 
     The default is an age X25519 identity: pass the file with --identity to back up and restore, or give only
     its public recipient (age1…) with --recipient to hosts that must write backups but never read them.
+
+    With -o the secret goes to FILE and stdout holds only the public key (nothing for --raw), so
+    `PUB=$(jsarchive keygen -o backup.key)` captures it; without -o stdout is the key file itself.
     """
     if raw:
         secret, public = generate_raw_key() + "\n", None
@@ -39,9 +42,11 @@ def keygen_cmd(output: str | None, raw: bool, as_json: bool) -> None:
         if as_json:
             emit_json({"ok": True, "file": str(path), "type": "raw" if raw else "age", "recipient": public})
         else:
-            click.echo(f"wrote {'raw key' if raw else 'age identity'} to {path}", err=True)
+            # stdout is the public key alone, so `PUB=$(jsarchive keygen -o k)` captures it; the rest is for a person
+            what = "raw key (no public key)" if raw else "age identity; its public key (for --recipient) on stdout"
+            click.echo(f"wrote {what} to {path}", err=True)
             if public:
-                click.echo(f"public key (for --recipient): {public}", err=True)
+                click.echo(public)
         return
     if as_json:
         emit_json(

@@ -5,7 +5,22 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.common import archive_options, cell, echo, emit_json, handle_errors, human_bytes, sink_options
+from pipeline.errors import NotFoundError
 from pipeline.listing import list_backups
+
+
+def require_archive(url: str) -> None:
+    """NotFoundError when ``url`` is a local path that does not exist. Listing a missing directory finds nothing,
+    which would pass for an empty archive: a mistyped path must fail as `verify` does (exit 3), not report "no
+    backups". Object stores need no check here: a missing bucket is already an error."""
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme != "file":
+        return
+    from pipeline.repository import Repository
+
+    root = getattr(Repository.open(url).sink, "root", None)
+    if root is not None and not root.exists():
+        raise NotFoundError(f"no archive at {url}: {root} does not exist")
 
 
 @click.command("ls")
@@ -17,6 +32,7 @@ from pipeline.listing import list_backups
 def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
     """List the backups in the archive at URL, newest first, with the storage class and Object Lock of each data
     object (read with a HEAD)."""
+    require_archive(url)
     rows = list_backups(url, stream, sink_options(kw, url=url))
     if as_json:
         emit_json({"ok": True, "backups": [r.to_json() for r in rows]})

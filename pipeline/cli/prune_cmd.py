@@ -8,6 +8,7 @@ import sys
 import click
 
 from pipeline.cli.common import archive_options, echo, emit_json, handle_errors, human_bytes, sink_options
+from pipeline.cli.ls_cmd import require_archive
 from pipeline.prune import DELETE, KEEP, LOCKED, PruneOptions, PruneReport, prune
 from pipeline.retention import Duration, Policy
 
@@ -71,6 +72,7 @@ def prune_cmd(
         yearly=keep_yearly,
         within=Duration.parse(keep_within) if keep_within else None,
     )
+    require_archive(url)
     now = dt.datetime.now(dt.timezone.utc)
     grace_td = now - Duration.parse(grace).before(now)
     opts = PruneOptions(
@@ -87,6 +89,8 @@ def prune_cmd(
     if as_json:
         emit_json(report.to_json())
     else:
+        if not report.backups:
+            echo(f"no backups in {url}" + (f" for stream {stream}" if stream else ""), err=True)
         _print(report)
     if report.exit_code:
         sys.exit(report.exit_code)

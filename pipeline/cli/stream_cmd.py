@@ -144,14 +144,19 @@ def backup_cmd(
         signed = {"signature": f"signatures/{res.manifest_id}/{fp}"} if fp else {}
         emit_json({"ok": True, "backup": res.to_json(), **signed})
         return
-    ratio = res.bytes / res.stored_bytes if res.stored_bytes else 0
     echo(f"Backed up stream {res.stream} as {res.manifest_id}")
     echo(
         f"  {res.messages:,} messages, {human_bytes(res.bytes)} in the stream; snapshot "
         f"{human_bytes(res.received_bytes)} ({res.snapshot_format}, nats-server {res.server_version})"
     )
+    # stored/stream first (how much of the stream the archive holds), then the compression ratio stream:stored
+    ratio = (
+        f", {res.stored_bytes / res.bytes:.2f}× of the stream ({res.bytes / res.stored_bytes:.2f}:1)"
+        if res.bytes and res.stored_bytes
+        else ""
+    )
     echo(
-        f"  stored {human_bytes(res.stored_bytes)} in {res.blocks} block(s), {ratio:.2f}x of the stream; "
+        f"  stored {human_bytes(res.stored_bytes)} in {res.blocks} block(s){ratio}; "
         f"{res.consumers} consumer(s); {res.seconds:.2f} s"
     )
     if store == "decoded":
