@@ -80,6 +80,15 @@ class ColdStorage(JsArchiveError):
     kind = "cold"
 
 
+class AuthFailed(JsArchiveError):
+    """The NATS server refused the credentials (wrong token, password, nkey, JWT or seed; expired or revoked user).
+
+    Apart from 7 (cannot connect): retrying will not help, fixing the credentials will."""
+
+    exit_code = 12
+    kind = "auth"
+
+
 class Interrupted(JsArchiveError):
     exit_code = 130
     kind = "interrupted"

@@ -29,6 +29,7 @@ import nats.errors
 from nats.aio.client import Client, RawCredentials
 
 from pipeline.errors import (
+    AuthFailed,
     ConflictError,
     ConnectionFailed,
     JsArchiveError,
@@ -166,6 +167,34 @@ def api_error(err: dict, stream: str = "") -> JsArchiveError:
 
 # -- connection options (natscli's flags and context files) -----------------------------------------------------
 
+CONNECT_TIMEOUT_MIN = 2.0  # a TLS handshake to a distant server needs this much even when --timeout is short
+CONNECT_TIMEOUT_MAX = 10.0  # a long --timeout is for slow API answers; a dead address should not stall as long
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | float) -> float:
+    """Seconds from a Go duration as natscli takes them (``5s``, ``500ms``, ``1m30s``, ``1h``) or plain seconds."""
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        s = str(text).strip()
+        try:
+            seconds = float(s)
+        except ValueError:
+            pos, seconds = 0, 0.0
+            for m in _DURATION_PART.finditer(s):
+                if m.start() != pos:
+                    break
+                seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+                pos = m.end()
+            if not s or pos != len(s):
+                raise UsageError(f"{text!r} is not a duration (e.g. 5s, 500ms, 1m30s, 1h, or seconds)") from None
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise UsageError(f"{text!r} is not a positive duration")
+    return seconds
+
 
 @dataclass
 class ConnectOptions:
@@ -183,16 +212,23 @@ class ConnectOptions:
     js_api_prefix: str | None = None
     inbox_prefix: str | None = None
     context: str | None = None
-    timeout: float = 5.0
+    # natscli's --timeout: how long to wait for responses (JetStream API requests). None: the library's defaults.
+    timeout: float | None = None
     name: str = "jsarchive"
+    no_context: bool = False  # natscli --no-context: ignore the selected context and $NATS_CONTEXT
+    trace: bool = False  # print every JetStream API request and reply to stderr
     # Secrets handed over in memory (cloud runners read them from a secret store): the text of a credentials file
     # and an nkey seed. Never written to disk, never in repr.
     creds_data: str | None = field(default=None, repr=False)
     nkey_seed: str | None = field(default=None, repr=False)
+    # natscli --jwt/--seed (context user_jwt/user_seed): a user JWT and its nkey seed, each the value or a file.
+    user_jwt: str | None = field(default=None, repr=False)
+    user_seed: str | None = field(default=None, repr=False)
 
     def resolved(self) -> ConnectOptions:
         """Fill unset fields from the natscli context (``--context``, ``$NATS_CONTEXT`` or the selected one)."""
-        ctx = load_context(self.context)
+        ctx = {} if self.no_context and not self.context else load_context(self.context)
+        _check_context_fields(ctx, self.context)
         mapping = {
             "servers": "url",
             "user": "user",
@@ -206,6 +242,8 @@ class ConnectOptions:
             "js_domain": "jetstream_domain",
             "js_api_prefix": "jetstream_api_prefix",
             "inbox_prefix": "inbox_prefix",
+            "user_jwt": "user_jwt",
+            "user_seed": "user_seed",
         }
         out = ConnectOptions(**self.__dict__)
         for attr, key in mapping.items():
@@ -213,6 +251,15 @@ class ConnectOptions:
                 setattr(out, attr, os.path.expanduser(str(ctx[key])) if attr in _PATHS else ctx[key])
         if not out.tls_first and ctx.get("tls_first"):
             out.tls_first = True
+        lookup = str(ctx.get("nsc") or "").strip()
+        has_creds = out.creds or out.creds_data or out.user_jwt
+        if lookup and not (has_creds and out.servers):
+            # natscli resolves the context's nsc URL with nsc itself; what the context or a flag sets wins.
+            creds, services = _nsc_profile(lookup, self.context or "selected")
+            if not has_creds:
+                out.creds = creds
+            if not out.servers and services:
+                out.servers = services
         if not out.servers:
             out.servers = "nats://127.0.0.1:4222"
         return out
@@ -227,6 +274,77 @@ class ConnectOptions:
 
 
 _PATHS = {"creds", "nkey", "tls_cert", "tls_key", "tls_ca"}
+
+# natscli context fields: those jsarchive applies, those that change nothing about the connection it makes, and
+# those it cannot honour (a refusal, never a connection made without them).
+_CONTEXT_APPLIED = {
+    "url", "user", "password", "token", "creds", "nkey", "cert", "key", "ca", "tls_first", "nsc",
+    "jetstream_domain", "jetstream_api_prefix", "inbox_prefix", "user_jwt", "user_seed",
+}  # fmt: skip
+_CONTEXT_HARMLESS = {"name", "description", "color_scheme", "jetstream_event_prefix"}
+_CONTEXT_UNSUPPORTED = {
+    "socks_proxy": "a SOCKS proxy",
+    "windows_cert_store": "the Windows certificate store",
+    "windows_cert_match": "the Windows certificate store",
+    "windows_cert_match_by": "the Windows certificate store",
+    "windows_ca_certs_match": "the Windows certificate store",
+}
+
+
+def _check_context_fields(ctx: dict, name: str | None) -> None:
+    which = f"NATS context {name!r}" if name else "the selected NATS context"
+    for key, value in ctx.items():
+        if key in _CONTEXT_APPLIED or key in _CONTEXT_HARMLESS or value in (None, "", False, [], {}):
+            continue
+        if key in _CONTEXT_UNSUPPORTED:
+            raise UsageError(
+                f"{which} sets {key!r}: jsarchive cannot connect through {_CONTEXT_UNSUPPORTED[key]}; "
+                "use a context without it (or --no-context and flags)"
+            )
+        raise UsageError(
+            f"{which} sets {key!r}, which jsarchive does not know: it may change how natscli connects, so "
+            "jsarchive will not connect without it (remove it, or use --no-context and flags)"
+        )
+
+
+NSC_TIMEOUT = 30.0
+
+
+def _nsc_profile(lookup: str, context: str) -> tuple[str, str | None]:
+    """The credentials file and the operator's service URLs that ``nsc generate profile`` reports for ``lookup``
+    (an ``nsc://operator/account/user`` URL), as natscli does for a context's ``nsc`` field."""
+    import shutil
+    import subprocess
+
+    where = f"NATS context {context!r} names its credentials with nsc ({lookup})"
+    exe = shutil.which("nsc")
+    if exe is None:
+        raise UsageError(f"{where}, but nsc is not installed (not on $PATH): install nsc, or set creds in the context")
+    try:
+        proc = subprocess.run(
+            [exe, "generate", "profile", lookup],
+            capture_output=True,
+            text=True,
+            timeout=NSC_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UsageError(f"{where}, and running nsc failed: {e}") from None
+    if proc.returncode != 0:
+        # stdout is never shown: it can carry JWTs.
+        hint = (proc.stderr or "").strip().splitlines()
+        raise UsageError(f"{where}, and nsc failed (exit {proc.returncode})" + (f": {hint[-1]}" if hint else ""))
+    try:
+        profile = json.loads(proc.stdout)
+        creds = str(profile["user_creds"]) if profile.get("user_creds") else ""
+        service = (profile.get("operator") or {}).get("service")
+    except (ValueError, TypeError, AttributeError, KeyError):
+        raise UsageError(f"{where}, and nsc answered with something that is not a profile") from None
+    if not creds:
+        raise UsageError(f"{where}, and nsc's profile names no user credentials")
+    if isinstance(service, list):
+        service = ",".join(str(s) for s in service if s)
+    return creds, (str(service) if service else None)
 
 
 def _config_home() -> Path:
@@ -249,37 +367,109 @@ def load_context(name: str | None) -> dict:
         return {}
     path = base / "context" / f"{name}.json"
     try:
-        return json.loads(path.read_text())
+        ctx = json.loads(path.read_text())
     except FileNotFoundError:
         if explicit:
             raise UsageError(f"NATS context {name!r} does not exist ({path})") from None
         return {}
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:
         raise UsageError(f"cannot read NATS context {name!r} ({path}): {e}") from None
+    if not isinstance(ctx, dict):
+        raise UsageError(f"NATS context {name!r} ({path}) is not a JSON object")
+    return ctx
 
 
 def _tls_context(opts: ConnectOptions) -> ssl.SSLContext | None:
     if not (opts.tls_ca or opts.tls_cert or opts.tls_key or (opts.servers or "").startswith("tls://")):
         return None
-    ctx = ssl.create_default_context(cafile=opts.tls_ca) if opts.tls_ca else ssl.create_default_context()
-    if opts.tls_cert or opts.tls_key:
-        if not (opts.tls_cert and opts.tls_key):
-            raise UsageError("--tlscert and --tlskey must be given together")
-        ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
+    if bool(opts.tls_cert) != bool(opts.tls_key):
+        raise UsageError("--tlscert and --tlskey must be given together")
+    try:
+        ctx = ssl.create_default_context(cafile=opts.tls_ca) if opts.tls_ca else ssl.create_default_context()
+        if opts.tls_cert and opts.tls_key:
+            ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError(f"cannot load the TLS files (--tlsca/--tlscert/--tlskey): {e}") from None
     return ctx
+
+
+def _secret_value(value: str, what: str) -> str:
+    """natscli's --jwt/--seed take the value; a file holding it is accepted too."""
+    text = value.strip()
+    try:
+        # A JWT is longer than a file name may be: that is an OSError, and means it is no file.
+        is_file = "\n" not in text and Path(os.path.expanduser(text)).is_file()
+    except (OSError, ValueError):
+        is_file = False
+    if is_file:
+        try:
+            text = Path(os.path.expanduser(text)).read_text().strip()
+        except OSError as e:
+            raise UsageError(f"cannot read the {what} file {text}: {e}") from None
+    if not text:
+        raise UsageError(f"the {what} is empty")
+    return text
+
+
+def _jwt_credentials(opts: ConnectOptions) -> RawCredentials | None:
+    """--jwt and --seed as the text of a credentials file, which nats-py signs the server's nonce with."""
+    if not (opts.user_jwt or opts.user_seed):
+        return None
+    if not (opts.user_jwt and opts.user_seed):
+        raise UsageError("--jwt and --seed ($NATS_JWT, $NATS_SEED, context user_jwt/user_seed) go together")
+    if opts.creds or opts.creds_data:
+        raise UsageError("give --creds or --jwt with --seed, not both")
+    jwt = _secret_value(opts.user_jwt, "user JWT")
+    seed = _secret_value(opts.user_seed, "user seed")
+    if not seed.startswith("SU"):
+        raise UsageError("--seed is not a user nkey seed (it starts with SU)")
+    try:
+        import nkeys
+
+        nkeys.from_seed(bytearray(seed.encode())).wipe()
+    except Exception:
+        raise UsageError("--seed is not a valid nkey seed") from None
+    return RawCredentials(
+        f"-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n"
+        f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    )
+
+
+def _connect_timeout(opts: ConnectOptions) -> float:
+    wait = opts.timeout if opts.timeout is not None else 5.0
+    return min(max(wait, CONNECT_TIMEOUT_MIN), CONNECT_TIMEOUT_MAX)
+
+
+_AUTH_WORDS = ("authorization violation", "authentication expired", "authentication revoked", "authentication timeout")
+
+
+def _is_auth_error(e: BaseException) -> bool:
+    if isinstance(e, nats.errors.AuthorizationError):
+        return True
+    text = str(e).lower()
+    return any(w in text for w in _AUTH_WORDS)
 
 
 async def connect(opts: ConnectOptions) -> JetStream:
     opts = opts.resolved()
+    connect_timeout = _connect_timeout(opts)
+    # nats-py 2.16 reports a refused CONNECT (-ERR 'Authorization Violation') only to the error callback and
+    # then raises NoServersError: remember what the callback saw to tell a refusal from a dead server.
+    seen: list[BaseException] = []
+
+    async def on_error(e: Exception) -> None:
+        if len(seen) < 16:
+            seen.append(e)
+
     kwargs: dict[str, Any] = {
         "servers": [s.strip() for s in opts.servers.split(",") if s.strip()],
         "name": opts.name,
-        "connect_timeout": max(1, int(opts.timeout)),
+        "connect_timeout": connect_timeout,
         "allow_reconnect": True,
         "max_reconnect_attempts": 3,
         "reconnect_time_wait": 0.5,
         # nats-py logs every failed attempt through the error callback; our error message says it once.
-        "error_cb": _quiet,
+        "error_cb": on_error,
         "disconnected_cb": _quiet_noarg,
     }
     if opts.user:
@@ -290,12 +480,15 @@ async def connect(opts: ConnectOptions) -> JetStream:
     for path, what in ((opts.creds, "credentials file"), (opts.nkey, "nkey seed file")):
         if path and not Path(path).is_file():
             raise UsageError(f"{what} {path} does not exist")
+    jwt_creds = _jwt_credentials(opts)
     if opts.creds:
         kwargs["user_credentials"] = opts.creds
     if opts.nkey:
         kwargs["nkeys_seed"] = opts.nkey
     if opts.creds_data:
         kwargs["user_credentials"] = RawCredentials(opts.creds_data)
+    if jwt_creds is not None:
+        kwargs["user_credentials"] = jwt_creds
     if opts.nkey_seed:
         kwargs["nkeys_seed_str"] = opts.nkey_seed.strip()
     tls = _tls_context(opts)
@@ -308,17 +501,41 @@ async def connect(opts: ConnectOptions) -> JetStream:
 
     # The server list can carry passwords and tokens (nats://user:pw@host); the message goes to logs and metrics.
     where = redact_servers(opts.servers)
+    attempts = len(kwargs["servers"]) * (kwargs["max_reconnect_attempts"] + 1)
     try:
-        nc = await asyncio.wait_for(nats.connect(**kwargs), timeout=opts.timeout * 3 + 5)
-    except (nats.errors.NoServersError, OSError, asyncio.TimeoutError, nats.errors.TimeoutError) as e:
+        nc = await asyncio.wait_for(nats.connect(**kwargs), timeout=connect_timeout * attempts + 5)
+    except (nats.errors.Error, OSError, asyncio.TimeoutError) as e:
+        refusal = next((x for x in [e, *seen] if _is_auth_error(x)), None)
+        if refusal is not None:
+            raise AuthFailed(
+                f"the NATS server at {where} refused the credentials ({_describe(refusal)}): check "
+                f"{_credentials_used(opts)}"
+            ) from None
         raise ConnectionFailed(f"cannot connect to NATS at {where}: {_describe(e)}") from None
-    except nats.errors.Error as e:
-        raise ConnectionFailed(f"cannot connect to NATS at {where}: {_describe(e)}") from None
-    return JetStream(nc, opts.api_prefix)
+    except ValueError as e:
+        # nats-py checks the credentials' shape before it connects (a bad seed, an unreadable creds text).
+        raise UsageError(f"the NATS credentials are not usable: {e}") from None
+    js = JetStream(nc, opts.api_prefix)
+    if opts.timeout is not None:
+        js.api_timeout = opts.timeout
+    js.trace = opts.trace
+    return js
 
 
-async def _quiet(_e: Exception) -> None:
-    return None
+def _credentials_used(opts: ConnectOptions) -> str:
+    used = [
+        flag
+        for flag, value in (
+            ("--user/--password", opts.user),
+            ("--token", opts.token),
+            ("--creds", opts.creds or opts.creds_data),
+            ("--nkey", opts.nkey or opts.nkey_seed),
+            ("--jwt/--seed", opts.user_jwt),
+        )
+        if value
+    ]
+    what = " and ".join(used) if used else "the credentials (none were given: the server wants some)"
+    return what + (f" (context {opts.context!r})" if opts.context else "")
 
 
 async def _quiet_noarg() -> None:
@@ -329,11 +546,27 @@ def _describe(e: BaseException) -> str:
     from pipeline.display import redact_text
 
     text = redact_text(str(e).strip().strip("'\""))  # nats-py may name the URL it tried
+    if _is_auth_error(e):
+        return "authorization violation"
     if isinstance(e, nats.errors.NoServersError) or not text:
         return "no server answered (is it running, and is the address right?)"
-    if "Authorization" in text or "authorization" in text:
-        return "authorization failed: check --user/--password, --creds or --nkey"
     return text
+
+
+TRACE_LIMIT = 2048
+
+
+def _trace(direction: str, subject: str, body: bytes | str) -> None:
+    """One line on stderr per API request or reply: credentials redacted, control characters escaped, cut short."""
+    import sys
+
+    from pipeline.display import redact_text, safe
+
+    text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else str(body)
+    text = " ".join(text.split())
+    if len(text) > TRACE_LIMIT:
+        text = text[:TRACE_LIMIT] + f"… ({len(text)} characters)"
+    print(f"jsarchive: trace: {direction} {safe(redact_text(subject))} {safe(redact_text(text))}", file=sys.stderr)
 
 
 # -- the JetStream API ------------------------------------------------------------------------------------------
@@ -367,6 +600,10 @@ class ServerInfo:
 
 
 class JetStream:
+    # natscli's --timeout: replaces API_TIMEOUT wherever a request waits the default (connect() sets it).
+    api_timeout: float = API_TIMEOUT
+    trace: bool = False  # --trace: each API request and reply on stderr
+
     def __init__(self, nc: Client, api_prefix: str = "$JS.API") -> None:
         self.nc = nc
         self.prefix = api_prefix
@@ -393,14 +630,24 @@ class JetStream:
         )
 
     async def request(self, subject: str, payload: bytes, timeout: float) -> dict:
+        if timeout == API_TIMEOUT:
+            timeout = self.api_timeout
+        if self.trace:
+            _trace(">>>", subject, payload)
         try:
             msg = await self.nc.request(subject, payload, timeout=timeout)
+            if self.trace:
+                _trace("<<<", subject, msg.data)
         except nats.errors.NoRespondersError:
+            if self.trace:
+                _trace("<<<", subject, "(no responders)")
             raise ServerRefused(
                 f"no JetStream responder for {subject}: JetStream is not enabled for this account, or the "
                 "--js-domain / --js-api-prefix is wrong"
             ) from None
         except nats.errors.TimeoutError:
+            if self.trace:
+                _trace("<<<", subject, f"(no answer within {timeout:g} s)")
             raise TransferFailed(f"no answer from the server within {timeout:g} s to {subject}") from None
         except nats.errors.ConnectionClosedError:
             raise ConnectionFailed("the connection to the NATS server was closed") from None

@@ -6,6 +6,7 @@ import click
 
 from pipeline import __version__
 from pipeline.cli.account_cmd import account_group
+from pipeline.cli.common import root_connection_options
 from pipeline.cli.demo_cmd import demo_cmd
 from pipeline.cli.dr_cmd import dr_group
 from pipeline.cli.drill_cmd import drill_cmd, drills_cmd
@@ -23,6 +24,7 @@ from pipeline.cli.verify_cmd import verify_cmd
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="jsarchive")
+@root_connection_options
 def main() -> None:
     """Archive NATS JetStream streams into object storage and restore them from it.
 
@@ -30,7 +32,11 @@ def main() -> None:
     Exit codes: 0 ok, 1 other failure, 2 bad usage, 3 not found, 4 integrity failure,
     5 no usable key, 6 conflict (already exists), 7 cannot connect, 8 refused by the server,
     9 transfer broke off, 10 archive permission denied, 11 data in cold storage (thaw first),
-    130 interrupted.
+    12 the NATS server refused the credentials, 130 interrupted.
+
+    \b
+    The NATS connection flags (-s/--server, --user, --context, --timeout, --trace, ...) work before the
+    subcommand too; a flag given after it wins.
     """
 
 

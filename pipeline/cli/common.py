@@ -14,7 +14,7 @@ import click
 
 from pipeline.display import redact_text, safe
 from pipeline.errors import Interrupted, JsArchiveError, UsageError
-from pipeline.jetstream import ConnectOptions
+from pipeline.jetstream import ConnectOptions, parse_duration
 from pipeline.keys import KeyRing
 from pipeline.progress import NoProgress, Progress
 from sinks import Retention, SinkOptions
@@ -42,62 +42,144 @@ class SizeType(click.ParamType):
 SIZE = SizeType()
 
 
-def connection_options(f: Callable) -> Callable:
-    """natscli's connection flags and environment variables."""
-    opts = [
+class DurationType(click.ParamType):
+    """natscli's durations: ``5s``, ``500ms``, ``1m30s``, ``1h``, or plain seconds."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            return parse_duration(value)
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
+
+
+DURATION = DurationType()
+
+
+def _connection_params(env: bool) -> list[Callable]:
+    """natscli's connection flags; ``env``: read natscli's environment variables too (the subcommands do; the
+    root group does not, so a flag before the subcommand is never mistaken for the environment)."""
+
+    def var(name: str) -> dict:
+        return {"envvar": name} if env else {}
+
+    def shown(name: str) -> str:
+        return f" [${name}]" if env else ""
+
+    return [
         click.option(
-            "-s", "--server", "server", envvar="NATS_URL", help="NATS server URL(s), comma separated [$NATS_URL]"
+            "-s",
+            "--server",
+            "server",
+            **var("NATS_URL"),
+            help="NATS server URL(s), comma separated" + shown("NATS_URL"),
         ),
-        click.option("--user", envvar="NATS_USER", help="username or token [$NATS_USER]"),
-        click.option("--password", envvar="NATS_PASSWORD", help="password [$NATS_PASSWORD]"),
-        click.option("--creds", envvar="NATS_CREDS", help="user credentials file [$NATS_CREDS]"),
-        click.option("--nkey", envvar="NATS_NKEY", help="user NKEY seed file [$NATS_NKEY]"),
-        click.option("--tlscert", envvar="NATS_CERT", help="TLS client certificate [$NATS_CERT]"),
-        click.option("--tlskey", envvar="NATS_KEY", help="TLS client key [$NATS_KEY]"),
-        click.option("--tlsca", envvar="NATS_CA", help="TLS CA certificate [$NATS_CA]"),
+        click.option("--user", **var("NATS_USER"), help="username or token" + shown("NATS_USER")),
+        click.option("--password", **var("NATS_PASSWORD"), help="password" + shown("NATS_PASSWORD")),
+        click.option("--token", **var("NATS_TOKEN"), help="token" + shown("NATS_TOKEN")),
+        click.option("--creds", **var("NATS_CREDS"), help="user credentials file" + shown("NATS_CREDS")),
+        click.option("--nkey", **var("NATS_NKEY"), help="user NKEY seed file" + shown("NATS_NKEY")),
+        click.option("--jwt", "user_jwt", **var("NATS_JWT"), help="user JWT (with --seed)" + shown("NATS_JWT")),
+        click.option(
+            "--seed", "user_seed", **var("NATS_SEED"), help="user nkey seed (with --jwt)" + shown("NATS_SEED")
+        ),
+        click.option("--tlscert", **var("NATS_CERT"), help="TLS client certificate" + shown("NATS_CERT")),
+        click.option("--tlskey", **var("NATS_KEY"), help="TLS client key" + shown("NATS_KEY")),
+        click.option("--tlsca", **var("NATS_CA"), help="TLS CA certificate" + shown("NATS_CA")),
         click.option("--tlsfirst", is_flag=True, help="TLS handshake before the NATS protocol"),
         click.option("--js-domain", help="JetStream domain"),
         click.option("--js-api-prefix", help="JetStream API subject prefix"),
         click.option("--inbox-prefix", help="custom inbox prefix"),
-        click.option("--context", "context_name", envvar="NATS_CONTEXT", help="natscli context to use [$NATS_CONTEXT]"),
+        click.option("--connection-name", help="name of the NATS connection [jsarchive]"),
+        click.option(
+            "--context", "context_name", **var("NATS_CONTEXT"), help="natscli context to use" + shown("NATS_CONTEXT")
+        ),
+        click.option("--no-context", is_flag=True, help="use no natscli context (flags and environment only)"),
         click.option(
             "--timeout",
             "conn_timeout",
-            type=float,
-            default=5.0,
-            show_default=True,
-            envvar="NATS_TIMEOUT",
-            help="connect timeout in seconds",
+            type=DURATION,
+            **var("NATS_TIMEOUT"),
+            help="how long to wait for the server's responses, e.g. 5s, 500ms, 1m [10s]" + shown("NATS_TIMEOUT"),
         ),
+        click.option("--trace", is_flag=True, help="print JetStream API requests and replies to stderr"),
     ]
-    for o in reversed(opts):
+
+
+CONNECTION_PARAMS = (
+    "server", "user", "password", "token", "creds", "nkey", "user_jwt", "user_seed", "tlscert", "tlskey", "tlsca",
+    "tlsfirst", "js_domain", "js_api_prefix", "inbox_prefix", "connection_name", "context_name", "no_context",
+    "conn_timeout", "trace",
+)  # fmt: skip
+_ROOT_KEY = "jsarchive.connection"
+
+
+def connection_options(f: Callable) -> Callable:
+    """natscli's connection flags and environment variables."""
+    for o in reversed(_connection_params(env=True)):
         f = o(f)
     return f
 
 
+def root_connection_options(f: Callable) -> Callable:
+    """The connection flags on the root group (natscli has them global): kept for :func:`connect_options`."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {k: kwargs.pop(k) for k in CONNECTION_PARAMS if k in kwargs}
+        click.get_current_context().meta[_ROOT_KEY] = given
+        return f(*args, **kwargs)
+
+    for o in reversed(_connection_params(env=False)):
+        wrapper = o(wrapper)
+    return wrapper
+
+
+def _merged_connection(kw: dict) -> dict:
+    """The subcommand's connection values, a flag given before the subcommand filling in for one not given after
+    it (a flag after the subcommand wins; the environment counts for less than either flag)."""
+    from click.core import ParameterSource
+
+    values = {k: kw.pop(k, None) for k in CONNECTION_PARAMS}
+    ctx = click.get_current_context(silent=True)
+    root = ctx.meta.get(_ROOT_KEY, {}) if ctx is not None else {}
+    for k, v in root.items():
+        if v in (None, False):
+            continue
+        if ctx is not None and ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE:
+            continue
+        values[k] = v
+    return values
+
+
 def connect_options(kw: dict) -> ConnectOptions:
-    user = kw.pop("user")
-    password = kw.pop("password")
-    token = None
-    if user and not password:
+    v = _merged_connection(kw)
+    user, password, token = v["user"], v["password"], v["token"]
+    if user and not password and not token:
         # natscli: --user without --password is a token
         token, user = user, None
     return ConnectOptions(
-        servers=kw.pop("server"),
+        servers=v["server"],
         user=user,
         password=password,
         token=token,
-        creds=kw.pop("creds"),
-        nkey=kw.pop("nkey"),
-        tls_cert=kw.pop("tlscert"),
-        tls_key=kw.pop("tlskey"),
-        tls_ca=kw.pop("tlsca"),
-        tls_first=kw.pop("tlsfirst"),
-        js_domain=kw.pop("js_domain"),
-        js_api_prefix=kw.pop("js_api_prefix"),
-        inbox_prefix=kw.pop("inbox_prefix"),
-        context=kw.pop("context_name"),
-        timeout=kw.pop("conn_timeout"),
+        creds=v["creds"],
+        nkey=v["nkey"],
+        user_jwt=v["user_jwt"],
+        user_seed=v["user_seed"],
+        tls_cert=v["tlscert"],
+        tls_key=v["tlskey"],
+        tls_ca=v["tlsca"],
+        tls_first=bool(v["tlsfirst"]),
+        js_domain=v["js_domain"],
+        js_api_prefix=v["js_api_prefix"],
+        inbox_prefix=v["inbox_prefix"],
+        context=v["context_name"],
+        no_context=bool(v["no_context"]),
+        timeout=v["conn_timeout"],
+        name=v["connection_name"] or "jsarchive",
+        trace=bool(v["trace"]),
     )
 
 
