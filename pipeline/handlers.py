@@ -84,6 +84,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"${name} is {text!r}, not an integer") from None
 
 
+def _duration(env: Mapping[str, str], name: str) -> float | None:
+    """natscli's meaning and format (a Go duration such as ``5s``, or seconds); None: the library's default."""
+    from pipeline.jetstream import parse_duration
+
+    text = env.get(name)
+    if text is None or not text.strip():
+        return None
+    try:
+        return parse_duration(text)
+    except JsArchiveError:
+        raise ConfigError(f"${name} is {text!r}: give a duration such as 5s, 500ms or 1m30s") from None
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     text = env.get(name)
     if text is None or not text.strip():
@@ -242,7 +255,7 @@ def connect_options(env: Mapping[str, str]) -> ConnectOptions:
         "tls_cert": env.get("NATS_CERT") or None,
         "tls_key": env.get("NATS_KEY") or None,
         "js_domain": env.get("JSARCHIVE_JS_DOMAIN") or None,
-        "timeout": _float(env, "NATS_TIMEOUT", 5.0),
+        "timeout": _duration(env, "NATS_TIMEOUT"),
     }
     user = env.get("NATS_USER") or None
     if user and not env.get("NATS_PASSWORD"):

@@ -300,7 +300,8 @@ def _resolve_any(repo: Repository, ident: str) -> tuple[str, str]:
         raise UsageError(f"{ident!r} is not a backup or set id (hex digits, as `jsarchive ls` shows)")
     if len(text) < 6:
         raise UsageError(f"id prefix {ident!r} is too short: give at least 6 digits")
-    hits = [("manifest", m) for m in repo.manifest_ids() if m.startswith(text)]
+    # a backup by its manifest id or its backup id (Repository.backups_matching, as every other command)
+    hits = [("manifest", m) for m in repo.backups_matching(text)]
     hits += [("set", s) for s in repo.list_sets() if s.startswith(text)]
     if not hits:
         raise NotFoundError(f"no backup or set with id {ident} in {repo.url}")

@@ -398,7 +398,7 @@ class Repository:
             return ident
         if len(ident) < MIN_ID_PREFIX:
             raise UsageError(f"backup id prefix {id_or_prefix!r} is too short: give at least {MIN_ID_PREFIX} digits")
-        found = self._backups_matching(ident)
+        found = self.backups_matching(ident)
         if not found:
             raise NotFoundError(
                 f"no backup with id {id_or_prefix} in {self.url} (neither a manifest id nor a backup id)"
@@ -411,7 +411,7 @@ class Repository:
             )
         return found[0]
 
-    def _backups_matching(self, prefix: str) -> list[str]:
+    def backups_matching(self, prefix: str) -> list[str]:
         """Manifest ids of the backups whose manifest id or backup id starts with ``prefix`` (lower-case hex).
 
         Backup ids are in ref names, so the refs are listed once; only a ref whose name matches is opened. A ref is

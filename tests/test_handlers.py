@@ -648,7 +648,7 @@ def test_cloud_function_http_and_cloudevent_entries(
     resp = client.post("/", json={})
     assert resp.status_code == 500
     err = resp.get_json()["error"]
-    assert err["kind"] == "connection" and err["exit_code"] == 7 and password_server.url in err["message"]
+    assert err["kind"] == "auth" and err["exit_code"] == 12 and password_server.url in err["message"]  # refused
 
     # The CloudEvent entry: a Pub/Sub message from Cloud Scheduler whose data is the event.
     monkeypatch.setenv("JSARCHIVE_NATS_CREDENTIALS", json.dumps({"user": "backup", "password": PASSWORD}))

@@ -81,6 +81,8 @@ def system_connect(kw: dict, app: ConnectOptions) -> ConnectOptions | None:
         token=None,
         creds=creds,
         nkey=None,
+        user_jwt=None,  # the app's --jwt/--seed are the app user's, never the system account's
+        user_seed=None,
         context=ctx or app.context,
         name="jsarchive-sys",
     )
