@@ -89,3 +89,29 @@ def test_restore_from_an_empty_archive_says_so(tmp_path):
     assert r.exit_code == 3
     assert json.loads(r.stdout)["error"]["kind"] == "not_found"
     assert "no backups of stream 'ORDERS'" in r.stderr
+
+
+def test_lazy_commands_match_their_modules() -> None:
+    """The root group loads a command's module only when it runs; its stored name and short help are the
+    command's own, so `jsarchive --help` says what the command says of itself."""
+    import importlib
+
+    from pipeline.cli import COMMANDS
+
+    for name, (module, attr, short) in COMMANDS.items():
+        cmd = getattr(importlib.import_module(f"pipeline.cli.{module}"), attr)
+        assert cmd.name == name
+        assert cmd.get_short_help_str(90) == short, name
+
+
+def test_help_loads_no_command_module() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom pipeline.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('pipeline.cli.') and m.endswith('_cmd')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.strip().splitlines()[-1] == "[]", out
