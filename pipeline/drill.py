@@ -17,12 +17,11 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
-import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
 
-from pipeline import __version__, marks
+from pipeline import __version__, marks, objects
 from pipeline import manifest as mf
 from pipeline.account import load_member, load_set, select_streams
 from pipeline.errors import (
@@ -212,12 +211,12 @@ def verify_signature(raw: bytes, sig_raw: bytes, public_key_pem: bytes | None = 
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
     try:
-        sig = json.loads(sig_raw)
+        sig = objects.parse_json(sig_raw, "the drill report's signature object", objects.MAX_SIGNATURE)
         pub = base64.b64decode(sig["public_key"], validate=True)
         signature = base64.b64decode(sig["signature"], validate=True)
         if sig.get("algorithm") != "ed25519":
             raise ValueError(f"algorithm {sig.get('algorithm')!r}")
-    except (ValueError, KeyError, TypeError) as e:
+    except (IntegrityError, ValueError, KeyError, TypeError) as e:
         raise IntegrityError(f"the drill report's signature object is malformed ({e})") from None
     if public_key_pem is not None:
         expected = load_pem_public_key(public_key_pem)
@@ -414,18 +413,19 @@ def list_reports(url: str, sink: SinkOptions | None = None, public_key_pem: byte
     sigs = {k for k in keys if k.endswith(".sig")}
     out = []
     for k in sorted((k for k in keys if k.endswith(".json")), reverse=True):
-        raw = repo.get_small(k) or b""
         try:
-            doc = json.loads(raw)
-            if doc.get("format") != REPORT_FORMAT:
+            raw = repo.get_small(k) or b""
+            doc = objects.parse_json(raw, k, objects.MAX_SMALL)  # archive bytes: bounded before they are parsed
+            if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
                 raise ValueError("not a drill report")
-        except ValueError as e:
+        except (IntegrityError, ValueError) as e:
             out.append(ReportEntry(k, "", None, None, None, 0, "unsigned", problem=str(e)))
             continue
         sig_key = k[: -len(".json")] + ".sig"
         if sig_key in sigs:
             try:
-                signer = verify_signature(raw, repo.get_small(sig_key) or b"", public_key_pem)
+                sig_raw = repo.get_small(sig_key, limit=objects.MAX_SIGNATURE) or b""
+                signer = verify_signature(raw, sig_raw, public_key_pem)
                 signature = f"valid: {signer}"
             except JsArchiveError as e:
                 signature = f"invalid: {e}"

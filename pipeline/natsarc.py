@@ -26,12 +26,12 @@ blocks (``msgs/<N>.blk``) is not supported: their records only make sense togeth
 from __future__ import annotations
 
 import itertools
-import json
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
+from pipeline import objects
 from pipeline.errors import IntegrityError
 
 try:  # the C walk behind count_archive (optional: see setup.py)
@@ -162,7 +162,7 @@ _LOW56 = (1 << 56) - 1
 # -- writing --------------------------------------------------------------------------------------------------
 
 
-def _put_uvarint(n: int) -> bytes:
+def put_uvarint(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -177,11 +177,11 @@ def encode_entry(name: str, timestamp: int, sequence: int, header: bytes, payloa
     zz = (timestamp << 1) ^ (timestamp >> 63)
     return b"".join(
         (
-            _put_uvarint(len(raw)),
-            _put_uvarint(zz & 0xFFFFFFFFFFFFFFFF),
-            _put_uvarint(sequence),
-            _put_uvarint(len(header)),
-            _put_uvarint(len(payload)),
+            put_uvarint(len(raw)),
+            put_uvarint(zz & 0xFFFFFFFFFFFFFFFF),
+            put_uvarint(sequence),
+            put_uvarint(len(header)),
+            put_uvarint(len(payload)),
             raw,
             header,
             payload,
@@ -371,9 +371,9 @@ class ArchiveReader:
     def _meta(self, raw: tuple[bytes, int, int, bytes, bytes]) -> None:
         entry = Entry(raw[0].decode("utf-8", "replace"), *raw[1:])
         if entry.name == STATE_ENTRY:
-            self.state = _json(entry)
+            self.state = entry_json(entry)
         elif entry.name.startswith(CONSUMER_PREFIX):
-            obj = _json(entry)
+            obj = entry_json(entry)
             self.consumers.append(
                 Consumer(
                     name=entry.name[len(CONSUMER_PREFIX) :],
@@ -425,10 +425,12 @@ class ArchiveReader:
         self._raw.close()  # type: ignore[attr-defined]
 
 
-def _json(entry: Entry) -> dict:
+def entry_json(entry: Entry) -> dict:
+    """A ``state.json`` or ``consumers/<name>`` entry as a dict: archive bytes, so bounded like every archive
+    object (pipeline/objects.py: nesting and number length checked before the parser recurses)."""
     try:
-        obj = json.loads(entry.header + entry.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        obj = objects.parse_json(entry.header + entry.payload, f"natsarc entry {entry.name!r}", MAX_ENTRY)
+    except IntegrityError:
         raise ArchiveError(f"natsarc: entry {entry.name!r} is not JSON") from None
     if not isinstance(obj, dict):
         raise ArchiveError(f"natsarc: entry {entry.name!r} is not a JSON object")
@@ -470,9 +472,9 @@ def _count_meta(out: ArchiveCount, name: bytes, body: bytes) -> None:
     # Decoding with "replace" cannot make these prefixes out of other bytes: ArchiveReader._meta's test on str is
     # the same as this one on bytes.
     if name == STATE_ENTRY.encode():
-        out.state = _json(Entry(STATE_ENTRY, 0, 0, b"", body))
+        out.state = entry_json(Entry(STATE_ENTRY, 0, 0, b"", body))
     elif name.startswith(CONSUMER_PREFIX.encode()):
-        _json(Entry(name.decode("utf-8", "replace"), 0, 0, b"", body))
+        entry_json(Entry(name.decode("utf-8", "replace"), 0, 0, b"", body))
         out.consumers += 1
 
 
@@ -642,8 +644,8 @@ def _loads(raw: bytes | None, what: str) -> dict:
     if raw is None:
         return {}
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        obj = objects.parse_json(raw, f"tar member {what}", len(raw))  # bounded: kept members are size-capped
+    except IntegrityError:
         raise ArchiveError(f"tar member {what} is not JSON") from None
     return obj if isinstance(obj, dict) else {}
 

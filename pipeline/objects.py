@@ -33,6 +33,7 @@ MAX_SET = 64 * MiB  # about 500 bytes per stream: over 100,000 streams
 MAX_KEYSLOT = 64 * KiB  # one wrapped 32-byte key and its public names
 MAX_RUN_RECORD = 1 * MiB  # a plan lists every stream name of the account
 MAX_BACKUP_JSON = 16 * MiB  # natscli's config + state of one stream
+MAX_SIGNATURE = 4 * KiB  # signatures/<id>/<fingerprint>, drills/<report>.sig: a key, a signature, their names
 MAX_SMALL = MAX_MANIFEST  # any other small object read through Repository.get_small
 MAX_DEPTH = 64  # our own objects nest at most 6 levels; stream configs a few more
 MAX_NUMBER_DIGITS = 100  # JSON numbers in these objects are at most 20 digits (uint64)

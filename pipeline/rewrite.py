@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 
 from pipeline.errors import UsageError
 from pipeline.inspect import MessageFilter, check_subject_filter
-from pipeline.natsarc import CONSUMER_PREFIX, END_MARKER, MAGIC, STATE_ENTRY, Entry, encode_entry, iter_entries
+from pipeline.natsarc import (
+    CONSUMER_PREFIX,
+    END_MARKER,
+    MAGIC,
+    STATE_ENTRY,
+    encode_entry,
+    entry_json,
+    iter_entries,
+)
 from pipeline.s2 import snappy_framed  # noqa: F401 - re-exported: where rewritten archives get their framing
 
 # -- subject mapping ----------------------------------------------------------------------------------------------
@@ -250,9 +258,9 @@ def plan_rewrite(blocks: Iterable[bytes], config: dict, spec: RewriteSpec) -> Re
     for e in iter_entries(blocks):
         if not e.sequence:
             if e.name == STATE_ENTRY:
-                state = _json(e)
+                state = entry_json(e)
             elif e.name.startswith(CONSUMER_PREFIX):
-                obj = _json(e)
+                obj = entry_json(e)
                 name = e.name[len(CONSUMER_PREFIX) :]
                 raw_consumers[name] = obj
                 cst = obj.get("state") or {}
@@ -328,18 +336,6 @@ def _matches(pattern: str, subject: str) -> bool:
     from pipeline.inspect import subject_matches
 
     return subject_matches(pattern, subject)
-
-
-def _json(e: Entry) -> dict:
-    try:
-        obj = json.loads(e.header + e.payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        obj = None
-    if not isinstance(obj, dict):
-        from pipeline.natsarc import ArchiveError
-
-        raise ArchiveError(f"natsarc: entry {e.name!r} is not a JSON object")
-    return obj
 
 
 def _rfc3339(ns: int) -> str:

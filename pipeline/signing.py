@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import manifest as mf
+from pipeline import objects
 from pipeline.errors import IntegrityError, PermissionDenied, UsageError
 from pipeline.keys import check_private
 
@@ -135,9 +135,9 @@ def parse_signature(raw: bytes, key: str, kind: str, object_id: str) -> bytes:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("not JSON") from None
+        obj = objects.parse_json(raw, key, objects.MAX_SIGNATURE)  # archive bytes: bounded before they are parsed
+    except IntegrityError:
+        raise ValueError("not JSON, or too large or deep for a signature") from None
     if not isinstance(obj, dict) or obj.get("format") != SIGNATURE_FORMAT:
         raise ValueError("not a jsarchive signature")
     if obj.get("version") != SIGNATURE_VERSION or obj.get("algorithm") != ALGORITHM:
@@ -215,7 +215,11 @@ def signature_status(
             status.listed = False
     wanted = {t.fingerprint for t in trusted}
     for key in sorted(keys):
-        raw = repo.get_small(key)
+        try:
+            raw = repo.get_small(key, limit=objects.MAX_SIGNATURE)
+        except IntegrityError as e:  # over the limit: never read whole
+            status.invalid.append(f"{key}: {e}")
+            continue
         if raw is None:
             continue
         try:

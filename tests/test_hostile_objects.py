@@ -512,3 +512,44 @@ def test_peak_memory_of_a_zstd_bomb_and_a_deep_manifest(archive, world):
     peak = json.loads(proc.stdout)
     grew = peak["after"] - peak["before"]
     assert grew < 100 << 20, f"peak RSS grew by {grew >> 20} MiB"
+
+
+# -- JSON inside archive payloads and beside them: bounded like every archive object -------------------------------
+
+DEEP = b"[" * 200_000
+
+
+def test_deep_json_in_a_natsarc_entry_is_an_archive_error_not_a_recursion() -> None:
+    from pipeline import natsarc
+
+    for name in ("state.json", "consumers/c"):
+        archive = natsarc.MAGIC + natsarc.encode_entry(name, 0, 0, b"", DEEP) + natsarc.END_MARKER
+        with pytest.raises(natsarc.ArchiveError, match="is not JSON"):
+            natsarc.count_archive([archive])
+        with pytest.raises(natsarc.ArchiveError, match="is not JSON"):
+            natsarc.ArchiveReader([archive])
+
+
+def test_deep_json_in_a_v1_meta_inf_is_an_archive_error() -> None:
+    from pipeline import natsarc
+
+    contents = natsarc.V1Contents(files={"meta.inf": DEEP})
+    with pytest.raises(natsarc.ArchiveError, match="meta.inf is not JSON"):
+        contents.config  # noqa: B018 - the property parses
+
+
+def test_planted_signature_and_drill_report_objects_are_bounded(tmp_path: Path) -> None:
+    from pipeline import signing
+    from pipeline.drill import list_reports
+
+    repo = Repository.open(str(tmp_path / "a"))
+    mid = "ab" * 32
+    repo.put_small(f"signatures/{mid}/deep", DEEP)
+    repo.put_small(f"signatures/{mid}/big", b" " * (objects.MAX_SIGNATURE + 1))
+    status = signing.signature_status(repo, "manifest", mid, [])
+    assert len(status.invalid) == 2 and not status.trusted and not status.others, status.invalid
+    assert any("larger than" in p for p in status.invalid)
+    repo.put_small("drills/2026-12-01T00-00-00Z.json", DEEP)
+    repo.put_small("drills/2026-12-02T00-00-00Z.json", b"[1, 2]")  # JSON, but not an object
+    reports = list_reports(str(tmp_path / "a"))
+    assert len(reports) == 2 and all(r.problem for r in reports), reports

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from pipeline import natsarc, s2
 from pipeline.census import Census
 from pipeline.jetstream import V2, ConnectOptions, connect
-from pipeline.natsarc import END_MARKER, MAGIC, MAX_ENTRY, MAX_NAME, ArchiveCount, encode_entry
+from pipeline.natsarc import END_MARKER, MAGIC, MAX_ENTRY, MAX_NAME, ArchiveCount, encode_entry, put_uvarint
 from tests.streams import fill_stream
 
 pytestmark = pytest.mark.timeout(300)
@@ -32,15 +32,6 @@ PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 # Without a compiler the accelerator is legitimately absent (JSARCHIVE_NO_EXTENSIONS=1 builds that case on purpose).
 NO_EXTENSIONS = os.environ.get("JSARCHIVE_NO_EXTENSIONS", "") not in ("", "0")
 WAYS = [False] if NO_EXTENSIONS else [False, True]
-
-
-def uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def reference(blocks: list[bytes]) -> ArchiveCount:
@@ -148,8 +139,8 @@ def test_random_archives_count_the_same_every_way(data):
 # -- mutations, truncations, hostile headers ----------------------------------------------------------------------
 
 HOSTILE_VARINTS = st.one_of(
-    st.integers(0, 2**64 - 1).map(uvarint),
-    st.sampled_from([0, 1, MAX_NAME, MAX_NAME + 1, MAX_ENTRY, MAX_ENTRY + 1, 2**63, 2**64 - 1]).map(uvarint),
+    st.integers(0, 2**64 - 1).map(put_uvarint),
+    st.sampled_from([0, 1, MAX_NAME, MAX_NAME + 1, MAX_ENTRY, MAX_ENTRY + 1, 2**63, 2**64 - 1]).map(put_uvarint),
     st.just(b"\x80\x80\x00"),  # 0, not minimally encoded: still a valid uvarint
     st.just(b"\xff" * 9 + b"\x01"),  # 2^64 - 1
     st.sampled_from([b"\xff" * 9 + b"\x02", b"\x80" * 9 + b"\x7f", b"\xff" * 10, b"\xff" * 11]),  # overflow
@@ -218,12 +209,12 @@ def test_every_truncation_is_the_same_error(data):
         (b"\x00\x00\x01\x00\x00", natsarc.ArchiveError, "entry at byte 8 has no name"),
         (END_MARKER + b"\x00", natsarc.ArchiveError, "data after the end marker at byte 13"),
         (
-            uvarint(MAX_NAME + 1) + b"\x00\x01\x00\x00",
+            put_uvarint(MAX_NAME + 1) + b"\x00\x01\x00\x00",
             natsarc.ArchiveError,
             f"impossible sizes (name {MAX_NAME + 1}, header 0, payload 0)",
         ),
         (
-            b"\x01\x00\x01" + uvarint(2**64 - 1) * 2,
+            b"\x01\x00\x01" + put_uvarint(2**64 - 1) * 2,
             natsarc.ArchiveError,
             f"impossible sizes (name 1, header {2**64 - 1}, payload {2**64 - 1})",
         ),
