@@ -253,7 +253,7 @@ async def _run(
                 if v2:
                     tail = await read_tail(js, opts.stream, int(snap.state.get("last_seq", 0) or 0), w.append)
                     _add_tail(held, tail)
-                elif (short := held.shortfall()) is not None:
+                elif (short := held.shortfall) is not None:
                     why = f"the V1 snapshot of stream {opts.stream!r} is incomplete: its blocks hold {short}"
                     if attempt < V1_ATTEMPTS:
                         warnings.append(f"{why}; taken again (attempt {attempt + 1} of {V1_ATTEMPTS})")

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline import natsarc, s2
 from pipeline.errors import IntegrityError, JsArchiveError
+from pipeline.filestore import V1Census
 from pipeline.jetstream import V2
 
 _END = object()
@@ -34,19 +35,14 @@ class Held:
     messages: int
     first_seq: int
     last_seq: int
-    consumers: int | None = None  # V2: consumer entries; V1: obs/ directories (None: not counted)
+    consumers: int | None = None  # V2: consumer entries (None: not counted)
     archive_state: dict | None = None  # V2: the archive's own state.json
     claimed: dict | None = None  # V1: what index.db claims (messages, first_seq, last_seq)
     notes: list[str] = field(default_factory=list)
+    shortfall: str | None = None  # V1: how the blocks hold less than index.db claims (such a backup is not stored)
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None and v != [] and not k.startswith("_")}
-
-    def shortfall(self) -> str | None:
-        """V1: how the blocks hold fewer messages, or end lower, than the snapshot's own index.db claims."""
-        return self._short
-
-    _short: str | None = field(default=None, repr=False)
+        return {k: v for k, v in asdict(self).items() if v is not None and v != []}
 
 
 class Census:
@@ -127,8 +123,6 @@ class Census:
         )
 
     def _count_v1(self) -> Held:
-        from pipeline.filestore import V1Census
-
         census = V1Census()
         for block in self._decoded():
             census.feed(block)
@@ -140,6 +134,11 @@ class Census:
                 "first_seq": counts.claimed_first_seq,
                 "last_seq": counts.claimed_last_seq,
             }
-        held = Held(counts.messages, counts.first_seq, counts.last_seq, claimed=claimed, notes=list(counts.notes))
-        held._short = counts.shortfall()
-        return held
+        return Held(
+            counts.messages,
+            counts.first_seq,
+            counts.last_seq,
+            claimed=claimed,
+            notes=list(counts.notes),
+            shortfall=counts.shortfall(),
+        )

@@ -35,7 +35,7 @@ from pipeline.errors import ConflictError, JsArchiveError, NotFoundError, Server
 from pipeline.jetstream import ApiError, ConnectOptions, JetStream, connect
 from pipeline.keys import KeyRing
 from pipeline.manifest import Manifest
-from pipeline.repository import Repository
+from pipeline.repository import Ref, Repository
 from pipeline.retention import parse_created
 from pipeline.trust import TrustPolicy
 from sinks.base import SinkOptions
@@ -404,11 +404,11 @@ def ignored(stream: str, globs: list[str]) -> bool:
 def latest_backups(repo: Repository, now: dt.datetime | None = None) -> dict[str, LatestBackup]:
     """The newest backup of every stream in the archive, read from manifests' clear envelopes."""
     now = now or _utcnow()
-    out: dict[str, LatestBackup] = {}
-    for stream in sorted({ref.stream for ref in repo.refs()}):
-        # by the manifest's own created, not the ref's (unauthenticated) name: Repository.latest
-        out[stream] = LatestBackup.of(repo.latest(stream), now)
-    return out
+    by_stream: dict[str, list[Ref]] = {}
+    for ref in repo.refs():  # one listing for the whole archive, newest first
+        by_stream.setdefault(ref.stream, []).append(ref)
+    # by the manifest's own created, not the ref's (unauthenticated) name: Repository.latest
+    return {s: LatestBackup.of(repo.latest(s, refs=refs), now) for s, refs in sorted(by_stream.items())}
 
 
 @dataclass

@@ -70,8 +70,8 @@ def _entry(stream: str, resp: dict) -> bytes:
     if not isinstance(msg, dict):
         raise IntegrityError(f"stream {stream!r}: a message read after the snapshot came back without a message")
     try:
-        hdrs = base64.b64decode(msg["hdrs"]) if msg.get("hdrs") else b""
-        data = base64.b64decode(msg["data"]) if msg.get("data") else b""
+        hdrs = base64.b64decode(msg["hdrs"], validate=True) if msg.get("hdrs") else b""
+        data = base64.b64decode(msg["data"], validate=True) if msg.get("data") else b""
         return encode_entry(str(msg["subject"]), parse_time_ns(str(msg["time"])), int(msg["seq"]), hdrs, data)
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
         raise IntegrityError(f"stream {stream!r}: a message read after the snapshot is malformed ({e})") from None

@@ -55,6 +55,7 @@ from pipeline.repository import Repository, storage_error
 from pipeline.restore import BlockReader
 from pipeline.writer import BackupWriter, WriteSettings
 from sinks import Retention, SinkError, SinkOptions
+from sinks.local import describe_mode
 
 BACKUP_JSON = "backup.json"
 STREAM_DATA = "stream.tar.s2"  # what export writes: every natscli release restores it, older ones only it
@@ -310,20 +311,6 @@ def _resolve_any(repo: Repository, ident: str) -> tuple[str, str]:
     return hits[0]
 
 
-def _file_kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a file"
-
-
 def _prepare_target(directory: str) -> tuple[Path, Path]:
     """(final dir, temporary sibling): everything is written to the sibling and renamed into place at the end.
 
@@ -343,7 +330,7 @@ def _prepare_target(directory: str) -> tuple[Path, Path]:
     if st is not None:
         if not stat.S_ISDIR(st.st_mode):
             raise ConflictError(
-                f"{target} already exists and is {_file_kind(st.st_mode)}, not an empty directory; export writes "
+                f"{target} already exists and is {describe_mode(st.st_mode)}, not an empty directory; export writes "
                 "a new directory (and never through a symbolic link)"
             )
         try:
@@ -375,7 +362,7 @@ def _publish_target(tmp: Path, target: Path) -> None:
         os.rename(tmp, target)
     except OSError as e:
         try:
-            found = _file_kind(os.lstat(target).st_mode)
+            found = describe_mode(os.lstat(target).st_mode)
         except OSError:
             found = "something else"
         raise ConflictError(
@@ -736,7 +723,7 @@ def _read_regular(path: Path, limit: int) -> tuple[bytes, os.stat_result]:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise UsageError(f"{path} is {_file_kind(st.st_mode)}, not a file: not a natscli backup")
+            raise UsageError(f"{path} is {describe_mode(st.st_mode)}, not a file: not a natscli backup")
         chunks, left = [], limit + 1
         while left > 0 and (chunk := os.read(fd, min(left, READ_SIZE))):
             chunks.append(chunk)

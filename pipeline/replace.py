@@ -22,6 +22,7 @@ backup and the command that brings the old stream back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 
 from pipeline.backup import BackupOptions, backup_stream_async
@@ -158,7 +159,8 @@ async def replace_stream(
                 f"live stream {restore.stream!r} could not be deleted to be replaced" + _bring_back(restore, saved)
             )
     try:
-        result = await restore_stream_async(restore, progress)
+        # preflighted above, before the delete: once more now would prove nothing new
+        result = await restore_stream_async(dataclasses.replace(restore, preflight=False), progress)
     except JsArchiveError as e:
         raise type(e)(f"{e}{_bring_back(restore, saved)}") from None
     return ReplaceOutcome(result, saved, notes)

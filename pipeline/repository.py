@@ -439,6 +439,7 @@ class Repository:
         stream: str,
         eligible: Callable[[mf.Manifest], str | None] | None = None,
         skipped: list[str] | None = None,
+        refs: list[Ref] | None = None,
     ) -> mf.Manifest:
         """The manifest of the newest backup of ``stream``, by the manifest's own ``created``.
 
@@ -452,7 +453,7 @@ class Repository:
         """
         from pipeline.trust import ref_disagreement
 
-        refs = self.refs(stream)
+        refs = self.refs(stream) if refs is None else refs  # ``refs``: this stream's, newest first, listed once
         if not refs:
             raise NotFoundError(f"no backups of stream {stream!r} in {self.url}")
         notes: list[str] = []

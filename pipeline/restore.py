@@ -82,6 +82,7 @@ class RestoreOptions:
     until_seq: int | None = None  # cut after this sequence (--until-seq)
     until_ns: int | None = None  # cut before this time, ns since the epoch (--until)
     restore_id: str | None = None  # this run's mark on the stream (pipeline/marks.py); None: a fresh one
+    preflight: bool = True  # the server's placeholder check first (pipeline/preflight.py); False: a caller did it
     # What the archive must prove (pipeline/trust.py): None keeps the library's old leniency (an unencrypted backup
     # is restored with a warning, signatures are not looked at); the CLI always sets one.
     trust: TrustPolicy | None = None
@@ -299,7 +300,8 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             await _check_subjects_free(js, target, opts.stream, plan)
             warnings += _rewrite_notes(plan)
         # the server's own "yes" to this placement, replicas and size before any byte goes out (exit 8 if not)
-        await preflight_target(js, target, config, state)
+        if opts.preflight:
+            await preflight_target(js, target, config, state)
         restore_id = opts.restore_id or marks.new_restore_id()
         config = marks.stamp(config, restore_id, mid)
         accepted = False

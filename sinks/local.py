@@ -51,7 +51,8 @@ class ArchiveTampered(AccessDenied):
     """
 
 
-def _describe(mode: int) -> str:
+def describe_mode(mode: int) -> str:
+    """What a file of this ``st_mode`` is, for messages (a symbolic link, a directory, a FIFO, ...)."""
     if stat.S_ISLNK(mode):
         return "a symbolic link"
     if stat.S_ISDIR(mode):
@@ -96,7 +97,7 @@ class LocalSink:
         """The error for an ``open`` of ``name`` (under ``parent``) that failed with ``err``: what stands there
         instead of ``expected`` ("a directory" or "a regular file"), if that is why."""
         try:
-            found = _describe(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+            found = describe_mode(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
         except OSError:
             found = None
         if found is not None and found != expected:
@@ -190,7 +191,7 @@ class LocalSink:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             os.close(fd)
-            raise self._tampered(key, _describe(mode), "a regular file")
+            raise self._tampered(key, describe_mode(mode), "a regular file")
         return fd
 
     def _new_temp(self) -> tuple[int, str, int]:
@@ -254,7 +255,7 @@ class LocalSink:
         except OSError:
             return  # gone, or unreadable: the rename that follows reports what matters
         if not stat.S_ISREG(st.st_mode):
-            raise self._tampered(key, _describe(st.st_mode), "a regular file")
+            raise self._tampered(key, describe_mode(st.st_mode), "a regular file")
 
     @staticmethod
     def _info_of(key: str, st: os.stat_result) -> ObjectInfo:
@@ -341,7 +342,7 @@ class LocalSink:
         finally:
             os.close(parent)
         if not stat.S_ISREG(st.st_mode):
-            raise self._tampered(key, _describe(st.st_mode), "a regular file")
+            raise self._tampered(key, describe_mode(st.st_mode), "a regular file")
         return self._info_of(key, st)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -379,7 +380,7 @@ class LocalSink:
                 if not wanted:
                     continue
                 if not is_dir and not stat.S_ISREG(st.st_mode):
-                    raise self._tampered(key, _describe(st.st_mode), "regular files and directories")
+                    raise self._tampered(key, describe_mode(st.st_mode), "regular files and directories")
                 # Sorting directories as "name/" makes the walk yield keys in plain lexicographic order.
                 entries.append((name + "/" if is_dir else name, name, key, st))
             for _sort, name, key, st in sorted(entries):
@@ -412,7 +413,7 @@ class LocalSink:
         try:
             st = os.stat(name, dir_fd=parent, follow_symlinks=False)
             if not stat.S_ISREG(st.st_mode):
-                raise self._tampered(key, _describe(st.st_mode), "a regular file")
+                raise self._tampered(key, describe_mode(st.st_mode), "a regular file")
             # unlinkat never follows the last component: a file swapped for a symlink meanwhile removes the link.
             os.unlink(name, dir_fd=parent)
         except FileNotFoundError:

@@ -300,3 +300,33 @@ def test_open_end_refuses_a_stream_without_its_end_marker() -> None:
     list(form.feed(framed))
     with pytest.raises(IntegrityError, match="end marker"):
         list(form.append(b"x"))
+
+
+# -- reading after the snapshot, without a server ------------------------------------------------------------------
+
+
+def test_message_times_parse_to_the_nanosecond() -> None:
+    from pipeline.livetail import parse_time_ns
+
+    assert parse_time_ns("2026-12-01T18:17:35.141027772Z") == 1_796_149_055_141_027_772
+    assert parse_time_ns("2026-12-01T18:17:35Z") == 1_796_149_055_000_000_000
+    assert parse_time_ns("2026-12-01T18:17:35.5Z") == 1_796_149_055_500_000_000
+    assert parse_time_ns("2026-12-01T19:17:35.000000001+01:00") == 1_796_149_055_000_000_001
+
+
+@pytest.mark.parametrize(
+    "resp",
+    [
+        {},
+        {"message": "x"},
+        {"message": {"subject": "a", "seq": 1, "time": "not a time"}},
+        {"message": {"subject": "a", "seq": 1, "time": "2026-12-01T18:17:35Z", "data": "%%%"}},
+        {"message": {"seq": 1, "time": "2026-12-01T18:17:35Z"}},
+    ],
+)
+def test_a_malformed_message_read_after_the_snapshot_is_an_integrity_error(resp: dict) -> None:
+    from pipeline.errors import IntegrityError
+    from pipeline.livetail import _entry
+
+    with pytest.raises(IntegrityError, match="after the snapshot"):
+        _entry("S", resp)

@@ -434,7 +434,7 @@ EXPORT_TARGETS = {
     "backup-json-symlink-inside": (_inner_link("backup.json"), 6, ["not an empty directory"]),
     "stream-tar-symlink-inside": (_inner_link("stream.tar.s2"), 6, ["not an empty directory"]),
     "fifo": (lambda t, o: os.mkfifo(t), 6, ["is a FIFO"]),
-    "regular-file": (lambda t, o: t.write_bytes(b"x"), 6, ["is a file"]),
+    "regular-file": (lambda t, o: t.write_bytes(b"x"), 6, ["is a regular file"]),
     "non-empty-dir": (lambda t, o: [t.mkdir(), (t / "notes").write_bytes(b"x")], 6, ["not an empty directory"]),
 }
 

@@ -209,3 +209,36 @@ def test_a_killed_restore_leaves_a_marked_partial_stream(nats_server, second_ser
         env=env,
     )
     one_error(run, 6, "partial restore", "nats stream rm ORDERS -f")
+
+
+def test_the_mark_keeps_other_metadata_and_ignores_malformed_ones() -> None:
+    cfg = {"name": "S", "metadata": {"owner": "team-a", marks.RESTORE_STATE: "stale"}}
+    stamped = marks.stamp(cfg, "rid", "ab" * 32)
+    assert stamped["metadata"]["owner"] == "team-a" and cfg["metadata"][marks.RESTORE_STATE] == "stale"  # a copy
+    assert marks.carries({"config": stamped}, "rid") and not marks.carries({"config": stamped}, "other")
+    assert marks.is_partial({"config": stamped})
+    assert not marks.is_partial({"config": marks.stamp(cfg, "rid", "ab" * 32, marks.COMPLETE)})
+    for bad in (None, [], {"config": None}, {"config": {"metadata": "x"}}, {"metadata": {marks.RESTORE_ID: 7}}):
+        assert marks.mark_of(bad) is None and not marks.carries(bad, "rid")
+
+
+def test_a_catch_all_stream_does_not_make_the_preflight_refuse(nats_server, second_server, tmp_path: Path, keyring):
+    """A stream owning the placeholder's subjects says nothing about placement: the restore goes ahead."""
+
+    async def catch_all() -> None:
+        nc = await nats.connect(second_server.url)
+        await nc.jetstream().add_stream(StreamConfig(name="CATCH", subjects=["_jsarchive.>"]))
+        await nc.close()
+
+    asyncio.run(fill_stream(nats_server.url, messages=2_000))
+    _backup(nats_server.url, tmp_path / "archive", keyring)
+    asyncio.run(catch_all())
+    r = restore_stream(
+        RestoreOptions(
+            url=str(tmp_path / "archive"),
+            stream="ORDERS",
+            connect=ConnectOptions(servers=second_server.url),
+            keys=keyring,
+        )
+    )
+    assert r.messages == asyncio.run(_info(nats_server.url, "ORDERS"))["state"]["messages"]
