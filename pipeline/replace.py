@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pipeline.backup import BackupOptions, backup_stream_async
 from pipeline.errors import (
     ColdStorage,
+    ConflictError,
     ConnectionFailed,
     IntegrityError,
     JsArchiveError,
@@ -37,7 +38,7 @@ from pipeline.errors import (
     TransferFailed,
     UsageError,
 )
-from pipeline.jetstream import ConnectOptions, connect
+from pipeline.jetstream import ConnectOptions, JetStream, connect
 from pipeline.keys import KeyRing
 from pipeline.preflight import preflight_target
 from pipeline.progress import NoProgress, Progress
@@ -135,6 +136,8 @@ async def replace_stream(
     notes: list[str] = []
     async with await connect(restore.connect) as js:
         await preflight_target(js, restore.stream, config, body.get("state") or {}, live=True)
+        # the stream that was checked and saved is the one deleted: a stream re-created meanwhile is not ours to delete
+        checked = _created(await _info_or_none(js, restore.stream, live_snapshot_possible))
         saved: str | None = None
         if take_safety_backup and live_snapshot_possible:
             progress.log(f"replace {restore.stream}: safety backup of the live stream")
@@ -154,6 +157,12 @@ async def replace_stream(
             notes.append(f"no safety backup of {restore.stream!r}: {no_backup_reason or 'it cannot be snapshotted'}")
         else:
             notes.append(f"no safety backup of {restore.stream!r} (--no-safety-backup)")
+        now = _created(await _info_or_none(js, restore.stream, live_snapshot_possible))
+        if now != checked:
+            raise ConflictError(
+                f"stream {restore.stream!r} was re-created (created {now}, was {checked}) while it was being saved "
+                "for its replacement; nothing was deleted" + _bring_back(restore, saved)
+            )
         if not await js.delete_until_gone(restore.stream):
             raise TransferFailed(
                 f"live stream {restore.stream!r} could not be deleted to be replaced" + _bring_back(restore, saved)
@@ -164,6 +173,15 @@ async def replace_stream(
     except JsArchiveError as e:
         raise type(e)(f"{e}{_bring_back(restore, saved)}") from None
     return ReplaceOutcome(result, saved, notes)
+
+
+async def _info_or_none(js: JetStream, stream: str, answers: bool) -> dict | None:
+    """STREAM.INFO of a stream that answers; a lost one (``answers`` False: no replica left) is not asked."""
+    return await js.stream_info(stream) if answers else None
+
+
+def _created(info: dict | None) -> str | None:
+    return str(info.get("created")) if info else None
 
 
 def _bring_back(restore: RestoreOptions, saved: str | None) -> str:

@@ -243,3 +243,50 @@ def test_a_signed_safety_backup_passes_trust(nats_server, account_archive: Path,
         env=cli_env(tmp_path),
     )
     assert back.returncode == 6, back.stdout + back.stderr  # trusted and opened; the stream exists: a conflict
+
+
+class _RecreateWhenSaving(_CorruptWhenAccepted):
+    """Progress that deletes and re-creates the live stream (another operator) just as its safety backup starts."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def start(self, task: str, total: int | None) -> None: ...
+
+    def log(self, message: str) -> None:
+        import threading
+
+        import nats
+        from nats.js.api import StreamConfig
+
+        async def recreate() -> None:
+            nc = await nats.connect(self.url)
+            js = nc.jetstream()
+            await js.delete_stream("ORDERS")
+            await js.add_stream(StreamConfig(name="ORDERS", subjects=["orders.>"]))
+            await js.publish("orders.new", b"someone else's stream")
+            await nc.close()
+
+        if "safety backup" in message:
+            t = threading.Thread(target=lambda: asyncio.run(recreate()))
+            t.start()
+            t.join(30)
+
+
+def test_a_stream_recreated_while_it_is_saved_is_not_deleted(
+    nats_server, account_archive: Path, tmp_path: Path, keyring: KeyRing
+):
+    from pipeline.errors import ConflictError
+
+    repo = Repository.open(str(account_archive))
+    [ref] = repo.refs("ORDERS")
+    opts = RestoreOptions(
+        url=str(account_archive),
+        stream="ORDERS",
+        backup=repo.load_ref(ref).id,
+        connect=ConnectOptions(servers=nats_server.url),
+        keys=keyring,
+    )
+    with pytest.raises(ConflictError, match="re-created"):
+        asyncio.run(replace_stream(opts, progress=_RecreateWhenSaving(nats_server.url)))
+    assert asyncio.run(read_messages(nats_server.url, "ORDERS"))[-1][3] == b"someone else's stream"
