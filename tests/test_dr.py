@@ -210,7 +210,7 @@ async def _fill_async(url: str, name: str, messages: int, placement: dict | None
 
         async def publish() -> None:
             acks = [
-                js.publish_async(
+                await js.publish_async(
                     f"{name.lower()}.{i % 5}",
                     json.dumps({"id": i, "at": time.time_ns()}).encode(),
                     headers={"Nats-Msg-Id": f"{name}-{i}"},

@@ -69,7 +69,8 @@ async def fill_all(url: str) -> None:
         await js.add_stream(StreamConfig(name="KV", subjects=["kv.>"], max_msgs_per_subject=3))
         # ~3.4 revisions per key plus one hot key: removals at the head and all through the first 4 MB block.
         keys = ["kv.hot" if i % 7 == 0 else f"kv.key{i % 1500}" for i in range(6000)]
-        acks = [js.publish_async(k, b"v" * 1000, headers={"R": str(i)}) for i, k in enumerate(keys)]
+        # publish_async is a coroutine that returns the ack's future: gather the futures, not the coroutines.
+        acks = [await js.publish_async(k, b"v" * 1000, headers={"R": str(i)}) for i, k in enumerate(keys)]
         await asyncio.gather(*acks)
         await delete_no_erase(nc, "KV", 5950)
         # A purge, more messages, a subject purge and interior deletes of both kinds.
@@ -382,7 +383,7 @@ def test_snapshots_under_publish_load(tmp_path: Path) -> None:
             nc = await nats.connect(url)
             js = nc.jetstream(timeout=30)
             while not stop.is_set():
-                await asyncio.gather(*[js.publish_async("orders.eu.new", b"x" * 500) for _ in range(200)])
+                await asyncio.gather(*[await js.publish_async("orders.eu.new", b"x" * 500) for _ in range(200)])
             await nc.close()
 
         task = asyncio.create_task(publish())
