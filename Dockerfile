@@ -4,7 +4,7 @@
 #   - a container job (Cloud Run job, ECS/Batch task, Kubernetes job): arguments are a jsarchive command line,
 #     e.g. `account backup gs://bucket/prefix --log-json`; Cloud Run's task index shards it;
 #   - an AWS Lambda container image: Lambda sets AWS_LAMBDA_RUNTIME_API, and the entry starts the Lambda runtime
-#     interface client (awslambdaric) with pipeline.handlers.lambda_handler.
+#     interface client (awslambdaric) with pipeline.entry.handlers.lambda_handler.
 # Build: docker build -t jsarchive .   Try: docker run --rm jsarchive --version
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -21,7 +21,7 @@ COPY sinks ./sinks
 # all: S3, GCS and both KMS clients; lambda: awslambdaric (ships a manylinux wheel: no build tools needed for it).
 RUN python -m venv /opt/jsarchive \
     && /opt/jsarchive/bin/pip install --no-cache-dir --disable-pip-version-check ".[all,lambda]" \
-    && /opt/jsarchive/bin/python -c "import pipeline.handlers, awslambdaric, boto3, google.cloud.storage"
+    && /opt/jsarchive/bin/python -c "import pipeline.entry.handlers, awslambdaric, boto3, google.cloud.storage"
 
 FROM ${PYTHON_IMAGE}
 # Non-root. Lambda runs images read-only (only /tmp is writable) and jsarchive writes nothing: the pipeline
@@ -37,5 +37,5 @@ ENV PATH=/opt/jsarchive/bin:$PATH \
 USER 10001:10001
 WORKDIR /home/jsarchive
 # Under Lambda the arguments (CMD) are ignored unless they name a handler; elsewhere they are the command line.
-ENTRYPOINT ["python", "-m", "pipeline.handlers"]
+ENTRYPOINT ["python", "-m", "pipeline.entry.handlers"]
 CMD ["--help"]

@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint bench clean check-terraform
 
-$(STAMP): pyproject.toml setup.py pipeline/_s2block.c
+$(STAMP): pyproject.toml setup.py pipeline/format/_s2block.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"

@@ -1,9 +1,9 @@
-"""Build of the optional C accelerators: ``pipeline._s2block`` (the S2 block decoder used by pipeline/s2.py) and
-``pipeline._natsarc`` (the NATSARC1 message walk behind pipeline.natsarc.count_archive, the backup's census).
+"""Build of the optional C accelerators: ``pipeline.format._s2block`` (the S2 block decoder used by pipeline/format/s2.py) and
+``pipeline.format._natsarc`` (the NATSARC1 message walk behind pipeline.format.natsarc.count_archive, the backup's census).
 
 Everything else about the package is in pyproject.toml. The extensions are optional: when there is no C compiler
-(or no Python headers), or a build fails for any other reason, the install goes on without it and pipeline.s2 and
-pipeline.natsarc use their pure-Python code. Set JSARCHIVE_NO_EXTENSIONS=1 to skip the build on purpose.
+(or no Python headers), or a build fails for any other reason, the install goes on without it and pipeline.format.s2 and
+pipeline.format.natsarc use their pure-Python code. Set JSARCHIVE_NO_EXTENSIONS=1 to skip the build on purpose.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ extensions = (
     []
     if skip
     else [
-        Extension("pipeline._s2block", ["pipeline/_s2block.c"], optional=True),
-        Extension("pipeline._natsarc", ["pipeline/_natsarc.c"], optional=True),
+        Extension("pipeline.format._s2block", ["pipeline/format/_s2block.c"], optional=True),
+        Extension("pipeline.format._natsarc", ["pipeline/format/_natsarc.c"], optional=True),
     ]
 )
 

@@ -38,8 +38,8 @@ from nats.js.api import StreamConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.embedded import EmbeddedServer, ServerSpec, free_port  # noqa: E402
-from pipeline.jetstream import ConnectOptions, connect  # noqa: E402
+from pipeline.jetstream.client import ConnectOptions, connect  # noqa: E402
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec, free_port  # noqa: E402
 
 STREAM = "EVENTS"
 WORDS = ("checkout", "login", "logout", "view", "search", "add_to_cart", "refund", "signup", "rate", "share")
@@ -238,7 +238,7 @@ def run_cli(args: list[str], env: dict) -> dict:
     """Run jsarchive as a child; wall time, CPU seconds and peak RSS (from wait4, exact, no polling)."""
     t = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [sys.executable, "-m", "pipeline.entry.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     out, err = b"", b""
     try:
@@ -269,7 +269,7 @@ def codec_speeds(snap: Path, block: int = 8 * 1024 * 1024, level: int = 3) -> di
     """
     import zstandard
 
-    from pipeline import s2
+    from pipeline.format import s2
 
     cz = zstandard.ZstdCompressor(level=level, write_content_size=True)
 
@@ -364,7 +364,7 @@ def bench(gib: float, workdir: Path, with_s3: bool) -> dict:
         snap_to_file = measured("snapshot to file", lambda: asyncio.run(raw_snapshot(srv.url, snap_file)))
         key = workdir / "bench.key"
         subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "keygen", "-o", str(key)], check=True, capture_output=True
+            [sys.executable, "-m", "pipeline.entry.cli", "keygen", "-o", str(key)], check=True, capture_output=True
         )
         common = ["-s", srv.url, "-i", str(key), "--json", "--no-progress"]
         archive = workdir / "archive"

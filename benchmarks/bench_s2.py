@@ -1,4 +1,4 @@
-"""Speed of the S2 decoders (pipeline.s2) on a real nats-server snapshot, in MB/s of decoded output.
+"""Speed of the S2 decoders (pipeline.format.s2) on a real nats-server snapshot, in MB/s of decoded output.
 
 Fills a stream on an embedded nats-server (2.15, or --server-version 2.14.6 for a V1 tar), takes a raw snapshot
 (about --snapshot-mb MB as sent, the default 50) and decodes it, fed in 256 KiB chunks as a backup's blocks
@@ -31,9 +31,9 @@ from nats.js.api import StreamConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import natsarc, s2  # noqa: E402
-from pipeline.embedded import EmbeddedServer, ServerSpec  # noqa: E402
-from pipeline.jetstream import ConnectOptions, connect  # noqa: E402
+from pipeline.format import natsarc, s2  # noqa: E402
+from pipeline.jetstream.client import ConnectOptions, connect  # noqa: E402
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec  # noqa: E402
 from tests.servers import server_binary  # noqa: E402
 
 STREAM = "EVENTS"

@@ -37,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_core import STREAM, CpuMeter, Moto, fill, raw_snapshot, run_cli, upload_file  # noqa: E402
-from pipeline.embedded import EmbeddedServer, ServerSpec  # noqa: E402
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec  # noqa: E402
 
 MOTO_PORT = 9000  # the namespace has its own port space: no clash possible
 SINK_PORT = 9001
@@ -198,7 +198,7 @@ def bench(gib: float, mbit: float, probe_mb: int, workdir: Path, extra: list[str
         moto.client().delete_object(Bucket="bench", Key="natscli/stream.tar.s2")  # moto keeps objects in RAM
         snap_file.unlink()
         key = workdir / "bench.key"
-        sh(sys.executable, "-m", "pipeline.cli", "keygen", "-o", str(key))
+        sh(sys.executable, "-m", "pipeline.entry.cli", "keygen", "-o", str(key))
         args = ["stream", "backup", STREAM, "s3://bench/jsarchive", "-s", srv.url, "-i", str(key)]
         args += ["--json", "--no-progress", "--s3-endpoint", moto.endpoint, *extra]
         backup = measured("jsarchive backup s3://", lambda: run_cli(args, moto.env()))

@@ -2,16 +2,16 @@
 
 The public Python API:
 
-- :func:`pipeline.backup.backup_stream` / :class:`pipeline.backup.BackupOptions`
-- :func:`pipeline.restore.restore_stream` / :class:`pipeline.restore.RestoreOptions`
-- :class:`pipeline.repository.Repository` (listing, resolving and loading backups)
-- :mod:`pipeline.keys` (key slots) and :func:`pipeline.keys.generate_identity`
-- :func:`pipeline.listing.list_backups`, :func:`pipeline.thaw.thaw_backup`
-- :mod:`pipeline.account`: ``backup_account``, ``restore_account``, ``seal_run`` (account sets, sharded runs)
-- :mod:`pipeline.natscli`: ``export_backup``, ``import_directory`` (natscli backup directories)
-- :mod:`pipeline.inspect`: ``inspect_backup``, ``iter_messages`` (read backups without a server)
+- :func:`pipeline.flows.backup.backup_stream` / :class:`pipeline.flows.backup.BackupOptions`
+- :func:`pipeline.flows.restore.restore_stream` / :class:`pipeline.flows.restore.RestoreOptions`
+- :class:`pipeline.archive.repository.Repository` (listing, resolving and loading backups)
+- :mod:`pipeline.keys.keyring` (key slots) and :func:`pipeline.keys.keyring.generate_identity`
+- :func:`pipeline.ops.listing.list_backups`, :func:`pipeline.ops.thaw.thaw_backup`
+- :mod:`pipeline.ops.account`: ``backup_account``, ``restore_account``, ``seal_run`` (account sets, sharded runs)
+- :mod:`pipeline.ops.natscli`: ``export_backup``, ``import_directory`` (natscli backup directories)
+- :mod:`pipeline.archive.inspect`: ``inspect_backup``, ``iter_messages`` (read backups without a server)
 
-Every failure is a :class:`pipeline.errors.JsArchiveError` with a message meant for a person and an exit code.
+Every failure is a :class:`pipeline.base.errors.JsArchiveError` with a message meant for a person and an exit code.
 """
 
 __version__ = "0.1.0"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import EmbeddedServer, ServerSpec, start_cluster
-from pipeline.keys import KeyRing, generate_identity
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec, start_cluster
+from pipeline.keys.keyring import KeyRing, generate_identity
 
 # Object-store emulator fixtures, shared by the sink and pipeline tests.
 from tests.gcs_fixtures import (  # noqa: F401, I001

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.embedded import free_port
+from pipeline.jetstream.embedded import free_port
 from sinks import SinkOptions
 from sinks.gcs import GCSSink
 

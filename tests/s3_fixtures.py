@@ -23,7 +23,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
-from pipeline.embedded import free_port
+from pipeline.jetstream.embedded import free_port
 from sinks import SinkOptions
 from sinks.s3 import S3Sink
 

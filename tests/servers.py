@@ -9,7 +9,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from pipeline.embedded import nats_server_binary
+from pipeline.jetstream.embedded import nats_server_binary
 
 CACHE = Path(os.environ.get("JSARCHIVE_TEST_CACHE", Path(__file__).resolve().parent.parent / ".cache" / "nats-server"))
 # Older servers that speak snapshot format V1 (the protocol reference was verified against these).

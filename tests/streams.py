@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from pipeline.jetstream import ConnectOptions, connect
+from pipeline.jetstream.client import ConnectOptions, connect
 
 SUBJECTS = ("orders.eu.new", "orders.eu.paid", "orders.us.new", "orders.us.paid", "orders.ap.new", "audit.log")
 

@@ -23,7 +23,12 @@ import nats.js.errors
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, Placement, StorageType, StreamConfig
 
-from pipeline.account import (
+from pipeline.archive.repository import Repository
+from pipeline.base.errors import UsageError
+from pipeline.format.manifest import canonical
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.jetstream.embedded import EmbeddedServer
+from pipeline.ops.account import (
     RunIncomplete,
     Shard,
     parse_set,
@@ -33,11 +38,6 @@ from pipeline.account import (
     select_streams,
     shard_of,
 )
-from pipeline.embedded import EmbeddedServer
-from pipeline.errors import UsageError
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.manifest import canonical
-from pipeline.repository import Repository
 from tests.conftest import make_server
 from tests.streams import comparable, read_messages, stream_state
 from tests.test_bad_input import Run, archive_state, assert_archive_untouched, cli_env, jsarchive
@@ -717,7 +717,7 @@ def test_restore_include_matching_nothing(small_set, second_server) -> None:
 def test_cli_lists_account_commands() -> None:
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from pipeline.entry.cli import main
 
     out = CliRunner().invoke(main, ["account", "--help"]).output
     for cmd in ("backup", "restore", "seal", "ls"):

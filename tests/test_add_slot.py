@@ -17,13 +17,13 @@ import pyrage
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.errors import IntegrityError
-from pipeline.inspect import inspect_backup
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing, KeySlot, generate_identity, generate_raw_key
-from pipeline.manifest import canonical
-from pipeline.repository import Repository
+from pipeline.archive.inspect import inspect_backup
+from pipeline.archive.repository import Repository
+from pipeline.base.errors import IntegrityError
+from pipeline.entry.cli import main
+from pipeline.format.manifest import canonical
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing, KeySlot, generate_identity, generate_raw_key
 from tests.streams import fill_stream, read_messages
 
 

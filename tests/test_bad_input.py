@@ -4,7 +4,7 @@ Each case drives the real CLI as a subprocess against real nats-servers and chec
 
 - stderr holds exactly one ``jsarchive: error: …`` line (besides progress log lines), no traceback, and stdout
   holds no result;
-- the exit code is the documented one for the error class (pipeline/errors.py);
+- the exit code is the documented one for the error class (pipeline/base/errors.py);
 - no stream was left behind on the target server;
 - the archive is untouched: every file's path and SHA-256 is the same before and after (the ``.incomplete/``
   temp dir is ignored, but must be empty afterwards).
@@ -31,9 +31,9 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig
 
-from pipeline.embedded import EmbeddedServer, ServerSpec, free_port
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.manifest import canonical
+from pipeline.format.manifest import canonical
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec, free_port
 from tests.conftest import make_server
 from tests.streams import fill_stream, stream_state
 

@@ -10,9 +10,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.cli.common import parse_size
-from pipeline.jetstream import ConnectOptions, load_context
+from pipeline.entry.cli import main
+from pipeline.entry.cli.common import parse_size
+from pipeline.jetstream.client import ConnectOptions, load_context
 
 
 @pytest.mark.parametrize(
@@ -96,10 +96,10 @@ def test_lazy_commands_match_their_modules() -> None:
     command's own, so `jsarchive --help` says what the command says of itself."""
     import importlib
 
-    from pipeline.cli import COMMANDS
+    from pipeline.entry.cli import COMMANDS
 
     for name, (module, attr, short) in COMMANDS.items():
-        cmd = getattr(importlib.import_module(f"pipeline.cli.{module}"), attr)
+        cmd = getattr(importlib.import_module(f"pipeline.entry.cli.{module}"), attr)
         assert cmd.name == name
         assert cmd.get_short_help_str(90) == short, name
 
@@ -109,9 +109,9 @@ def test_help_loads_no_command_module() -> None:
     import sys
 
     code = (
-        "import sys\nfrom pipeline.cli import main\n"
+        "import sys\nfrom pipeline.entry.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in sys.modules if m.startswith('pipeline.cli.') and m.endswith('_cmd')))"
+        "print(sorted(m for m in sys.modules if m.startswith('pipeline.entry.cli.') and m.endswith('_cmd')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert out.strip().splitlines()[-1] == "[]", out

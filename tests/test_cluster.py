@@ -20,8 +20,8 @@ from pathlib import Path
 import nats.js.errors
 import pytest
 
-from pipeline.embedded import EmbeddedServer
-from pipeline.jetstream import ConnectOptions, connect
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.jetstream.embedded import EmbeddedServer
 from tests.streams import Filled, comparable, fill_stream, read_messages, stream_state, wait_consumers_settled
 
 pytestmark = pytest.mark.timeout(300)

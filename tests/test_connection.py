@@ -23,9 +23,9 @@ import nkeys
 import pytest
 from nats.aio.client import RawCredentials
 
-from pipeline.embedded import EmbeddedServer, ServerSpec
-from pipeline.errors import AuthFailed, TransferFailed, UsageError
-from pipeline.jetstream import ConnectOptions, connect, parse_duration
+from pipeline.base.errors import AuthFailed, TransferFailed, UsageError
+from pipeline.jetstream.client import ConnectOptions, connect, parse_duration
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -291,7 +291,7 @@ def test_wrong_password_is_an_authentication_failure(password_server: EmbeddedSe
 
 
 def test_a_dead_server_is_still_a_connection_failure(xdg: Path) -> None:
-    from pipeline.embedded import free_port
+    from pipeline.jetstream.embedded import free_port
 
     line = one_error(status(xdg, "-s", f"nats://127.0.0.1:{free_port()}", "--timeout", "1s"), 7)
     assert "no server answered" in line

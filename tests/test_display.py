@@ -1,5 +1,5 @@
 """What the CLI prints: no credentials from server URLs, and names from archives and servers that cannot drive the
-terminal (pipeline/display.py and its use in pipeline/cli)."""
+terminal (pipeline/base/display.py and its use in pipeline/cli)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from pipeline import manifest as mf
-from pipeline.cli import main
-from pipeline.display import escape_control, json_safe, redact_servers, redact_text, redact_url, safe
-from pipeline.repository import Repository
+from pipeline.archive.repository import Repository
+from pipeline.base.display import escape_control, json_safe, redact_servers, redact_text, redact_url, safe
+from pipeline.entry.cli import main
+from pipeline.format import manifest as mf
 
 # What a terminal acts on: ESC (CSI/OSC sequences), CR (overwrite the line), BEL, DEL, and C1 CSI/OSC as UTF-8.
 RAW_CONTROLS = (b"\x1b", b"\r", b"\x07", b"\x7f", b"\xc2\x9b", b"\xc2\x9d")
@@ -143,7 +143,7 @@ def dead_url() -> str:
 @pytest.fixture(scope="module")
 def restorable(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An archive with a stream backup and an account set, so restores get as far as connecting."""
-    from pipeline.embedded import EmbeddedServer, ServerSpec
+    from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
 
     archive = tmp_path_factory.mktemp("restorable")
     with EmbeddedServer(ServerSpec(name="src"), workdir=tmp_path_factory.mktemp("nats-src")) as srv:
@@ -243,8 +243,8 @@ async def _make_stream(url: str, name: str, subject: str, consumer: str | None =
 def test_what_nats_server_accepts_as_a_stream_name(nats_server) -> None:
     """ESC, BEL, DEL, C1 and bidi controls pass; whitespace is refused by nats-py and the server, NUL by the server
     (it cannot create the store directory), path separators by the server (so "[bold]x[/bold]" cannot be a name)."""
-    from pipeline.errors import JsArchiveError
-    from pipeline.jetstream import ConnectOptions, connect
+    from pipeline.base.errors import JsArchiveError
+    from pipeline.jetstream.client import ConnectOptions, connect
 
     async def probe() -> dict[str, bool]:
         got = {}
@@ -421,7 +421,7 @@ def test_progress_bar_and_its_log_lines_show_names_as_text() -> None:
     names."""
     import io
 
-    from pipeline.cli.common import RichProgress
+    from pipeline.entry.cli.common import RichProgress
 
     p = RichProgress()
     buf = io.StringIO()  # not a terminal: rich writes the final frame without styles of its own

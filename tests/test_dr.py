@@ -21,7 +21,9 @@ import nats.js.errors
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, Placement, StreamConfig
 
-from pipeline.dr import (
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.jetstream.embedded import EmbeddedServer, free_port, start_cluster
+from pipeline.ops.dr import (
     EMPTIED,
     HEALING,
     HEALTHY,
@@ -35,8 +37,6 @@ from pipeline.dr import (
     judge,
     plan_recovery,
 )
-from pipeline.embedded import EmbeddedServer, free_port, start_cluster
-from pipeline.jetstream import ConnectOptions, connect
 from tests.test_cluster import JSARCHIVE
 
 pytestmark = pytest.mark.timeout(400)

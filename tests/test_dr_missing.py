@@ -18,8 +18,10 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
-from pipeline import marks
-from pipeline.dr import (
+from pipeline.archive.repository import Repository
+from pipeline.format import marks
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec, start_cluster
+from pipeline.ops.dr import (
     HEALTHY,
     LOST,
     MISSING,
@@ -36,8 +38,6 @@ from pipeline.dr import (
     placement_problem,
     plan_recovery,
 )
-from pipeline.embedded import EmbeddedServer, ServerSpec, start_cluster
-from pipeline.repository import Repository
 from tests.test_dr import ACCOUNTS, SYS, _fill_async, _json, _lose, _run, _streams, _urls, _wait_current
 
 pytestmark = pytest.mark.timeout(400)

@@ -1,4 +1,4 @@
-"""The V1 snapshot census (pipeline.filestore) against real 2.14 / 2.12 / 2.10 servers.
+"""The V1 snapshot census (pipeline.format.filestore) against real 2.14 / 2.12 / 2.10 servers.
 
 Real snapshots are taken with the raw protocol and decoded; the census must count exactly the stream's state
 (interior erases and no-erase deletes, a purge, a subject purge, headers, several blocks, a KV-like stream whose
@@ -21,10 +21,10 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
-from pipeline.errors import IntegrityError
-from pipeline.filestore import V1Census, V1Counts
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.s2 import FramedDecoder
+from pipeline.base.errors import IntegrityError
+from pipeline.format.filestore import V1Census, V1Counts
+from pipeline.format.s2 import FramedDecoder
+from pipeline.jetstream.client import ConnectOptions, connect
 from tests.conftest import make_server
 from tests.servers import V1_VERSIONS
 from tests.streams import fill_stream

@@ -1,6 +1,6 @@
 """An independent reader of archive format v1, written from docs/format.md alone.
 
-It imports nothing from pipeline.manifest, .crypto, .keys, .repository or .restore: only hashlib, json, base64,
+It imports nothing from pipeline.format.manifest, .crypto, .keys, .repository or .restore: only hashlib, json, base64,
 cryptography's AESGCM, zstandard, pyrage and google_crc32c. The real tool writes backups of a real nats-server
 stream; this reader finds, audits, opens and decodes them, and must agree byte for byte with what the manifest
 promises. Both payloads of §10 are read: the S2 stream as sent, and the decoded NATSARC1 archive (``--store
@@ -25,9 +25,9 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.backup import BackupOptions, BackupResult, backup_stream
-from pipeline.jetstream import ConnectOptions
-from pipeline.keys import KeyRing
+from pipeline.flows.backup import BackupOptions, BackupResult, backup_stream
+from pipeline.jetstream.client import ConnectOptions
+from pipeline.keys.keyring import KeyRing
 from tests.streams import fill_stream
 
 # -- the reader: constants from the spec ---------------------------------------------------------------------------
@@ -561,8 +561,8 @@ def test_reader_rejects_edited_clear_envelope(orders, tmp_path, keyring, identit
 def test_decoded_backup_read_by_independent_reader(orders, tmp_path, keyring, identity_file):
     """--store decoded: the payload is the NATSARC1 archive (§10.2), holding what the S2 stream of a default backup
     of the same stream holds; an export frames it exactly as §10.2 says."""
-    from pipeline import s2  # only to compare with the default backup's payload: the reader itself needs no S2
-    from pipeline.natscli import ExportOptions, export_backup
+    from pipeline.format import s2  # only to compare with the default backup's payload: the reader itself needs no S2
+    from pipeline.ops.natscli import ExportOptions, export_backup
 
     default = _backup(orders, tmp_path / "default", keys=keyring)
     archive = tmp_path / "archive"

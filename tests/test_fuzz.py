@@ -25,19 +25,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import manifest as mf
-from pipeline import natsarc, objects, payload, s2
-from pipeline.account import parse_set, seal_run_in
-from pipeline.compress import BlockCompressor, Compression
-from pipeline.errors import JsArchiveError
-from pipeline.filestore import V1Census
-from pipeline.inspect import inspect_backup, iter_messages
-from pipeline.keys import KeyRing
-from pipeline.listing import list_backups, show_backup
-from pipeline.manifest import canonical
-from pipeline.repository import Ref, Repository, parse_extra_slot
-from pipeline.restore import BlockReader, restore_config
-from pipeline.verify import VerifyOptions, verify_archive
+from pipeline.archive.inspect import inspect_backup, iter_messages
+from pipeline.archive.repository import Ref, Repository, parse_extra_slot
+from pipeline.archive.verify import VerifyOptions, verify_archive
+from pipeline.base.errors import JsArchiveError
+from pipeline.flows.restore import BlockReader, restore_config
+from pipeline.format import manifest as mf
+from pipeline.format import natsarc, objects, payload, s2
+from pipeline.format.compress import BlockCompressor, Compression
+from pipeline.format.filestore import V1Census
+from pipeline.format.manifest import canonical
+from pipeline.keys.keyring import KeyRing
+from pipeline.ops.account import parse_set, seal_run_in
+from pipeline.ops.listing import list_backups, show_backup
 from tests.test_hostile_objects import _WORLD, World, build_world
 
 EXAMPLES = int(os.environ.get("JSARCHIVE_FUZZ_EXAMPLES", "0") or 0)
@@ -400,7 +400,7 @@ def _commands(root: Path, seeds: Seeds, mid: str | None, keys: KeyRing | None) -
     contained(lambda: inspect_backup(url, mid, keys=keys, workers=1, prefetch=2).to_json())
     contained(lambda: sum(1 for _ in iter_messages(url, mid, keys=keys, workers=1, prefetch=2)))
 
-    def preflight() -> None:  # restore_stream_async up to its connect (pipeline/restore.py)
+    def preflight() -> None:  # restore_stream_async up to its connect (pipeline/flows/restore.py)
         repo = Repository.open(url)
         m = repo.load_manifest(repo.resolve(mid))
         repo.check_data(m)

@@ -7,10 +7,10 @@ import json
 
 from click.testing import CliRunner
 
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.cli import main
-from pipeline.jetstream import ConnectOptions
-from pipeline.restore import RestoreOptions, restore_stream
+from pipeline.entry.cli import main
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.jetstream.client import ConnectOptions
 from tests.streams import fill_stream, read_messages, stream_state, wait_consumers_settled
 
 
@@ -98,7 +98,7 @@ def test_restore_from_gcs_into_a_cluster(nats_server, two_clusters, keyring, gcp
 
 
 async def _delete_stream(url: str, name: str) -> None:
-    from pipeline.jetstream import connect
+    from pipeline.jetstream.client import connect
 
     async with await connect(ConnectOptions(servers=url)) as js:
         await js.delete_stream(name)

@@ -38,12 +38,12 @@ import pytest
 from nats.aio.client import RawCredentials
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import handlers, metrics
-from pipeline.account import parse_set, shard_of
-from pipeline.embedded import EmbeddedServer, ServerSpec
-from pipeline.keys import KeyRing, generate_identity
-from pipeline.repository import Repository
-from pipeline.verify import VerifyOptions, verify_archive
+from pipeline.archive.repository import Repository
+from pipeline.archive.verify import VerifyOptions, verify_archive
+from pipeline.entry import handlers, metrics
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
+from pipeline.keys.keyring import KeyRing, generate_identity
+from pipeline.ops.account import parse_set, shard_of
 from sinks import SinkOptions
 from tests.s3_fixtures import MotoServer
 
@@ -488,7 +488,7 @@ def test_lambda_prune_and_verify(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    from pipeline.embedded import free_port
+    from pipeline.jetstream.embedded import free_port
 
     asyncio.run(_fill(nats_server.url, {"PV": (30, 100)}))
     _, recipient = generate_identity()
@@ -674,7 +674,7 @@ def test_cloud_function_http_and_cloudevent_entries(
 def test_handlers_import_no_cloud_sdk_or_framework() -> None:
     """Lambda cold starts and the CLI pay for nothing they do not use: SDKs load when a secret store is read."""
     code = (
-        "import sys, pipeline.handlers, pipeline.metrics\n"
+        "import sys, pipeline.entry.handlers, pipeline.entry.metrics\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'functions_framework',"
         " 'flask', 'awslambdaric') or m.startswith('google.cloud.')))"
     )
@@ -695,7 +695,11 @@ def test_container_entry_runs_the_lambda_runtime_and_otherwise_the_cli(
 
     # Without the Lambda Runtime API: the jsarchive CLI (what a Cloud Run job runs).
     p = subprocess.run(
-        [sys.executable, "-m", "pipeline.handlers", "--version"], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "pipeline.entry.handlers", "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert p.returncode == 0 and p.stdout.startswith("jsarchive, version"), p.stderr
 
@@ -755,7 +759,7 @@ def test_container_entry_runs_the_lambda_runtime_and_otherwise_the_cli(
     log = tmp_path / "runtime.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.handlers"],
+            [sys.executable, "-m", "pipeline.entry.handlers"],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -890,7 +894,7 @@ def test_stream_backup_pushes_metrics_put_on_success_post_on_failure(
     assert 0 < fams["jsarchive_duration_seconds"][()] < 120
     assert t0 - 1 <= fams["jsarchive_last_success_timestamp_seconds"][()] <= time.time() + 1
 
-    from pipeline.embedded import free_port
+    from pipeline.jetstream.embedded import free_port
 
     p = run("ORDERS", pushgateway.url, server=f"nats://127.0.0.1:{free_port()}")  # the server is gone
     assert p.returncode == 7, p.stderr
@@ -937,7 +941,7 @@ def test_lambda_drill_into_the_dr_cluster(
 ) -> None:
     """The scheduled drill of terraform/examples/*-dr-drill: restore the newest set into the DR cluster beside
     whatever runs there, check it, keep the evidence, leave nothing behind."""
-    from pipeline.jetstream import ConnectOptions, connect
+    from pipeline.jetstream.client import ConnectOptions, connect
 
     east, west = two_clusters["east"][0].url, two_clusters["west"][0].url
 

@@ -1,5 +1,5 @@
-"""Hostile archive objects are contained (pipeline/objects.py): an adversary who can write to the bucket plants one
-object, and every reader ends in one IntegrityError (exit 4) naming it, with bounded memory, never a traceback.
+"""Hostile archive objects are contained (pipeline/format/objects.py): an adversary who can write to the bucket plants
+one object, and every reader ends in one IntegrityError (exit 4) naming it, with bounded memory, never a traceback.
 
 The archive is real: backups of real nats-servers (V2 and V1), a set, an added key slot and run records; the
 hostile objects are planted next to them the way an attacker with write access would (named by their hash).
@@ -23,18 +23,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline import objects
-from pipeline.account import build_set, list_sets, parse_set, seal_run_in, set_entry
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.cli import main
-from pipeline.compress import BlockCompressor, Compression
-from pipeline.errors import IntegrityError
-from pipeline.jetstream import ConnectOptions
-from pipeline.keys import KeyRing, generate_identity
-from pipeline.listing import list_backups, show_backup
-from pipeline.manifest import canonical
-from pipeline.repository import KEYSLOT_FORMAT, Repository, parse_extra_slot
-from pipeline.verify import VerifyOptions, verify_archive
+from pipeline.archive.repository import KEYSLOT_FORMAT, Repository, parse_extra_slot
+from pipeline.archive.verify import VerifyOptions, verify_archive
+from pipeline.base.errors import IntegrityError
+from pipeline.entry.cli import main
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.format import objects
+from pipeline.format.compress import BlockCompressor, Compression
+from pipeline.format.manifest import canonical
+from pipeline.jetstream.client import ConnectOptions
+from pipeline.keys.keyring import KeyRing, generate_identity
+from pipeline.ops.account import build_set, list_sets, parse_set, seal_run_in, set_entry
+from pipeline.ops.listing import list_backups, show_backup
 from sinks.local import LocalSink
 from tests.conftest import make_server
 from tests.streams import fill_stream
@@ -351,7 +351,7 @@ def test_invalid_key_slot_objects_are_skipped_with_a_warning(archive, world):
     assert set(invalid) == set(planted)
     # a real process, so the warnings reach stderr as a user sees them (pytest captures logging in-process)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "inspect", str(archive), m.id, "-i", str(world.key), "--json"],
+        [sys.executable, "-m", "pipeline.entry.cli", "inspect", str(archive), m.id, "-i", str(world.key), "--json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -400,7 +400,7 @@ def test_natscli_backup_json(tmp_path, world):
     ):
         (src / "backup.json").write_bytes(raw)
         code, out, err = cli("import", src, tmp_path / "dest", "--no-encrypt", "--json")
-        # pipeline/natscli.py reports it as a usage error (not a natscli backup); either way one clean error
+        # pipeline/ops/natscli.py reports it as a usage error (not a natscli backup); either way one clean error
         assert code in (2, 4) and "backup.json" in err and why in err, (code, out, err)
 
 
@@ -479,9 +479,9 @@ def test_planted_zstd_bomb_in_inspect_and_verify(archive, world):
 
 PEAK_SCRIPT = """
 import json, resource, sys
-from pipeline.errors import IntegrityError
-from pipeline.inspect import inspect_backup
-from pipeline.listing import show_backup
+from pipeline.base.errors import IntegrityError
+from pipeline.archive.inspect import inspect_backup
+from pipeline.ops.listing import show_backup
 archive, bomb, deep = sys.argv[1:4]
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -520,7 +520,7 @@ DEEP = b"[" * 200_000
 
 
 def test_deep_json_in_a_natsarc_entry_is_an_archive_error_not_a_recursion() -> None:
-    from pipeline import natsarc
+    from pipeline.format import natsarc
 
     for name in ("state.json", "consumers/c"):
         archive = natsarc.MAGIC + natsarc.encode_entry(name, 0, 0, b"", DEEP) + natsarc.END_MARKER
@@ -531,7 +531,7 @@ def test_deep_json_in_a_natsarc_entry_is_an_archive_error_not_a_recursion() -> N
 
 
 def test_deep_json_in_a_v1_meta_inf_is_an_archive_error() -> None:
-    from pipeline import natsarc
+    from pipeline.format import natsarc
 
     contents = natsarc.V1Contents(files={"meta.inf": DEEP})
     with pytest.raises(natsarc.ArchiveError, match="meta.inf is not JSON"):
@@ -539,8 +539,8 @@ def test_deep_json_in_a_v1_meta_inf_is_an_archive_error() -> None:
 
 
 def test_planted_signature_and_drill_report_objects_are_bounded(tmp_path: Path) -> None:
-    from pipeline import signing
-    from pipeline.drill import list_reports
+    from pipeline.archive import signing
+    from pipeline.ops.drill import list_reports
 
     repo = Repository.open(str(tmp_path / "a"))
     mid = "ab" * 32

@@ -16,7 +16,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from pipeline import manifest as mf
+from pipeline.format import manifest as mf
 from tests.streams import fill_stream
 from tests.test_bad_input import Run, cli_env, jsarchive, one_error
 

@@ -1,5 +1,5 @@
-"""`jsarchive inspect` and `jsarchive cat` (pipeline.inspect): real backups read without a server and compared with
-what the server held; the NATSARC1 reader; corrupt and forged backups fail cleanly."""
+"""`jsarchive inspect` and `jsarchive cat` (pipeline.archive.inspect): real backups read without a server and compared
+with what the server held; the NATSARC1 reader; corrupt and forged backups fail cleanly."""
 
 from __future__ import annotations
 
@@ -20,12 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from pipeline import natsarc, s2
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.cli import main
-from pipeline.compress import Compression
-from pipeline.errors import IntegrityError, UsageError
-from pipeline.inspect import (
+from pipeline.archive.inspect import (
     MessageFilter,
     format_ns,
     inspect_backup,
@@ -34,9 +29,14 @@ from pipeline.inspect import (
     parse_time,
     subject_matches,
 )
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing, generate_identity
-from pipeline.manifest import canonical
+from pipeline.base.errors import IntegrityError, UsageError
+from pipeline.entry.cli import main
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.format import natsarc, s2
+from pipeline.format.compress import Compression
+from pipeline.format.manifest import canonical
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing, generate_identity
 from tests.conftest import make_server
 from tests.streams import fill_stream, read_messages, stream_state
 from tests.test_s2 import frame

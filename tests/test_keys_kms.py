@@ -5,14 +5,14 @@ the keys; jsarchive's KMS client reaches it through ``--kms-endpoint`` / ``$AWS_
 key's state and enforces the encryption context, but it neither refuses Encrypt/Decrypt on a disabled key nor
 evaluates key policies for them (``test_moto_gaps`` pins that down). So the disabled-key and encrypt-only-host
 tests add what KMS itself would answer through a botocore ``before-send`` event hook on jsarchive's own client
-(injected with ``pipeline.kms.aws_client_factory``): ``DisabledException`` when moto reports the key disabled, and
+(injected with ``pipeline.keys.kms.aws_client_factory``): ``DisabledException`` when moto reports the key disabled, and
 ``AccessDeniedException`` for Decrypt as IAM answers a principal that has kms:Encrypt only.
 
 Google: there is no Cloud KMS emulator. ``FakeKms`` is a ``KeyManagementServiceClient`` stand-in exposing
 ``encrypt``/``decrypt`` with the real request and response types (``google.cloud.kms_v1.EncryptRequest`` etc., so
 the request shapes are checked by the library's own message classes), AES-GCM under per-version keys with the
 additional authenticated data, the CRC32C fields, per-role permissions and version states, and the
-``google.api_core`` exceptions the service raises. It is injected with ``pipeline.kms.gcp_client_factory``.
+``google.api_core`` exceptions the service raises. It is injected with ``pipeline.keys.kms.gcp_client_factory``.
 """
 
 from __future__ import annotations
@@ -36,12 +36,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.api_core import exceptions as gexc
 from google.cloud import kms_v1
 
-from pipeline import kms
-from pipeline.cli import main
-from pipeline.errors import IntegrityError, KeyUnavailable, UsageError
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing
-from pipeline.repository import Repository
+from pipeline.archive.repository import Repository
+from pipeline.base.errors import IntegrityError, KeyUnavailable, UsageError
+from pipeline.entry.cli import main
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing, kms
 from tests.streams import fill_stream, read_messages
 
 DATA_KEY = bytes(range(32))
@@ -573,7 +572,8 @@ def test_a_wrong_key_from_kms_is_an_integrity_error(fake_gcp):
 def test_cloud_sdks_are_imported_lazily():
     """The dependency rule: a local-only install needs no cloud SDK; importing the CLI and key code loads none."""
     code = (
-        "import sys, pipeline.cli, pipeline.keys, pipeline.kms, pipeline.keyslots, pipeline.restore\n"
+        "import sys, pipeline.entry.cli, pipeline.keys.keyring, pipeline.keys.kms, pipeline.ops.keyslots\n"
+        "import pipeline.flows.restore\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')\n"
         "             or m.startswith('google.cloud.')))"  # the bare namespace may come from a .pth at startup
     )

@@ -1,4 +1,5 @@
-"""Backups taken under live traffic are honest and restorable (pipeline/census.py, pipeline/livetail.py).
+"""Backups taken under live traffic are honest and restorable (pipeline/format/census.py,
+pipeline/jetstream/livetail.py).
 
 Writers run exactly while the server's snapshot runs (from its SNAPSHOT_CREATE advisory to its SNAPSHOT_COMPLETE),
 with the snapshot slowed down (1 KiB chunks, a 1 KiB window: one ack round trip per chunk) so that they overlap
@@ -24,13 +25,13 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.errors import TransferFailed
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing
-from pipeline.repository import Repository
-from pipeline.restore import RestoreOptions, restore_stream
-from pipeline.verify import VerifyOptions, verify_archive
+from pipeline.archive.repository import Repository
+from pipeline.archive.verify import VerifyOptions, verify_archive
+from pipeline.base.errors import TransferFailed
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing
 from tests.conftest import make_server
 from tests.streams import read_messages
 
@@ -254,7 +255,7 @@ def _attempt(fn):
 
 
 def _archive(n: int) -> tuple[bytes, list[bytes]]:
-    from pipeline.natsarc import MAGIC, encode_entry
+    from pipeline.format.natsarc import MAGIC, encode_entry
 
     entries = [encode_entry(f"s.{i}", 1_700_000_000_000_000_000 + i, i, b"", os.urandom(200)) for i in range(1, n)]
     return MAGIC + b"".join(entries), entries
@@ -263,8 +264,8 @@ def _archive(n: int) -> tuple[bytes, list[bytes]]:
 @pytest.mark.parametrize("encoding", ["s2-stream", "natsarc"])
 @pytest.mark.parametrize("append", [False, True])
 def test_open_end_appends_before_the_end_marker(encoding: str, append: bool) -> None:
-    from pipeline import payload, s2
-    from pipeline.natsarc import END_MARKER, encode_entry
+    from pipeline.format import payload, s2
+    from pipeline.format.natsarc import END_MARKER, encode_entry
 
     body, _ = _archive(2_000)  # ~420 KB: several 64 KiB chunks, so the held end is two of them
     framed = b"".join(bytes(x) for x in s2.snappy_framed([body + END_MARKER]))
@@ -291,8 +292,8 @@ def test_open_end_appends_before_the_end_marker(encoding: str, append: bool) -> 
 
 
 def test_open_end_refuses_a_stream_without_its_end_marker() -> None:
-    from pipeline import payload, s2
-    from pipeline.errors import IntegrityError
+    from pipeline.base.errors import IntegrityError
+    from pipeline.format import payload, s2
 
     body, _ = _archive(50)
     framed = b"".join(bytes(x) for x in s2.snappy_framed([body]))  # no end marker
@@ -306,7 +307,7 @@ def test_open_end_refuses_a_stream_without_its_end_marker() -> None:
 
 
 def test_message_times_parse_to_the_nanosecond() -> None:
-    from pipeline.livetail import parse_time_ns
+    from pipeline.jetstream.livetail import parse_time_ns
 
     assert parse_time_ns("2026-12-01T18:17:35.141027772Z") == 1_796_149_055_141_027_772
     assert parse_time_ns("2026-12-01T18:17:35Z") == 1_796_149_055_000_000_000
@@ -325,8 +326,8 @@ def test_message_times_parse_to_the_nanosecond() -> None:
     ],
 )
 def test_a_malformed_message_read_after_the_snapshot_is_an_integrity_error(resp: dict) -> None:
-    from pipeline.errors import IntegrityError
-    from pipeline.livetail import _entry
+    from pipeline.base.errors import IntegrityError
+    from pipeline.jetstream.livetail import _entry
 
     with pytest.raises(IntegrityError, match="after the snapshot"):
         _entry("S", resp)

@@ -9,7 +9,8 @@ against files outside it (issue 15).
 - ``import`` checks ``backup.json`` whole (size, depth, types of what import and restore read) before it writes:
   exit 2, as for every other bad import input, and the archive is byte-for-byte unchanged.
 - ``export`` onto a symlink, FIFO, file or non-empty directory: exit 6 (2 when the path cannot be a directory).
-- A disk that fills during a backup: exit 7 (a storage failure, pipeline.repository.storage_error), one line, and
+- A disk that fills during a backup: exit 7 (a storage failure, pipeline.archive.repository.storage_error), one line,
+and
   no object or temporary file left in the archive. Tested on a 2 MiB tmpfs mounted here (root), else with
   RLIMIT_FSIZE (EFBIG instead of ENOSPC).
 """
@@ -34,10 +35,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import EmbeddedServer, ServerSpec
-from pipeline.errors import ConflictError
-from pipeline.natscli import _publish_target
-from pipeline.prune import PruneOptions, prune
+from pipeline.base.errors import ConflictError
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
+from pipeline.ops.natscli import _publish_target
+from pipeline.ops.prune import PruneOptions, prune
 from sinks import AccessDenied, ObjectNotFound
 from sinks.base import IncompleteUpload
 from sinks.local import INCOMPLETE_DIR, ArchiveTampered, LocalSink

@@ -94,8 +94,8 @@ def test_list_by_prefix_skips_temp_files(tmp_path):
 
 def test_id_resolution_for_backups_and_sets(tmp_path):
     """One rule for manifest and set ids: a full id, or a unique prefix of at least six hex digits."""
-    from pipeline.errors import NotFoundError, UsageError
-    from pipeline.repository import Repository
+    from pipeline.archive.repository import Repository
+    from pipeline.base.errors import NotFoundError, UsageError
 
     repo = Repository.open(str(tmp_path))
     first, second = "ab12cd0" + "0" * 57, "ab12cd1" + "1" * 57

@@ -1,4 +1,4 @@
-"""The backup's V2 census count (pipeline.natsarc.count_archive and its C walk, pipeline/_natsarc.c).
+"""The backup's V2 census count (pipeline.format.natsarc.count_archive and its C walk, pipeline/format/_natsarc.c).
 
 count_archive must say exactly what ArchiveReader says about an archive — the same counts, or the same error class
 and message — with the C walk and with its pure-Python fallback, however the archive is cut into blocks. Shown on
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import natsarc, s2
-from pipeline.census import Census
-from pipeline.jetstream import V2, ConnectOptions, connect
-from pipeline.natsarc import END_MARKER, MAGIC, MAX_ENTRY, MAX_NAME, ArchiveCount, encode_entry, put_uvarint
+from pipeline.format import natsarc, s2
+from pipeline.format.census import Census
+from pipeline.format.natsarc import END_MARKER, MAGIC, MAX_ENTRY, MAX_NAME, ArchiveCount, encode_entry, put_uvarint
+from pipeline.jetstream.client import V2, ConnectOptions, connect
 from tests.streams import fill_stream
 
 pytestmark = pytest.mark.timeout(300)
@@ -287,7 +287,7 @@ def test_the_accelerator_is_built_and_chosen():
             natsarc.count_archive([MAGIC + END_MARKER], accelerated=True)
         assert natsarc.count_archive([MAGIC + END_MARKER]) == ArchiveCount()
         return
-    from pipeline import _natsarc
+    from pipeline.format import _natsarc
 
     assert natsarc._walk is _natsarc.walk
     raw = MAGIC + encode_entry("a", 0, 3, b"", b"x") + encode_entry("b", 0, 7, b"h", b"") + END_MARKER
@@ -315,7 +315,7 @@ def test_the_accelerator_is_built_and_chosen():
 @given(st.binary(max_size=120), st.integers(0, 120), st.integers(0, 2**64 - 1), st.integers(0, 2**40))
 def test_the_walk_survives_any_bytes(raw, pos, last, base):
     """Random bytes at any position: a result that makes sense, or ValueError; never a crash or a read past."""
-    from pipeline import _natsarc
+    from pipeline.format import _natsarc
 
     pos = min(pos, len(raw))
     view = memoryview(bytearray(raw))  # exactly len(raw) bytes: a read past its end would be undefined
@@ -334,7 +334,7 @@ def test_the_walk_survives_any_bytes(raw, pos, last, base):
 
 GUARDED_WALK = r"""
 import ctypes, mmap, random, sys
-from pipeline import _natsarc
+from pipeline.format import _natsarc
 
 page = mmap.PAGESIZE
 mem = mmap.mmap(-1, 2 * page)

@@ -18,12 +18,12 @@ from pathlib import Path
 import nats
 import pytest
 
-from pipeline import jetstream as jsmod
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.natscli import ExportOptions, ImportOptions, backup_json, export_backup, import_directory
-from pipeline.repository import Repository
-from pipeline.restore import RestoreOptions, restore_stream
+from pipeline.archive.repository import Repository
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.jetstream import client as jsmod
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.ops.natscli import ExportOptions, ImportOptions, backup_json, export_backup, import_directory
 from tests.streams import comparable, fill_stream, read_messages, stream_state
 from tests.test_bad_input import archive_state, assert_archive_untouched, cli_env, jsarchive, one_error
 

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.account import parse_set
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing
-from pipeline.natscli import (
+from pipeline.archive.repository import Repository
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing
+from pipeline.ops.account import parse_set
+from pipeline.ops.natscli import (
     ExportOptions,
     ImportOptions,
     NatscliStream,
@@ -27,8 +29,6 @@ from pipeline.natscli import (
     export_backup,
     import_directory,
 )
-from pipeline.repository import Repository
-from pipeline.restore import RestoreOptions, restore_stream
 from tests.conftest import make_server
 from tests.streams import fill_stream, stream_state
 from tests.test_bad_input import archive_state, assert_archive_untouched, cli_env, jsarchive, one_error

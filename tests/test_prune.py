@@ -14,18 +14,18 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import crypto
-from pipeline import manifest as mf
-from pipeline.account import build_set, set_entry
-from pipeline.cli import main
-from pipeline.compress import BlockCompressor, Compression
-from pipeline.errors import UsageError
-from pipeline.keys import KeyRing
-from pipeline.listing import list_backups
-from pipeline.prune import DELETE, KEEP, LOCKED, PruneOptions, prune
-from pipeline.repository import Repository, ref_time
-from pipeline.retention import Duration, Item, Policy, apply_policy, parse_created
-from pipeline.verify import VerifyOptions, verify_archive
+from pipeline.archive.repository import Repository, ref_time
+from pipeline.archive.retention import Duration, Item, Policy, apply_policy, parse_created
+from pipeline.archive.verify import VerifyOptions, verify_archive
+from pipeline.base.errors import UsageError
+from pipeline.entry.cli import main
+from pipeline.format import crypto
+from pipeline.format import manifest as mf
+from pipeline.format.compress import BlockCompressor, Compression
+from pipeline.keys.keyring import KeyRing
+from pipeline.ops.account import build_set, set_entry
+from pipeline.ops.listing import list_backups
+from pipeline.ops.prune import DELETE, KEEP, LOCKED, PruneOptions, prune
 from sinks import Retention, SinkOptions
 
 UTC = dt.timezone.utc
@@ -49,7 +49,7 @@ def make_backup(
     state: dict | None = None,
     snapshot_format: str = "V2",
 ) -> mf.Manifest:
-    """A backup written the way pipeline.backup writes one (data object, manifest, ref), with ``created`` chosen.
+    """A backup written the way pipeline.flows.backup writes one (data object, manifest, ref), with ``created`` chosen.
 
     ``payload`` is the "snapshot stream" (any bytes: prune and keyless checks never decode it). Encrypted with a
     fresh data key wrapped for ``keys`` when given, else stored in the clear.

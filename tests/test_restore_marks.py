@@ -1,4 +1,4 @@
-"""A restore only ever deletes what it created: the restore mark (pipeline/marks.py) on real servers.
+"""A restore only ever deletes what it created: the restore mark (pipeline/format/marks.py) on real servers.
 
 - a restore marks its stream in-progress, then complete with the backup's id (provenance), on V2 and V1 servers;
 - a stream left in-progress (a killed restore) is refused by name with the command that removes it, untouched;
@@ -20,11 +20,11 @@ import nats
 import pytest
 from nats.js.api import StreamConfig
 
-from pipeline import marks
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing
-from pipeline.restore import RestoreOptions, _remove_partial, restore_stream
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.restore import RestoreOptions, _remove_partial, restore_stream
+from pipeline.format import marks
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing
 from tests.conftest import make_server
 from tests.streams import fill_stream, read_messages
 from tests.test_bad_input import JSARCHIVE, cli_env, fill_random, jsarchive, one_error

@@ -8,15 +8,15 @@ from pathlib import Path
 import nats
 import pytest
 
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.errors import ConflictError, ServerRefused, UsageError
-from pipeline.inspect import iter_messages, subject_matches
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing
-from pipeline.natsarc import encode_entry, iter_entries
-from pipeline.restore import RestoreOptions, restore_stream
-from pipeline.rewrite import SubjectMap, filters_overlap, snappy_framed
-from pipeline.s2 import iter_decode
+from pipeline.archive.inspect import iter_messages, subject_matches
+from pipeline.base.errors import ConflictError, ServerRefused, UsageError
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.format.natsarc import encode_entry, iter_entries
+from pipeline.format.rewrite import SubjectMap, filters_overlap, snappy_framed
+from pipeline.format.s2 import iter_decode
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing
 from tests.conftest import make_server
 from tests.servers import V1_VERSIONS
 from tests.streams import fill_stream, read_messages, stream_state
@@ -188,7 +188,7 @@ def test_v1_backup_refused(tmp_path, keyring):
 def test_cli_renamed_and_cut(nats_server, tmp_path, keyring, identity_file):
     from click.testing import CliRunner
 
-    from pipeline.cli import main
+    from pipeline.entry.cli import main
 
     url, archive = nats_server.url, tmp_path / "archive"
     _backup(url, archive, keyring)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing
-from pipeline.restore import RestoreOptions, restore_stream
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing
 from tests.conftest import make_server
 from tests.servers import V1_VERSIONS
 from tests.streams import comparable, fill_stream, read_messages, stream_state

@@ -1,4 +1,4 @@
-"""The S2 decoder (pipeline.s2): real server snapshots, a reference encoder, the C and Python decoders compared.
+"""The S2 decoder (pipeline.format.s2): real server snapshots, a reference encoder, the C and Python decoders compared.
 
 Byte-exactness is shown three ways: every block's CRC-32C (computed by the server's writer) is checked; the
 decoded V2 archive holds exactly the messages the server has; and the decoded bytes, framed again (uncompressed
@@ -22,15 +22,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import natsarc, s2
-from pipeline.jetstream import ConnectOptions, connect
+from pipeline.format import natsarc, s2
+from pipeline.jetstream.client import ConnectOptions, connect
 from tests.conftest import make_server
 from tests.streams import comparable, fill_stream, read_messages, stream_state
 
 MESSAGES = 2000
 needs_c = pytest.mark.skipif(
     s2._c is None,
-    reason="the C accelerator pipeline._s2block is not built (no compiler, or run `.venv/bin/pip install -e .`)",
+    reason="the C accelerator pipeline.format._s2block is not built (no compiler, or run `.venv/bin/pip install -e .`)",
 )
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -622,7 +622,7 @@ def test_accelerator_selection(monkeypatch):
         cc = os.environ.get("CC", "cc").split()[0]
         if shutil.which(cc) and Path(s2.__file__).with_name("_s2block.c").exists():
             pytest.skip(
-                f"a compiler ({cc}) is here but pipeline._s2block was not built: run .venv/bin/pip install -e ."
+                f"a compiler ({cc}) is here but pipeline.format._s2block was not built: run .venv/bin/pip install -e ."
             )
     else:
         assert s2.ACCELERATED or os.environ.get("JSARCHIVE_S2_PURE")

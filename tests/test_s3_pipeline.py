@@ -10,12 +10,12 @@ import pytest
 from botocore.exceptions import ConnectionClosedError
 from click.testing import CliRunner
 
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.cli import main
-from pipeline.errors import ColdStorage, PermissionDenied
-from pipeline.jetstream import ConnectOptions
-from pipeline.listing import list_backups
-from pipeline.restore import RestoreOptions, restore_stream
+from pipeline.base.errors import ColdStorage, PermissionDenied
+from pipeline.entry.cli import main
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.jetstream.client import ConnectOptions
+from pipeline.ops.listing import list_backups
 from sinks import Retention, SinkOptions
 from sinks.s3 import S3Sink
 from tests.s3_fixtures import Wire
@@ -144,7 +144,7 @@ def test_glacier_backup_needs_a_thaw(nats_server, second_server, keyring, moto, 
 
 
 async def second_server_streams(server) -> list[str]:
-    from pipeline.jetstream import connect
+    from pipeline.jetstream.client import connect
 
     async with await connect(ConnectOptions(servers=server.url)) as js:
         return await js.stream_names()
@@ -245,7 +245,7 @@ def test_restore_from_s3_into_a_cluster(nats_server, two_clusters, keyring, moto
 
 
 async def _delete_stream(url: str, name: str) -> None:
-    from pipeline.jetstream import connect
+    from pipeline.jetstream.client import connect
 
     async with await connect(ConnectOptions(servers=url)) as js:
         await js.delete_stream(name)

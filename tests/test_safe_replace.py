@@ -1,4 +1,4 @@
-"""Replacing a live stream cannot lose it (pipeline/replace.py), on real servers.
+"""Replacing a live stream cannot lose it (pipeline/flows/replace.py), on real servers.
 
 Before `account restore --on-exists replace` deletes a live stream: the replacing backup is verified deep, the
 target is preflighted with a placeholder stream, and the live stream is saved as a pre-restore backup. A refusal at
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import marks
-from pipeline.errors import IntegrityError
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing
-from pipeline.preflight import PLACEHOLDER_PREFIX
-from pipeline.replace import PRE_RESTORE, replace_stream
-from pipeline.repository import Repository
-from pipeline.restore import RestoreOptions, restore_stream
+from pipeline.archive.repository import Repository
+from pipeline.base.errors import IntegrityError
+from pipeline.flows.replace import PRE_RESTORE, replace_stream
+from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.format import marks
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.jetstream.preflight import PLACEHOLDER_PREFIX
+from pipeline.keys.keyring import KeyRing
 from tests.streams import fill_stream, read_messages
 from tests.test_bad_input import cli_env, jsarchive
 
@@ -276,7 +276,7 @@ class _RecreateWhenSaving(_CorruptWhenAccepted):
 def test_a_stream_recreated_while_it_is_saved_is_not_deleted(
     nats_server, account_archive: Path, tmp_path: Path, keyring: KeyRing
 ):
-    from pipeline.errors import ConflictError
+    from pipeline.base.errors import ConflictError
 
     repo = Repository.open(str(account_archive))
     [ref] = repo.refs("ORDERS")

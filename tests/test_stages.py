@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import crypto
-from pipeline import manifest as mf
-from pipeline.blocks import MAX_BLOCKS, BlockCutter, MiB, choose_block_size
-from pipeline.compress import BlockCompressor, Compression
-from pipeline.errors import IntegrityError, KeyUnavailable, UsageError
-from pipeline.jetstream import V1, V2, api_error, detect_snapshot_format, parse_version
-from pipeline.keys import KeyRing, KeySlot, fingerprint, generate_identity, parse_raw_key
+from pipeline.base.errors import IntegrityError, KeyUnavailable, UsageError
+from pipeline.format import crypto
+from pipeline.format import manifest as mf
+from pipeline.format.blocks import MAX_BLOCKS, BlockCutter, MiB, choose_block_size
+from pipeline.format.compress import BlockCompressor, Compression
+from pipeline.jetstream.client import V1, V2, api_error, detect_snapshot_format, parse_version
+from pipeline.keys.keyring import KeyRing, KeySlot, fingerprint, generate_identity, parse_raw_key
 
 
 # -- block cutting ---------------------------------------------------------------------------------------------

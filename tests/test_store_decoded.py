@@ -19,19 +19,19 @@ from click.testing import CliRunner
 from nats.js.api import StreamConfig
 
 from benchmarks.bench_core import event
-from pipeline import manifest as mf
-from pipeline import s2
-from pipeline.backup import BackupOptions, BackupResult, backup_stream
-from pipeline.cli import main
-from pipeline.errors import IntegrityError
-from pipeline.inspect import inspect_backup, iter_messages, message_record
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing
-from pipeline.natsarc import MAGIC
-from pipeline.natscli import ExportOptions, export_backup
-from pipeline.repository import Repository
-from pipeline.restore import BlockReader, RestoreOptions, RestoreResult, restore_stream
-from pipeline.verify import VerifyOptions, verify_archive
+from pipeline.archive.inspect import inspect_backup, iter_messages, message_record
+from pipeline.archive.repository import Repository
+from pipeline.archive.verify import VerifyOptions, verify_archive
+from pipeline.base.errors import IntegrityError
+from pipeline.entry.cli import main
+from pipeline.flows.backup import BackupOptions, BackupResult, backup_stream
+from pipeline.flows.restore import BlockReader, RestoreOptions, RestoreResult, restore_stream
+from pipeline.format import manifest as mf
+from pipeline.format import s2
+from pipeline.format.natsarc import MAGIC
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing
+from pipeline.ops.natscli import ExportOptions, export_backup
 from tests.conftest import make_server
 from tests.servers import V1_VERSIONS
 from tests.streams import comparable, fill_stream, read_messages, stream_state

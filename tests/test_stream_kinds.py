@@ -1,6 +1,6 @@
 """Every stream kind round-trips: backup on one real server, restore into another, and what the server promises holds.
 
-The post-restore check (pipeline/restore.py ``compare_state``) must accept what the server is documented to change
+The post-restore check (pipeline/flows/restore.py ``compare_state``) must accept what the server is documented to change
 on a restore and still catch real loss. What the servers do, as seen here:
 
 - 2.15 (V2) restores a stream that never held a message with first_seq 1 where the backup says 0; 2.14 (V1) keeps 0.
@@ -25,11 +25,11 @@ import nats
 import nats.js.errors
 import pytest
 
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.errors import IntegrityError, ServerRefused
-from pipeline.jetstream import ConnectOptions, connect
-from pipeline.keys import KeyRing
-from pipeline.restore import RestoreOptions, RestoreResult, _await_healthy, compare_state, restore_stream
+from pipeline.base.errors import IntegrityError, ServerRefused
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.restore import RestoreOptions, RestoreResult, _await_healthy, compare_state, restore_stream
+from pipeline.jetstream.client import ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing
 from tests.conftest import make_server
 from tests.streams import comparable, read_messages, stream_state
 

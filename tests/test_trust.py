@@ -19,11 +19,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from pipeline import manifest as mf
-from pipeline import signing
-from pipeline.embedded import EmbeddedServer, ServerSpec
-from pipeline.errors import UsageError
-from pipeline.repository import Repository
+from pipeline.archive import signing
+from pipeline.archive.repository import Repository
+from pipeline.base.errors import UsageError
+from pipeline.format import manifest as mf
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
 from tests.streams import fill_stream
 from tests.test_bad_input import Run, cli_env, jsarchive, keygen, one_error, stream_exists
 

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.backup import BackupOptions, backup_stream
-from pipeline.cli import main
-from pipeline.jetstream import ConnectOptions
-from pipeline.keys import KeyRing, generate_identity
-from pipeline.listing import list_backups, show_backup
-from pipeline.repository import Repository, ref_time
-from pipeline.verify import FAILED, OK, UNVERIFIED, VerifyOptions, verify_archive
+from pipeline.archive.repository import Repository, ref_time
+from pipeline.archive.verify import FAILED, OK, UNVERIFIED, VerifyOptions, verify_archive
+from pipeline.entry.cli import main
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.jetstream.client import ConnectOptions
+from pipeline.keys.keyring import KeyRing, generate_identity
+from pipeline.ops.listing import list_backups, show_backup
 from sinks import Retention, SinkOptions
 from tests.conftest import make_server
 from tests.streams import fill_stream, stream_state

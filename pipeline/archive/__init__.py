@@ -1,0 +1,1 @@
+"""The archive in a sink: the repository (sole owner of its layout), writer, reader, trust and verification."""

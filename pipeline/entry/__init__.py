@@ -1,0 +1,1 @@
+"""Front ends: the CLI and the cloud entry points, thin over the use cases."""

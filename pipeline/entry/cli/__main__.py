@@ -1,0 +1,3 @@
+from pipeline.entry.cli import main
+
+main()

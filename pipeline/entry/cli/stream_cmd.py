@@ -1,0 +1,286 @@
+"""`jsarchive stream backup` and `jsarchive stream restore`."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.base.errors import JsArchiveError
+from pipeline.entry.cli.common import (
+    SIZE,
+    archive_options,
+    connect_options,
+    connection_options,
+    echo,
+    emit_json,
+    handle_errors,
+    human_bytes,
+    key_options,
+    key_ring,
+    make_progress,
+    output_options,
+    push_warning,
+    retention,
+    sign_key,
+    sign_key_option,
+    signer_fingerprint,
+    sink_options,
+    storage_options,
+    trust_options,
+    trust_policy,
+)
+from pipeline.entry.metrics import RunObserver, stream_report
+from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.format.compress import Compression
+from pipeline.jetstream.client import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW_SIZE, RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT
+
+
+@click.group("stream")
+def stream_group() -> None:
+    """Back up and restore single streams."""
+
+
+@stream_group.command("backup")
+@click.argument("stream")
+@click.argument("url")
+@click.option("--consumers/--no-consumers", default=True, show_default=True, help="include consumers and their state")
+@click.option("--check", is_flag=True, help="have the server check message checksums first (V1 servers)")
+@click.option(
+    "--chunk-size",
+    type=SIZE,
+    default=DEFAULT_CHUNK_SIZE,
+    show_default=True,
+    help="snapshot chunk size the server sends (1KiB–1MiB)",
+)
+@click.option(
+    "--window-size",
+    type=SIZE,
+    default=DEFAULT_WINDOW_SIZE,
+    show_default=True,
+    help="bytes the server may have unacknowledged (servers >= 2.12.5)",
+)
+@click.option("--compression", default="zstd:3", show_default=True, help="zstd, zstd:LEVEL (1-22) or none")
+@click.option(
+    "--store",
+    type=click.Choice(["snapshot", "decoded"]),
+    default="snapshot",
+    show_default=True,
+    help="keep the snapshot as the server sent it (S2), or its decoded NATSARC1 archive: smaller under zstd, "
+    "re-framed on restore; needs nats-server >= 2.15",
+)
+@click.option("--no-encrypt", is_flag=True, help="store the backup unencrypted (recorded in the manifest)")
+@click.option("--block-size", type=SIZE, default=None, help="archive block size [8MiB, grown for large streams]")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="compress/seal threads")
+@click.option(
+    "--buffer-blocks",
+    type=click.IntRange(0, 64),
+    default=2,
+    show_default=True,
+    help="blocks buffered between NATS and the archive (memory ≈ (workers + buffer) × block size)",
+)
+@click.option(
+    "--metrics-push",
+    metavar="URL",
+    envvar="JSARCHIVE_METRICS_PUSH",
+    help="push the run's metrics to this Prometheus Pushgateway [$JSARCHIVE_METRICS_PUSH]",
+)
+@sign_key_option
+@storage_options
+@key_options(write=True)
+@archive_options
+@connection_options
+@output_options
+@handle_errors
+def backup_cmd(
+    stream: str,
+    url: str,
+    consumers: bool,
+    check: bool,
+    chunk_size: int,
+    window_size: int,
+    compression: str,
+    store: str,
+    no_encrypt: bool,
+    block_size: int | None,
+    workers: int,
+    buffer_blocks: int,
+    metrics_push: str | None,
+    storage_class: str | None,
+    sse_kms_key: str | None,
+    no_progress: bool,
+    as_json: bool,
+    **kw: object,
+) -> None:
+    """Back up STREAM into the archive at URL (a directory, file://, s3:// or gs://)."""
+    opts = BackupOptions(
+        stream=stream,
+        url=url,
+        connect=connect_options(kw),
+        keys=key_ring(kw),
+        encrypt=not no_encrypt,
+        compression=Compression.parse(compression),
+        store=store,
+        consumers=consumers,
+        check=check,
+        chunk_size=chunk_size,
+        window_size=window_size,
+        block_size=block_size,
+        workers=workers,
+        buffer_blocks=buffer_blocks,
+        storage_class=storage_class.upper() if storage_class else None,
+        retention=retention(kw),
+        sink=sink_options(kw, sse_kms_key, url=url),
+        sign_key=sign_key(kw),
+    )
+    observer = RunObserver("stream-backup", url, push_to=metrics_push, grouping={"stream": stream}, warn=push_warning)
+    try:
+        res = backup_stream(opts, make_progress(no_progress, as_json))
+    except JsArchiveError as e:
+        observer.failed(e)
+        raise
+    observer.finish(stream_report(res.to_json(), archive=url, started=observer.started))
+    if as_json:
+        fp = signer_fingerprint(opts.sign_key) if opts.sign_key is not None else None
+        signed = {"signature": f"signatures/{res.manifest_id}/{fp}"} if fp else {}
+        emit_json({"ok": True, "backup": res.to_json(), **signed})
+        return
+    echo(f"Backed up stream {res.stream} as {res.manifest_id}")
+    echo(
+        f"  {res.messages:,} messages, {human_bytes(res.bytes)} in the stream; snapshot "
+        f"{human_bytes(res.received_bytes)} ({res.snapshot_format}, nats-server {res.server_version})"
+    )
+    # stored/stream first (how much of the stream the archive holds), then the compression ratio stream:stored
+    ratio = (
+        f", {res.stored_bytes / res.bytes:.2f}× of the stream ({res.bytes / res.stored_bytes:.2f}:1)"
+        if res.bytes and res.stored_bytes
+        else ""
+    )
+    echo(
+        f"  stored {human_bytes(res.stored_bytes)} in {res.blocks} block(s){ratio}; "
+        f"{res.consumers} consumer(s); {res.seconds:.2f} s"
+    )
+    if store == "decoded":
+        echo(f"  stored decoded: the snapshot's NATSARC1 archive, {human_bytes(res.snapshot_bytes)} before zstd")
+    echo("  encrypted for " + "; ".join(res.key_slots) if res.encrypted else "  NOT encrypted (--no-encrypt)")
+    if opts.sign_key is not None:
+        echo(f"  signed by key {signer_fingerprint(opts.sign_key)[:16]}")
+
+
+@stream_group.command("restore")
+@click.argument("url")
+@click.argument("stream")
+@click.option("--backup", "backup_id", metavar="ID", help="backup id or unique prefix [newest backup of STREAM]")
+@click.option("--cluster", help="place the stream in this cluster (replaces the backed-up placement)")
+@click.option("--tag", "tags", multiple=True, help="place the stream on servers with this tag (repeatable)")
+@click.option("--replicas", type=click.IntRange(1, 5), help="number of replicas [as backed up]")
+@click.option(
+    "--chunk-size",
+    type=SIZE,
+    default=RESTORE_CHUNK_SIZE,
+    show_default=True,
+    help="restore chunk size (at most the server's max_payload)",
+)
+@click.option(
+    "--in-flight",
+    type=click.IntRange(1, 64),
+    default=RESTORE_IN_FLIGHT,
+    show_default=True,
+    help="restore chunks sent before waiting for acknowledgements",
+)
+@click.option(
+    "--wait",
+    "wait",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="seconds the restored stream may take to have a leader, current replicas and its consumers",
+)
+@click.option(
+    "--as", "new_name", metavar="NEWNAME", help="restore under this stream name (V2 backups, servers >= 2.15)"
+)
+@click.option(
+    "--subject-map",
+    "subject_map",
+    multiple=True,
+    metavar="SRC=DST",
+    help="rewrite subjects of messages, the stream and its consumers, e.g. 'ORDERS.>=DRILL.ORDERS.>' (repeatable)",
+)
+@click.option(
+    "--subject",
+    "subjects",
+    multiple=True,
+    metavar="FILTER",
+    help="keep only messages on these subjects (before mapping; repeatable); the rest become deletes",
+)
+@click.option("--until-seq", type=click.IntRange(1), help="keep messages up to this sequence; cut the rest")
+@click.option("--until", "until", metavar="TIME", help="keep messages before TIME (ISO 8601 or a duration ago: 2h)")
+@trust_options
+@key_options(write=False)
+@archive_options
+@connection_options
+@output_options
+@handle_errors
+def restore_cmd(
+    url: str,
+    stream: str,
+    backup_id: str | None,
+    cluster: str | None,
+    tags: tuple[str, ...],
+    replicas: int | None,
+    chunk_size: int,
+    in_flight: int,
+    wait: float,
+    new_name: str | None,
+    subject_map: tuple[str, ...],
+    subjects: tuple[str, ...],
+    until_seq: int | None,
+    until: str | None,
+    no_progress: bool,
+    as_json: bool,
+    **kw: object,
+) -> None:
+    """Restore STREAM from the archive at URL into the connected server or cluster.
+
+    --as, --subject-map, --subject, --until-seq and --until restore a rewritten copy (V2 backups onto
+    nats-server >= 2.15): renamed, with mapped subjects, filtered or cut. Sequences are kept.
+
+    Without --backup the newest backup by its manifest's created time is restored (ref names are only a hint).
+    With a key configured an unencrypted backup is refused (--allow-unencrypted), with --trust-key one not
+    signed by a trusted key (exit 4); "latest" passes over newer backups that are refused and says so.
+    """
+    from pipeline.archive.inspect import parse_time
+
+    keys = key_ring(kw)
+    opts = RestoreOptions(
+        url=url,
+        stream=stream,
+        backup=backup_id,
+        connect=connect_options(kw),
+        keys=keys,
+        trust=trust_policy(kw, keys),
+        cluster=cluster,
+        tags=list(tags),
+        replicas=replicas,
+        chunk_size=chunk_size,
+        in_flight=in_flight,
+        wait=wait,
+        sink=sink_options(kw, url=url),
+        new_name=new_name,
+        subject_map=list(subject_map),
+        subjects=list(subjects),
+        until_seq=until_seq,
+        until_ns=parse_time(until) if until else None,
+    )
+    res = restore_stream(opts, make_progress(no_progress, as_json))
+    if as_json:
+        emit_json({"ok": True, "restore": res.to_json()})
+        return
+    echo(f"Restored stream {res.stream} from backup {res.manifest_id[:12]} in {res.seconds:.2f} s")
+    echo(
+        f"  {res.messages:,} messages, {human_bytes(res.bytes)}, sequences {res.first_seq}–{res.last_seq}; "
+        f"consumers: {', '.join(res.consumers) or 'none'}"
+    )
+    where = f"cluster {res.cluster}, leader {res.leader}" if res.cluster else "standalone server"
+    echo(f"  R{res.num_replicas} on {where}" + (f", replicas {', '.join(res.replicas)}" if res.replicas else ""))
+    for w in res.warnings:
+        echo(f"  warning: {w}", err=True)

@@ -1,0 +1,331 @@
+"""Back up one stream: preflight, then the server's snapshot chunks fed into a
+:class:`pipeline.archive.writer.BackupWriter`.
+
+The NATS side only enqueues: a chunk is acked as soon as the writer has appended it to the current block (see
+pipeline/archive/writer.py for the bounded stages, the memory budget and the commit order).
+
+``store="decoded"`` keeps the decoded NATSARC1 archive instead of the S2 stream (pipeline/format/payload.py); it needs a
+V2 snapshot, so servers before 2.15 are refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field
+
+from pipeline.archive.repository import Repository, storage_error
+from pipeline.archive.writer import BackupWriter, Committed, WriteSettings
+from pipeline.base.display import redact_servers
+from pipeline.base.errors import (
+    JsArchiveError,
+    KeyUnavailable,
+    NotFoundError,
+    ServerRefused,
+    TransferFailed,
+    UsageError,
+)
+from pipeline.base.progress import NoProgress, Progress
+from pipeline.format import payload
+from pipeline.format.blocks import choose_block_size
+from pipeline.format.census import Census, Held
+from pipeline.format.compress import Compression
+from pipeline.jetstream.client import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_WINDOW_SIZE,
+    V2,
+    ConnectOptions,
+    JetStream,
+    ServerInfo,
+    connect,
+)
+from pipeline.jetstream.livetail import Tail, read_tail
+from pipeline.keys.keyring import KeyRing
+from sinks import Retention, SinkError, SinkOptions
+
+
+@dataclass
+class BackupOptions:
+    stream: str
+    url: str
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+    keys: KeyRing = field(default_factory=KeyRing)
+    encrypt: bool = True
+    compression: Compression = field(default_factory=Compression)
+    consumers: bool = True
+    check: bool = False
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE
+    window_size: int | None = DEFAULT_WINDOW_SIZE
+    block_size: int | None = None  # None: 8 MiB, grown so no backup needs more than 10,000 blocks
+    workers: int = 2
+    buffer_blocks: int = 2
+    stall_budget: float = 4.0
+    storage_class: str | None = None  # data object only; manifests and refs stay STANDARD
+    retention: Retention | None = None  # Object Lock on data, manifest and ref
+    sink: SinkOptions = field(default_factory=SinkOptions)
+    store: str = "snapshot"  # "snapshot": the S2 stream as sent; "decoded": the NATSARC1 archive (V2 servers)
+    origin: dict | None = None  # the manifest's clear "origin" (e.g. {"type": "pre-restore", ...}); None: a backup
+    sign_key: object | None = (
+        None  # Ed25519 private key (pipeline.archive.signing.load_private_key): signs the manifest
+    )
+
+
+@dataclass
+class BackupResult:
+    manifest_id: str
+    backup_id: str
+    stream: str
+    created: str
+    ref: str
+    server_version: str
+    snapshot_format: str
+    messages: int
+    bytes: int
+    snapshot_bytes: int  # plaintext stored: the S2 stream, or the decoded archive with store="decoded"
+    stored_bytes: int
+    blocks: int
+    block_size: int
+    encrypted: bool
+    key_slots: list[str]
+    consumers: int
+    seconds: float
+    storage_class: str | None = None
+    retain_until: str | None = None
+    lock_mode: str | None = None
+    inner_encoding: str = payload.S2_STREAM
+    received_bytes: int = 0  # snapshot bytes the server sent (S2-framed)
+    point: int | None = None  # V2: the sequence the backup is consistent as of (pipeline/jetstream/livetail.py)
+    warnings: list[str] = field(default_factory=list)  # how the stream changed while it was backed up
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_commit(cls, c: Committed, stream: str, server_version: str, retention: Retention | None) -> BackupResult:
+        return cls(
+            manifest_id=c.manifest_id,
+            backup_id=c.backup_id,
+            stream=stream,
+            created=c.created,
+            ref=c.ref,
+            server_version=server_version,
+            snapshot_format=c.snapshot_format,
+            messages=c.summary["messages"],
+            bytes=c.summary["bytes"],
+            snapshot_bytes=c.snapshot_bytes,
+            stored_bytes=c.stored_bytes,
+            blocks=c.blocks,
+            block_size=c.block_size,
+            encrypted=c.encrypted,
+            key_slots=c.key_slots,
+            consumers=c.summary["consumers"],
+            seconds=c.seconds,
+            storage_class=c.storage_class,
+            retain_until=retention.until.isoformat() if retention else None,
+            lock_mode=retention.mode if retention else None,
+            inner_encoding=c.inner_encoding,
+            received_bytes=c.received_bytes,
+        )
+
+
+@dataclass
+class _Block:
+    index: int
+    stored_len: int
+    stored_sha: bytes
+    plain_len: int
+    plain_sha: bytes
+
+
+def check_store(store: str, server: ServerInfo) -> str:
+    """The inner encoding ``store`` writes, refused up front where the server cannot provide it."""
+    encoding = payload.store_encoding(store)
+    if encoding == payload.NATSARC and server.snapshot_format != V2:
+        raise ServerRefused(
+            f"--store decoded keeps the decoded NATSARC1 archive, which only snapshot format V2 has (nats-server "
+            f"2.15 or later); nats-server {server.version} sends V1 (a tar). Use --store snapshot"
+        )
+    return encoding
+
+
+def check_writable(repo: Repository, encrypt: bool, keys: KeyRing, retention: Retention | None) -> None:
+    """What must hold before a backup starts writing: a key to encrypt to, and a store that can enforce the lock."""
+    if encrypt and not keys.can_write:
+        raise KeyUnavailable(
+            "backups are encrypted and no key is configured. Create one with `jsarchive keygen -o backup.key` and "
+            "pass --identity backup.key (or only its public --recipient age1… on hosts that must not read "
+            "backups), or use --key-file / $JSARCHIVE_KEY / --kms-key; --no-encrypt stores the backup in the clear"
+        )
+    if retention is not None and not getattr(repo.sink, "supports_retention", False):
+        raise UsageError(
+            f"{repo.url} cannot enforce retention (Object Lock); use an S3 or GCS archive for locked backups"
+        )
+    if retention is not None:
+        try:
+            why = repo.sink.retention_unsupported()
+        except SinkError as e:
+            raise storage_error(e, f"cannot check whether {repo.url} can lock backups") from None
+        if why:
+            raise UsageError(
+                f"--lock-mode {retention.mode}: {why}, so {repo.url} cannot lock backups; nothing was written "
+                "(create the bucket with Object Lock, or with object retention on GCS, or leave out --lock-mode)"
+            )
+
+
+def backup_stream(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:
+    """Back up ``opts.stream`` into the archive at ``opts.url``; raises :class:`JsArchiveError` on failure."""
+    return asyncio.run(backup_stream_async(opts, progress))
+
+
+async def backup_stream_async(opts: BackupOptions, progress: Progress | None = None) -> BackupResult:
+    progress = progress or NoProgress()
+    payload.store_encoding(opts.store)  # a bad value fails before any connection
+    repo = Repository.open(opts.url, opts.sink)
+    check_writable(repo, opts.encrypt, opts.keys, opts.retention)
+    js = await connect(opts.connect)
+    async with js:
+        server = js.server_info()
+        check_store(opts.store, server)
+        info = await js.stream_info(opts.stream)
+        if info is None:
+            raise NotFoundError(
+                f"stream {opts.stream!r} does not exist on the server "
+                f"({redact_servers(opts.connect.resolved().servers)})"
+            )
+        config = info.get("config") or {}
+        if config.get("storage") == "memory" and server.snapshot_format != V2:
+            raise ServerRefused(
+                f"stream {opts.stream!r} uses memory storage: backing it up needs nats-server 2.15 or later; "
+                f"nats-server {server.version} snapshots only file-storage streams (snapshot format V1)"
+            )
+        consumers = await js.consumers(opts.stream) if opts.consumers else []
+        try:
+            server.api_level = await js.api_level()
+        except JsArchiveError:
+            server.api_level = None
+        block_size = opts.block_size or choose_block_size(int((info.get("state") or {}).get("bytes", 0)))
+        return await _run(opts, repo, js, server, consumers, block_size, progress)
+
+
+V1_ATTEMPTS = 3  # a V1 snapshot whose blocks lack messages its index claims is taken again, at most this often
+
+
+async def _run(
+    opts: BackupOptions,
+    repo: Repository,
+    js: JetStream,
+    server: ServerInfo,
+    consumers: list[dict],
+    block_size: int,
+    progress: Progress,
+) -> BackupResult:
+    v2 = server.snapshot_format == V2
+    settings = WriteSettings(
+        compression=opts.compression,
+        workers=opts.workers,
+        buffer_blocks=opts.buffer_blocks,
+        stall_budget=opts.stall_budget,
+        storage_class=opts.storage_class,
+        retention=opts.retention,
+        inner_encoding=payload.store_encoding(opts.store),
+        open_end=v2,
+    )
+    warnings: list[str] = []
+    for attempt in range(1, V1_ATTEMPTS + 1):
+        w = BackupWriter(repo, opts.stream, opts.keys, opts.encrypt, settings, block_size)
+        census = Census(server.snapshot_format)
+        await w.start()
+
+        async def on_chunk(chunk: bytes, w: BackupWriter = w, census: Census = census) -> None:
+            await w.feed(chunk)
+            await census.feed(chunk)
+            progress.advance(len(chunk))
+
+        try:
+            try:
+                snap = await js.snapshot(
+                    opts.stream,
+                    on_chunk,
+                    no_consumers=not opts.consumers,
+                    jsck=opts.check,
+                    chunk_size=opts.chunk_size,
+                    window_size=opts.window_size,
+                    on_start=lambda _resp: progress.start(f"backup {opts.stream}", None),
+                )
+                held = await census.finish()
+                tail: Tail | None = None
+                if v2:
+                    tail = await read_tail(js, opts.stream, int(snap.state.get("last_seq", 0) or 0), w.append)
+                    _add_tail(held, tail)
+                elif (short := held.shortfall) is not None:
+                    why = f"the V1 snapshot of stream {opts.stream!r} is incomplete: its blocks hold {short}"
+                    if attempt < V1_ATTEMPTS:
+                        warnings.append(f"{why}; taken again (attempt {attempt + 1} of {V1_ATTEMPTS})")
+                        await w.abort()
+                        continue
+                    raise TransferFailed(
+                        f"{why}, in {V1_ATTEMPTS} attempts (the stream changed while each ran); nothing was stored. "
+                        "Retry when the stream is quieter"
+                    )
+                await w.finish()
+            finally:
+                progress.finish()
+        except BaseException:
+            census.abort()
+            await w.abort()
+            raise
+        break
+    warnings += _compare_announced(opts.stream, snap.state, held, tail)
+    c = await w.commit(
+        server={
+            "version": server.version,
+            "name": server.name,
+            "cluster": server.cluster,
+            "api_level": server.api_level,
+        },
+        config=snap.config,
+        state=snap.state,
+        consumers=consumers,
+        include_consumers=opts.consumers,
+        snapshot={
+            "jsck": opts.check,
+            "chunk_size": opts.chunk_size,
+            "window_size": opts.window_size,
+            "chunks": snap.chunks,
+        },
+        snapshot_format=w.snapshot_format or server.snapshot_format,
+        origin=opts.origin,
+        held=held.to_json(),
+        point=tail.to_json() if tail is not None else None,
+        sign_key=opts.sign_key,
+    )
+    result = BackupResult.from_commit(c, opts.stream, server.version, opts.retention)
+    result.warnings = warnings
+    result.point = tail.point if tail is not None else None
+    return result
+
+
+def _add_tail(held: Held, tail: Tail) -> None:
+    if not tail.messages:
+        return
+    held.messages += tail.messages
+    held.first_seq = held.first_seq or tail.first_seq
+    held.last_seq = tail.last_seq
+
+
+def _compare_announced(stream: str, state: dict, held: Held, tail: Tail | None) -> list[str]:
+    """Say how what the archive holds differs from the state the server announced when the snapshot started."""
+    announced = int(state.get("messages", 0) or 0)
+    snap_n = held.messages - (tail.messages if tail else 0)
+    notes = []
+    if snap_n != announced:
+        notes.append(
+            f"stream {stream!r} changed while it was backed up: the snapshot held {snap_n:,} messages, the server "
+            f"announced {announced:,} when it started"
+        )
+    if tail is not None and tail.messages:
+        notes.append(
+            f"{tail.messages:,} message(s) written while the snapshot ran were read and added: the backup is as of "
+            f"sequence {tail.point}"
+            + (f" ({tail.gone:,} later sequence(s) were already deleted when read)" if tail.gone else "")
+        )
+    return notes

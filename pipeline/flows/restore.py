@@ -1,0 +1,714 @@
+"""Restore one stream from the archive: manifest → key slots → prefetch blocks → verify → open → decode → send.
+
+Preflight happens before the server sees a byte: the backup and its data object must exist with the manifest's
+size, a key must open it, the stream name must be free, and the server must read the backup's snapshot format.
+Blocks are fetched ahead in parallel (ranged reads), each checked against the manifest's stored hash, opened
+(AEAD), decompressed and checked against its plaintext hash before its bytes are sent. After the server's final
+answer we wait until the stream has a leader, its replicas are current and its consumers are back, then compare
+its state with the manifest. Any failure after the server accepted the restore deletes the partial stream.
+
+A backup stored decoded (inner encoding ``natsarc``, see pipeline/format/payload.py) is re-framed on the way: its
+NATSARC1 archive is sent Snappy-framed, which the server's restore reads like its own S2 output.
+
+Rewrite mode (``--as``, ``--subject-map``, ``--subject``, ``--until-seq``, ``--until``; V2 backups onto servers
+>= 2.15): the decoded archive is rewritten by :mod:`pipeline.format.rewrite` and sent Snappy-framed instead, with the
+rewritten config and state in the request, and the final comparison uses the rewritten state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from pipeline.archive.repository import Repository, storage_error
+from pipeline.base.errors import (
+    ConflictError,
+    IntegrityError,
+    JsArchiveError,
+    ServerRefused,
+    TransferFailed,
+    UsageError,
+)
+from pipeline.base.progress import NoProgress, Progress
+from pipeline.format import crypto, marks, payload
+from pipeline.format.compress import BlockCompressor, Compression
+from pipeline.format.manifest import Manifest
+from pipeline.jetstream.client import (
+    RESTORE_CHUNK_SIZE,
+    RESTORE_IN_FLIGHT,
+    V2,
+    ConnectOptions,
+    JetStream,
+    connect,
+    format_for_version,
+)
+from pipeline.jetstream.preflight import preflight_target
+from pipeline.keys.keyring import KeyRing
+from sinks import SinkError, SinkOptions
+
+if TYPE_CHECKING:  # pipeline.format.rewrite imports pipeline.archive.inspect, which imports this module
+    from pipeline.archive.trust import TrustPolicy
+    from pipeline.format.rewrite import RewritePlan, RewriteSpec
+
+
+@dataclass
+class RestoreOptions:
+    url: str
+    stream: str
+    backup: str | None = None  # manifest id or unique prefix; None: the newest backup of ``stream``
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+    keys: KeyRing = field(default_factory=KeyRing)
+    cluster: str | None = None
+    tags: list[str] = field(default_factory=list)
+    replicas: int | None = None
+    chunk_size: int = RESTORE_CHUNK_SIZE
+    in_flight: int = RESTORE_IN_FLIGHT
+    prefetch: int = 4
+    workers: int = 2
+    wait: float = 120.0  # how long the restored stream may take to become healthy
+    sink: SinkOptions = field(default_factory=SinkOptions)
+    # Rewrite mode (V2 backups onto servers >= 2.15; see pipeline/format/rewrite.py): any of these set turns it on.
+    new_name: str | None = None  # restore as this stream (--as)
+    subject_map: list[str] = field(default_factory=list)  # "SRC=DST" subject mappings (--subject-map)
+    subjects: list[str] = field(default_factory=list)  # keep only messages on these subjects (--subject)
+    until_seq: int | None = None  # cut after this sequence (--until-seq)
+    until_ns: int | None = None  # cut before this time, ns since the epoch (--until)
+    restore_id: str | None = None  # this run's mark on the stream (pipeline/format/marks.py); None: a fresh one
+    preflight: bool = (
+        True  # the server's placeholder check first (pipeline/jetstream/preflight.py); False: a caller did it
+    )
+    # What the archive must prove (pipeline/archive/trust.py): None keeps the library's old leniency (an unencrypted
+    # backup is restored with a warning, signatures are not looked at); the CLI always sets one.
+    trust: TrustPolicy | None = None
+
+    def rewrite_spec(self) -> RewriteSpec:
+        from pipeline.format.rewrite import RewriteSpec, SubjectMap
+
+        return RewriteSpec(
+            new_name=self.new_name,
+            subject_map=SubjectMap.parse(self.subject_map),
+            subjects=tuple(self.subjects),
+            until_seq=self.until_seq,
+            until_ns=self.until_ns,
+        )
+
+
+@dataclass
+class RestoreResult:
+    manifest_id: str
+    stream: str
+    server_version: str
+    snapshot_format: str
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    num_deleted: int
+    num_subjects: int
+    consumers: list[str]
+    cluster: str | None
+    leader: str | None
+    replicas: list[str]
+    placement: dict | None
+    num_replicas: int
+    snapshot_bytes: int
+    seconds: float
+    warnings: list[str]
+    restore_id: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def restore_stream(opts: RestoreOptions, progress: Progress | None = None) -> RestoreResult:
+    return asyncio.run(restore_stream_async(opts, progress))
+
+
+def restore_config(config: dict, cluster: str | None, tags: list[str], replicas: int | None) -> dict:
+    """The backed-up config with natscli's overrides: --cluster/--tag replace placement, --replicas the count."""
+    cfg = dict(config)
+    if cluster or tags:
+        placement: dict = {}
+        if cluster:
+            placement["cluster"] = cluster
+        if tags:
+            placement["tags"] = list(tags)
+        cfg["placement"] = placement
+    if replicas is not None:
+        if replicas < 1:
+            raise UsageError(f"--replicas must be at least 1, not {replicas}")
+        cfg["num_replicas"] = replicas
+    return cfg
+
+
+MAX_BLOCK_BYTES = 1 << 30  # the largest block a reader accepts (writers use 8 MiB, grown for streams over ~50 GiB)
+
+
+class BlockReader:
+    """Fetches, checks and decodes the blocks of one backup, in order, with ``prefetch`` blocks in flight."""
+
+    def __init__(
+        self, repo: Repository, manifest: Manifest, body: dict, data_key: bytes | None, prefetch: int, workers: int
+    ) -> None:
+        self.repo = repo
+        self.m = manifest
+        self.data_key = data_key
+        self.plain = body["plain_blocks"]
+        self.decoder = BlockCompressor(Compression.from_json(body["compression"]))
+        self.prefetch = max(1, prefetch)
+        self.workers = max(1, workers)
+        if len(self.plain) != len(manifest.blocks):
+            raise IntegrityError(f"manifest {manifest.id[:12]}: the block tables disagree")
+        if sum(n for n, _ in self.plain) != int(body["snapshot"].get("bytes", -1)):
+            raise IntegrityError(f"manifest {manifest.id[:12]}: block sizes do not add up to the snapshot size")
+        # Every block is at most the backup's block size (the writer cuts there): memory stays at prefetch × that,
+        # whatever lengths a planted manifest claims.
+        size = (manifest.envelope.get("data") or {}).get("block_size")
+        if type(size) is not int or not 0 < size <= MAX_BLOCK_BYTES or any(n > size for n, _ in self.plain):
+            raise IntegrityError(
+                f"manifest {manifest.id[:12]}: its block size ({size!r}) or a block's length is impossible "
+                f"(at most {MAX_BLOCK_BYTES >> 20} MiB, and no block longer than the block size)"
+            )
+
+    def blocks(self) -> Iterator[bytes]:
+        """Every block in order (a synchronous iterator, ``prefetch`` blocks read ahead in a thread pool)."""
+        n = len(self.m.blocks)
+        ahead: deque[concurrent.futures.Future] = deque()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="open") as pool:
+            try:
+                nxt = 0
+                for index in range(n):
+                    while nxt < n and nxt < index + self.prefetch:
+                        ahead.append(pool.submit(self.read_block, nxt))
+                        nxt += 1
+                    yield ahead.popleft().result()
+            finally:
+                for f in ahead:
+                    f.cancel()
+
+    def read_block(self, index: int) -> bytes:
+        blk = self.m.blocks[index]
+        where = (
+            f"block {index} of backup {self.m.id[:12]} ({self.m.data_key} bytes {blk.offset}–{blk.offset + blk.length})"
+        )
+        try:
+            stored = self.repo.sink.get_range(self.m.data_key, blk.offset, blk.length)
+        except SinkError as e:
+            raise storage_error(e, f"cannot read {where}") from None
+        if len(stored) != blk.length:
+            raise IntegrityError(f"{where}: the data object is truncated ({len(stored)} of {blk.length} bytes)")
+        if crypto.sha256(stored).hex() != blk.sha256:
+            raise IntegrityError(f"{where}: stored bytes do not match the manifest's SHA-256 (corrupted or altered)")
+        if self.data_key is not None:
+            last = index == len(self.m.blocks) - 1
+            try:
+                stored = crypto.open_sealed(self.data_key, stored, crypto.block_aad(self.m.backup_id, index, last))
+            except crypto.OpenFailed:
+                raise IntegrityError(f"{where}: does not authenticate with this backup's key") from None
+        plain_len, plain_sha = self.plain[index]
+        try:
+            plain = self.decoder.decompress(stored, plain_len)
+        except Exception as e:  # noqa: BLE001 - zstd raises its own error type
+            raise IntegrityError(f"{where}: does not decompress ({e})") from None
+        if len(plain) != plain_len or crypto.sha256(plain).hex() != plain_sha:
+            raise IntegrityError(f"{where}: decoded bytes do not match the manifest's plaintext SHA-256")
+        return plain
+
+    async def chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="open")
+        ahead: list[asyncio.Future] = []
+        loop = asyncio.get_running_loop()
+        n = len(self.m.blocks)
+        try:
+            nxt = 0
+            for index in range(n):
+                while nxt < n and nxt < index + self.prefetch:
+                    ahead.append(loop.run_in_executor(pool, self.read_block, nxt))
+                    nxt += 1
+                block = await ahead.pop(0)
+                view = memoryview(block)
+                for off in range(0, len(block), chunk_size):
+                    yield view[off : off + chunk_size]
+        finally:
+            for f in ahead:
+                f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+async def restore_stream_async(opts: RestoreOptions, progress: Progress | None = None) -> RestoreResult:
+    progress = progress or NoProgress()
+    started = time.monotonic()
+    repo = Repository.open(opts.url, opts.sink)
+    skipped: list[str] = []  # newer backups "latest" passed over, and why: shown as warnings
+    eligible = (lambda x: opts.trust.manifest_problem(repo, x)) if opts.trust else None
+    m = repo.load_manifest(repo.resolve(opts.backup)) if opts.backup else repo.latest(opts.stream, eligible, skipped)
+    mid = m.id
+    if m.stream != opts.stream:
+        raise UsageError(
+            f"backup {mid[:12]} is of stream {m.stream!r}, not {opts.stream!r}; to restore it under "
+            "another name, give its own stream name and --as NEWNAME"
+        )
+    if opts.trust is not None:
+        opts.trust.check_manifest(repo, m)  # before a key is asked or a byte is read
+    repo.check_data(m)
+    data_key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
+    warnings = skipped + (
+        [] if m.encrypted else [f"backup {mid[:12]} is not encrypted (it was made with --no-encrypt)"]
+    )
+    body = m.open_body(data_key)
+    encoding = payload.inner_encoding(body, m.snapshot_format, mid)
+    reader = BlockReader(repo, m, body, data_key, opts.prefetch, opts.workers)
+    config = restore_config(body["config"], opts.cluster, opts.tags, opts.replicas)
+    config["name"] = opts.stream
+    state = body.get("state") or {}
+    expected_consumers = 0 if body["snapshot"].get("no_consumers") else int(state.get("consumer_count", 0))
+    spec = opts.rewrite_spec()
+    target = spec.new_name or opts.stream
+    plan: RewritePlan | None = None
+    if spec.active and m.snapshot_format != V2:
+        raise UsageError(
+            f"backup {mid[:12]} is in snapshot format {m.snapshot_format}: --as, --subject-map, --subject, "
+            "--until-seq and --until need a V2 backup (taken from nats-server 2.15 or later)"
+        )
+
+    js = await connect(opts.connect)
+    async with js:
+        server = js.server_info()
+        if m.snapshot_format == V2 and format_for_version(server.version_tuple) != V2:
+            raise ServerRefused(
+                f"backup {mid[:12]} was taken from nats-server {m.server.get('version', '?')} in snapshot format "
+                f"V2, which nats-server {server.version} cannot read; restore it into a server of version 2.15 or later"
+            )
+        if spec.active and format_for_version(server.version_tuple) != V2:
+            raise ServerRefused(
+                f"nats-server {server.version} cannot do a partial or renamed restore: it needs 2.15 or later"
+            )
+        existing = await js.stream_info(target)
+        if existing is not None:
+            raise _exists_error(target, existing)
+        if spec.active:
+            from pipeline.format.rewrite import plan_rewrite
+
+            plan = await asyncio.to_thread(plan_rewrite, payload.decoded(reader.blocks(), encoding), config, spec)
+            config, state, expected_consumers = plan.config, plan.state, len(plan.consumers)
+            await _check_subjects_free(js, target, opts.stream, plan)
+            warnings += _rewrite_notes(plan)
+        # the server's own "yes" to this placement, replicas and size before any byte goes out (exit 8 if not)
+        if opts.preflight:
+            await preflight_target(js, target, config, state)
+        restore_id = opts.restore_id or marks.new_restore_id()
+        config = marks.stamp(config, restore_id, mid)
+        accepted = False
+
+        def on_accepted() -> None:
+            nonlocal accepted
+            accepted = True
+            # Only now: a refused request (placement, name in use) prints nothing but its error.
+            total = None if plan else payload.server_stream_size((n for n, _ in reader.plain), encoding) or None
+            progress.start(f"restore {target}", total)
+
+        try:
+            try:
+                if plan is not None:
+                    chunks = _rewritten_chunks(reader, encoding, plan, opts)
+                elif encoding == payload.S2_STREAM:
+                    chunks = reader.chunks(opts.chunk_size)  # the stored bytes are what the server reads
+                else:
+                    chunks = _reframed_chunks(reader, encoding, opts)
+                await js.restore(
+                    target,
+                    {"config": config, "state": state},
+                    chunks,
+                    in_flight=opts.in_flight,
+                    on_sent=progress.advance,
+                    on_accepted=on_accepted,
+                )
+            except ServerRefused as e:
+                if getattr(e, "err_code", 0) == 10005:
+                    asked = {"placement": config.get("placement"), "replicas": config.get("num_replicas", 1)}
+                    raise ServerRefused(f"{e}; requested {json.dumps(asked)}") from None
+                raise
+            finally:
+                if accepted:
+                    progress.finish()
+            expected = plan.expected_state() if plan else archive_state(body)
+            info, state_warnings = await _await_healthy(js, target, expected, expected_consumers, opts.wait)
+            warnings += state_warnings
+        except BaseException as e:
+            if accepted:
+                note = await _remove_partial(js, target, restore_id)
+                if isinstance(e, JsArchiveError):
+                    raise type(e)(f"{e}; {note}") from None
+            raise
+        warnings += await _mark_complete(js, target, info, restore_id)
+    st = info.get("state") or {}
+    cl = info.get("cluster") or {}
+    cfg = info.get("config") or {}
+    return RestoreResult(
+        manifest_id=mid,
+        stream=target,
+        server_version=server.version,
+        snapshot_format=m.snapshot_format,
+        messages=int(st.get("messages", 0)),
+        bytes=int(st.get("bytes", 0)),
+        first_seq=int(st.get("first_seq", 0)),
+        last_seq=int(st.get("last_seq", 0)),
+        num_deleted=int(st.get("num_deleted", 0) or 0),
+        num_subjects=int(st.get("num_subjects", 0) or 0),
+        consumers=sorted(info.get("_consumers", [])),
+        cluster=cl.get("name"),
+        leader=cl.get("leader"),
+        replicas=[r.get("name") for r in cl.get("replicas") or []],
+        placement=cfg.get("placement"),
+        num_replicas=int(cfg.get("num_replicas", 1) or 1),
+        snapshot_bytes=int(body["snapshot"].get("bytes") or 0),
+        seconds=round(time.monotonic() - started, 3),
+        warnings=warnings,
+        restore_id=restore_id,
+    )
+
+
+def archive_state(body: dict) -> dict:
+    """What a restore of this backup must give back: what its archive was counted to hold (``held``, backups
+    from this version on), else the state the server announced when the snapshot started."""
+    held = body.get("held")
+    if isinstance(held, dict) and all(isinstance(held.get(k), int) for k in ("messages", "first_seq", "last_seq")):
+        return {k: held[k] for k in ("messages", "first_seq", "last_seq")}
+    return body.get("state") or {}
+
+
+def _exists_error(target: str, info: dict) -> ConflictError:
+    mark = marks.mark_of(info)
+    if mark is not None and mark.partial:
+        return ConflictError(
+            f"stream {target!r} on the target is a {mark.describe()} that never finished (killed, or still "
+            f"running elsewhere); nothing was touched. If no restore is running, remove it with "
+            f"`nats stream rm {target} -f` and restore again"
+        )
+    return ConflictError(f"stream {target!r} already exists on the target server; delete it first or restore elsewhere")
+
+
+def _rewrite_notes(plan: RewritePlan) -> list[str]:
+    spec = plan.spec
+    notes = []
+    if spec.subjects or spec.until_seq is not None or spec.until_ns is not None:
+        notes.append(
+            f"partial restore: {plan.messages} messages up to sequence {plan.cut}, {plan.dropped} left out "
+            "(as deletes: sequences are kept)"
+        )
+    return notes
+
+
+async def _check_subjects_free(js: JetStream, target: str, original: str, plan: RewritePlan) -> None:
+    """The server does not check subject overlap on restore: refuse subjects another stream already listens on."""
+    from pipeline.format.rewrite import filters_overlap
+
+    mine = list(plan.config.get("subjects") or [])
+    for name in await js.stream_names():
+        if name == target:
+            continue
+        info = await js.stream_info(name)
+        theirs = list(((info or {}).get("config") or {}).get("subjects") or [])
+        clash = next(((a, b) for a in mine for b in theirs if filters_overlap(a, b)), None)
+        if clash:
+            hint = " (map them with --subject-map, e.g. 'ORDERS.>=DRILL.ORDERS.>')" if name == original else ""
+            raise ConflictError(
+                f"stream {target!r} would listen on {clash[0]!r}, which overlaps {clash[1]!r} of existing stream "
+                f"{name!r}{hint}"
+            )
+
+
+_END = object()
+
+
+async def _rewritten_chunks(
+    reader: BlockReader, encoding: str, plan: RewritePlan, opts: RestoreOptions
+) -> AsyncIterator[bytes]:
+    """Pass 2 (in a thread): blocks → decoded archive → rewrite → Snappy framing → chunks of ``opts.chunk_size``."""
+
+    from pipeline.format.rewrite import rewrite_archive
+
+    def produce() -> Iterator[bytes]:
+        archive = rewrite_archive(payload.decoded(reader.blocks(), encoding), plan)
+        return payload.rechunk(payload.server_stream(archive, payload.NATSARC), opts.chunk_size)
+
+    async for chunk in _threaded(produce, max(2, opts.in_flight * 2)):
+        yield chunk
+
+
+async def _reframed_chunks(reader: BlockReader, encoding: str, opts: RestoreOptions) -> AsyncIterator[bytes]:
+    """A backup stored decoded (in a thread): blocks → Snappy framing → chunks of ``opts.chunk_size``."""
+
+    def produce() -> Iterator[bytes]:
+        return payload.rechunk(payload.server_stream(reader.blocks(), encoding), opts.chunk_size)
+
+    async for chunk in _threaded(produce, max(2, opts.in_flight * 2)):
+        yield chunk
+
+
+async def _threaded(make: Callable[[], Iterator[bytes]], depth: int) -> AsyncIterator[bytes]:
+    """The items of a blocking iterator, produced in a thread with at most ``depth`` waiting."""
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in make():
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_END)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    thread = threading.Thread(target=run, name="rewrite", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = await asyncio.to_thread(q.get)
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                await asyncio.sleep(0.05)
+
+
+async def _await_healthy(
+    js: JetStream, stream: str, expected: dict, expected_consumers: int, wait: float
+) -> tuple[dict, list[str]]:
+    """Poll until leader, current replicas, consumers and state are there; then compare state with the backup."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            info = await js.stream_info(stream, timeout=5.0)
+            why = "the stream is not there"
+        except (TransferFailed, ServerRefused) as e:  # no leader to answer yet, or a timeout
+            info, why = None, str(e)
+        if info is not None:
+            cl = info.get("cluster")
+            st = info.get("state") or {}
+            names: list[str] = []
+            if cl is not None and not cl.get("leader"):
+                why = "the stream has no leader yet"
+            elif cl is not None and not all(r.get("current") for r in cl.get("replicas") or []):
+                lagging = [r.get("name") for r in cl.get("replicas") or [] if not r.get("current")]
+                why = f"replicas {', '.join(map(str, lagging))} are not current yet"
+            elif int(st.get("last_seq", 0)) < int(expected.get("last_seq", 0)):
+                why = f"last sequence {st.get('last_seq')} is below the backup's {expected.get('last_seq')}"
+                if time.monotonic() >= deadline:  # it had its time to catch up: the sequences are lost, say so
+                    compare_state(stream, expected, st, config=info.get("config") or {})
+            else:
+                try:
+                    names = await js.consumer_names(stream, timeout=5.0)
+                except JsArchiveError as e:
+                    names, why = [], f"consumers not answering ({e})"
+                if len(names) >= expected_consumers:
+                    info["_consumers"] = names
+                    cfg = info.get("config") or {}  # the restored config: its limits are what apply now
+                    notes = _sourcing_notes(js, stream, cfg)
+                    return info, compare_state(stream, expected, st, config=cfg) + notes
+                why = f"{len(names)} of {expected_consumers} consumers are back"
+        if time.monotonic() >= deadline:
+            raise TransferFailed(f"restored stream {stream!r} did not become healthy within {wait:g} s: {why}")
+        await asyncio.sleep(0.25)
+
+
+def compare_state(stream: str, expected: dict, actual: dict, *, config: dict | None = None) -> list[str]:
+    """Fail only on real loss; warn about the differences the server is documented to make on a restore.
+
+    Real loss is a last sequence below the backup's, or fewer messages or subjects (or a first sequence further
+    on) than the backup held where nothing in the restored ``config`` lets the server drop messages: an expired
+    ``Nats-TTL``, ``max_age``, a fired schedule, interest/work-queue retention, or a count/size limit the stream
+    was over or grew past. Keys missing from ``expected`` are not compared. ``num_deleted`` only ever warns: it
+    follows from the other three (gaps between first and last), which are checked. A higher last_seq alone says
+    nothing (trailing deleted sequences are restored as such, and a counted ``expected`` ends at the last message).
+    """
+    cfg = config or {}
+    warnings: list[str] = []
+
+    def pair(key: str) -> tuple[int, int] | None:
+        return (int(expected.get(key) or 0), int(actual.get(key) or 0)) if key in expected else None
+
+    def lost(what: str) -> IntegrityError:
+        return IntegrityError(f"restored stream {stream!r} differs from the backup: {what}")
+
+    last = pair("last_seq")
+    if last and last[1] < last[0]:
+        raise lost(f"last_seq is {last[1]}, expected {last[0]} (sequences would be reused)")
+    grew = bool(last and last[1] > last[0])
+    reasons = _drop_reasons(cfg, expected, grew)
+    dropped = f"dropped by the server on restore ({'; '.join(reasons)})"
+
+    msgs = pair("messages")
+    if grew and not msgs:
+        warnings.append(f"last_seq is {last[1]}, the backup's was {last[0]} ({_growth(cfg)})")
+    if msgs and msgs[1] > msgs[0]:
+        warnings.append(f"messages is {msgs[1]}, the backup held {msgs[0]} ({_growth(cfg)})")
+    elif msgs and msgs[1] < msgs[0]:
+        if not reasons:
+            raise lost(f"messages is {msgs[1]}, expected {msgs[0]}")
+        warnings.append(f"messages is {msgs[1]}, the backup held {msgs[0]}: {msgs[0] - msgs[1]} {dropped}")
+
+    first = pair("first_seq")
+    if first and first[1] != first[0]:
+        if first[0] == 0 and (not last or last[0] == 0):
+            # The backup held no message, so nothing can be missing. A stream that never held one restores on 2.15
+            # as first_seq 1 where its snapshot said 0; any other first_seq is the position the snapshot's own
+            # state put it at (a purged stream, when ``expected`` is what the archive was counted to hold).
+            if first[1] == 1 and int(actual.get("last_seq") or 0) == 0:
+                warnings.append("first_seq is 1, the backup's was 0 (an empty stream; nothing is missing)")
+        elif first[1] < first[0]:
+            warnings.append(f"first_seq is {first[1]}, the backup's was {first[0]} (nothing before it is missing)")
+        elif reasons:
+            warnings.append(f"first_seq is {first[1]}, the backup's was {first[0]}: the first messages were {dropped}")
+        else:
+            raise lost(f"first_seq is {first[1]}, expected {first[0]} (the first messages are missing)")
+
+    subjects = pair("num_subjects")
+    if subjects and subjects[1] > subjects[0]:
+        warnings.append(f"num_subjects is {subjects[1]}, the backup had {subjects[0]} ({_growth(cfg)})")
+    elif subjects and subjects[1] < subjects[0]:
+        if not reasons:
+            raise lost(f"num_subjects is {subjects[1]}, expected {subjects[0]}")
+        warnings.append(f"num_subjects is {subjects[1]}, the backup had {subjects[0]}: their messages were {dropped}")
+
+    deleted = pair("num_deleted")
+    if deleted and deleted[1] != deleted[0]:
+        warnings.append(
+            f"num_deleted is {deleted[1]}, the backup had {deleted[0]} (interior gaps move when messages expire, "
+            "are dropped or added; the messages themselves were checked)"
+        )
+    return warnings
+
+
+def _drop_reasons(config: dict, expected: dict, grew: bool) -> list[str]:
+    """What the restored config lets the server drop on or right after a restore, as phrases for a warning."""
+    reasons = []
+    if config.get("allow_msg_ttl"):
+        reasons.append("messages whose Nats-TTL had expired")
+    if int(config.get("max_age") or 0) > 0:
+        reasons.append(f"max_age {int(config['max_age']) / 1e9:g} s")
+    if config.get("allow_msg_schedules"):
+        reasons.append("schedules that fired")
+    if config.get("retention") in ("interest", "workqueue"):
+        reasons.append(f"{config['retention']} retention")
+    # A limit explains a drop when the backup was over it, or when messages arriving since (a mirror or a source
+    # pulling from its origin) pushed old ones out.
+    want_msgs, want_subjects = int(expected.get("messages") or 0), int(expected.get("num_subjects") or 0)
+    for key, held in (
+        ("max_msgs", want_msgs),
+        ("max_bytes", int(expected.get("bytes") or 0)),
+        ("max_msgs_per_subject", want_msgs // max(1, want_subjects)),
+    ):
+        limit = int(config.get(key) or 0)
+        if limit > 0 and (grew or held > limit):
+            reasons.append(f"{key} {limit}")
+    return reasons
+
+
+def _growth(config: dict) -> str:
+    """Why a restored stream may hold more than its backup."""
+    if config.get("mirror"):
+        return f"pulled from its origin {config['mirror'].get('name')!r} since the restore"
+    if config.get("sources"):
+        names = ", ".join(repr(s.get("name")) for s in config["sources"])
+        return f"sourced from {names} since the restore"
+    if config.get("allow_msg_schedules"):
+        return "schedules fired since the restore"
+    if int(config.get("subject_delete_marker_ttl") or 0) > 0:
+        return "subject delete markers for expired messages"
+    return "messages added while the backup ran, or published since the restore"
+
+
+def _sourcing_notes(js: JetStream, stream: str, config: dict) -> list[str]:
+    """A restored stream that sources without a durable consumer may take its origins again from the start.
+
+    nats-server 2.15 stamps sourced messages with the origin stream's identity, and a restored or re-created
+    origin is a new identity: the restored stream then sources it again from its first message (seen on 2.15.1;
+    2.14 resumes from the last sourced sequence). Durable sourcing (``sources[].consumer``) resumes where its
+    consumer on the origin stands.
+    """
+    plain = [s.get("name") for s in config.get("sources") or [] if not s.get("consumer")]
+    if not plain or format_for_version(js.server_info().version_tuple) != V2:
+        return []
+    names = ", ".join(map(repr, plain))
+    return [
+        f"stream {stream!r} sources {names} without a durable consumer: nats-server {js.server_info().version} "
+        "sources an origin that is not the very stream the backup sourced from (a restored origin counts as new) "
+        "again from its first message, so expect duplicates from it; durable sourcing (sources[].consumer) resumes "
+        "where its consumer stands"
+    ]
+
+
+async def _remove_partial(js: JetStream, stream: str, restore_id: str) -> str:
+    """Delete what this restore created, and nothing else: the stream must carry this run's mark.
+
+    Another restore that won the race for the name, or a stream someone created meanwhile, carries no mark or
+    another run's, and is left alone. A V2 server may create the stream a moment after an aborted upload, so an
+    absent stream is looked for again before we conclude nothing was left.
+    """
+    try:
+        for attempt in range(6):
+            info = await js.stream_info(stream, timeout=5.0)
+            if info is None:
+                if attempt >= 2:
+                    if stream in await js.stream_names():
+                        # a cluster keeps an aborted restore's assignment listed for a while (seen ~60 s on 2.15.1):
+                        # no data, but not provably ours any more, so it is named rather than deleted
+                        return (
+                            f"no partial stream holds data, but the server still lists {stream!r} (the aborted "
+                            f"restore's assignment; it clears itself, or `nats stream rm {stream} -f`)"
+                        )
+                    return "no partial stream was left on the server"
+                await asyncio.sleep(0.5)
+                continue
+            if not marks.carries(info, restore_id):
+                mark = marks.mark_of(info)
+                whose = f"it is a {mark.describe()}" if mark else "it carries no jsarchive restore mark"
+                return f"stream {stream!r} exists but was not created by this restore ({whose}): left untouched"
+            await js.delete_stream(stream, timeout=10.0)
+            await asyncio.sleep(0.5)
+    except JsArchiveError as e:
+        return f"the partial stream {stream!r} could not be deleted ({e}): delete it by hand"
+    return f"the partial stream {stream!r} could not be deleted: delete it by hand (`nats stream rm {stream} -f`)"
+
+
+async def _mark_complete(js: JetStream, stream: str, info: dict, restore_id: str) -> list[str]:
+    """Turn this run's mark into provenance ("restored from backup X at T"); a warning if the server refuses."""
+    cfg = info.get("config") or {}
+    mark = marks.mark_of(cfg)
+    if mark is None or mark.restore_id != restore_id:
+        return [f"stream {stream!r} does not carry this restore's mark (the server dropped its metadata)"]
+    done = marks.stamp(cfg, restore_id, mark.backup, marks.COMPLETE)
+    last: Exception | None = None
+    for _ in range(5):
+        try:
+            await js.update_stream(done, timeout=10.0)
+            return []
+        except JsArchiveError as e:
+            last = e
+            await asyncio.sleep(0.5)
+    return [
+        f"stream {stream!r} is restored and checked, but its mark could not be set to complete ({last}); "
+        f"`dr status` will call it a partial restore until its metadata {marks.RESTORE_STATE} is {marks.COMPLETE!r}"
+    ]

@@ -1,0 +1,1 @@
+"""The NATS side: the only package that talks to nats-server (JetStream API, snapshots, restores, preflight)."""

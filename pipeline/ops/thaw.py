@@ -1,0 +1,62 @@
+"""Make a cold backup readable again: RestoreObject on its data object, optionally waiting until it is done."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from pipeline.archive.repository import Repository, storage_error
+from pipeline.base.errors import TransferFailed
+from sinks import SinkError, SinkOptions
+
+TIERS = ("Standard", "Bulk", "Expedited")
+
+
+@dataclass
+class ThawResult:
+    manifest_id: str
+    key: str
+    storage_class: str | None
+    status: str  # "started" | "ongoing" | "available"
+    days: int
+    tier: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def thaw_backup(
+    url: str,
+    backup: str,
+    *,
+    days: int = 7,
+    tier: str = "Standard",
+    wait: bool = False,
+    wait_timeout: float = 48 * 3600,
+    poll: float = 60.0,
+    sink: SinkOptions | None = None,
+    say: Callable[[str], None] = lambda _m: None,
+) -> ThawResult:
+    """Start thawing the data of ``backup`` (manifests and refs are never cold); with ``wait``, poll until readable."""
+    repo = Repository.open(url, sink)
+    m = repo.load_manifest(repo.resolve(backup))
+    key = m.data_key
+    try:
+        status = repo.sink.thaw(key, days=days, tier=tier)
+        head = repo.sink.head(key)
+    except SinkError as e:
+        raise storage_error(e, f"cannot thaw backup {m.id[:12]}") from None
+    say(f"{repo.url}/{key} ({head.storage_class if head else '?'}): thaw {status}, {tier} tier, kept {days} days")
+    deadline = time.monotonic() + wait_timeout
+    while wait and status != "available":
+        if time.monotonic() >= deadline:
+            raise TransferFailed(f"backup {m.id[:12]} was still thawing after {wait_timeout:g} s")
+        time.sleep(poll)
+        try:
+            head = repo.sink.head(key)
+        except SinkError as e:
+            raise storage_error(e, f"cannot check backup {m.id[:12]}") from None
+        status = "available" if head is not None and not head.archived else (head.thaw or "ongoing")
+        say(f"{key}: {status}")
+    return ThawResult(m.id, key, head.storage_class if head else None, status, days, tier)
