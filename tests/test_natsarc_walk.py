@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from pipeline.format import natsarc, s2
 from pipeline.format.census import Census
 from pipeline.format.natsarc import END_MARKER, MAGIC, MAX_ENTRY, MAX_NAME, ArchiveCount, encode_entry, put_uvarint
-from pipeline.jetstream.client import V2, ConnectOptions, connect
+from pipeline.format.snapshot import V2
+from pipeline.jetstream.client import ConnectOptions, connect
 from tests.streams import fill_stream
 
 pytestmark = pytest.mark.timeout(300)

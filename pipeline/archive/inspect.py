@@ -29,7 +29,7 @@ from pipeline.flows.restore import BlockReader
 from pipeline.format import natsarc, payload, s2
 from pipeline.format.manifest import Manifest
 from pipeline.format.natsarc import ConsumerPosition, Message, TarMember
-from pipeline.jetstream.client import V1, V2
+from pipeline.format.snapshot import V1, V2
 from pipeline.keys.keyring import KeyRing
 from sinks import SinkOptions
 

@@ -34,7 +34,7 @@ from pipeline.format import crypto, payload
 from pipeline.format import manifest as mf
 from pipeline.format.blocks import BlockCutter
 from pipeline.format.compress import BlockCompressor, Compression
-from pipeline.jetstream.client import V2, detect_snapshot_format
+from pipeline.format.snapshot import V2, detect_snapshot_format
 from pipeline.keys.keyring import KeyRing
 from sinks import ObjectInfo, Retention, SinkError
 

@@ -29,10 +29,10 @@ from pipeline.format import payload
 from pipeline.format.blocks import choose_block_size
 from pipeline.format.census import Census, Held
 from pipeline.format.compress import Compression
+from pipeline.format.snapshot import V2
 from pipeline.jetstream.client import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_WINDOW_SIZE,
-    V2,
     ConnectOptions,
     JetStream,
     ServerInfo,

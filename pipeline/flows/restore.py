@@ -41,15 +41,8 @@ from pipeline.base.progress import NoProgress, Progress
 from pipeline.format import crypto, marks, payload
 from pipeline.format.compress import BlockCompressor, Compression
 from pipeline.format.manifest import Manifest
-from pipeline.jetstream.client import (
-    RESTORE_CHUNK_SIZE,
-    RESTORE_IN_FLIGHT,
-    V2,
-    ConnectOptions,
-    JetStream,
-    connect,
-    format_for_version,
-)
+from pipeline.format.snapshot import V2, format_for_version
+from pipeline.jetstream.client import RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT, ConnectOptions, JetStream, connect
 from pipeline.jetstream.preflight import preflight_target
 from pipeline.keys.keyring import KeyRing
 from sinks import SinkError, SinkOptions

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pipeline.base.errors import IntegrityError, JsArchiveError
 from pipeline.format import natsarc, s2
 from pipeline.format.filestore import V1Census
-from pipeline.jetstream.client import V2
+from pipeline.format.snapshot import V2
 
 _END = object()
 

@@ -49,16 +49,15 @@ from pipeline.format import manifest as mf
 from pipeline.format import objects
 from pipeline.format.compress import Compression
 from pipeline.format.manifest import Manifest
+from pipeline.format.snapshot import V2, format_for_version
 from pipeline.jetstream.client import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_WINDOW_SIZE,
     RESTORE_CHUNK_SIZE,
     RESTORE_IN_FLIGHT,
-    V2,
     ConnectOptions,
     JetStream,
     connect,
-    format_for_version,
 )
 from pipeline.keys.keyring import KeyRing
 from sinks import Retention, SinkError, SinkOptions

@@ -36,7 +36,8 @@ from pipeline.base.errors import (
 from pipeline.format import manifest as mf
 from pipeline.format import marks, objects
 from pipeline.format.manifest import Manifest
-from pipeline.jetstream.client import V2, ConnectOptions, JetStream, connect, format_for_version
+from pipeline.format.snapshot import V2, format_for_version
+from pipeline.jetstream.client import ConnectOptions, JetStream, connect
 from pipeline.keys.keyring import KeyRing
 from pipeline.ops.account import load_member, load_set, select_streams
 from sinks.base import SinkError, SinkOptions

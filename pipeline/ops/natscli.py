@@ -52,7 +52,7 @@ from pipeline.format import natsarc, objects, payload, s2
 from pipeline.format.blocks import choose_block_size
 from pipeline.format.compress import Compression
 from pipeline.format.manifest import Manifest
-from pipeline.jetstream.client import V2, detect_snapshot_format
+from pipeline.format.snapshot import V2, detect_snapshot_format
 from pipeline.keys.keyring import KeyRing
 from pipeline.ops.account import build_set, parse_set, set_entry
 from sinks import Retention, SinkError, SinkOptions
