@@ -20,21 +20,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from pipeline.archive.inspect import (
-    MessageFilter,
-    format_ns,
-    inspect_backup,
-    iter_messages,
-    parse_seq_range,
-    parse_time,
-    subject_matches,
-)
+from pipeline.archive.inspect import inspect_backup, iter_messages
 from pipeline.base.errors import IntegrityError, UsageError
 from pipeline.entry.cli import main
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.format import natsarc, s2
 from pipeline.format.compress import Compression
 from pipeline.format.manifest import canonical
+from pipeline.format.selection import MessageFilter, format_ns, parse_seq_range, parse_time, subject_matches
 from pipeline.jetstream.client import ConnectOptions, connect
 from pipeline.keys.keyring import KeyRing, generate_identity
 from tests.conftest import make_server

@@ -8,13 +8,14 @@ from pathlib import Path
 import nats
 import pytest
 
-from pipeline.archive.inspect import iter_messages, subject_matches
+from pipeline.archive.inspect import iter_messages
 from pipeline.base.errors import ConflictError, ServerRefused, UsageError
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
 from pipeline.format.natsarc import encode_entry, iter_entries
 from pipeline.format.rewrite import SubjectMap, filters_overlap, snappy_framed
 from pipeline.format.s2 import iter_decode
+from pipeline.format.selection import subject_matches
 from pipeline.jetstream.client import ConnectOptions, connect
 from pipeline.keys.keyring import KeyRing
 from tests.conftest import make_server

@@ -21,7 +21,6 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from pipeline.archive.inspect import MessageFilter, check_subject_filter
 from pipeline.base.errors import UsageError
 from pipeline.format.natsarc import (
     CONSUMER_PREFIX,
@@ -33,6 +32,7 @@ from pipeline.format.natsarc import (
     iter_entries,
 )
 from pipeline.format.s2 import snappy_framed  # noqa: F401 - re-exported: where rewritten archives get their framing
+from pipeline.format.selection import MessageFilter, check_subject_filter, format_ns, subject_matches
 
 # -- subject mapping ----------------------------------------------------------------------------------------------
 
@@ -277,7 +277,7 @@ def plan_rewrite(blocks: Iterable[bytes], config: dict, spec: RewriteSpec) -> Re
         if cut is not None and seq > cut:
             dropped += 1
             for c in counts.values():
-                if c.filters and not any(_matches(f, e.name) for f in c.filters):
+                if c.filters and not any(subject_matches(f, e.name) for f in c.filters):
                     continue
                 if seq <= c.delivered_seq:
                     c.past_delivered += 1
@@ -306,8 +306,8 @@ def plan_rewrite(blocks: Iterable[bytes], config: dict, spec: RewriteSpec) -> Re
     if kept:
         new_state["first_seq"] = first_seq
         new_state["num_deleted"] = cut - first_seq + 1 - kept
-        new_state["first_ts"] = _rfc3339(first_ts)
-        new_state["last_ts"] = _rfc3339(last_ts)
+        new_state["first_ts"] = format_ns(first_ts)
+        new_state["last_ts"] = format_ns(last_ts)
     else:
         new_state["first_seq"] = cut + 1
         new_state["num_deleted"] = 0
@@ -331,18 +331,6 @@ def plan_rewrite(blocks: Iterable[bytes], config: dict, spec: RewriteSpec) -> Re
         consumers[name] = {"config": ccfg, "state": _clamp_consumer(obj.get("state") or {}, cut, counts[name])}
     new_state["consumer_count"] = len(consumers)
     return RewritePlan(spec, cut, new_state, new_config, consumers, kept, dropped)
-
-
-def _matches(pattern: str, subject: str) -> bool:
-    from pipeline.archive.inspect import subject_matches
-
-    return subject_matches(pattern, subject)
-
-
-def _rfc3339(ns: int) -> str:
-    from pipeline.archive.inspect import format_ns
-
-    return format_ns(ns)
 
 
 # -- pass 2: encode ------------------------------------------------------------------------------------------------

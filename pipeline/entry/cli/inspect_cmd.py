@@ -9,15 +9,7 @@ import sys
 
 import click
 
-from pipeline.archive.inspect import (
-    InspectResult,
-    MessageFilter,
-    inspect_backup,
-    iter_messages,
-    message_record,
-    parse_seq_range,
-    parse_time,
-)
+from pipeline.archive.inspect import InspectResult, inspect_backup, iter_messages, message_record
 from pipeline.base.display import json_safe, safe
 from pipeline.base.errors import Interrupted, JsArchiveError, UsageError
 from pipeline.entry.cli.common import (
@@ -31,6 +23,7 @@ from pipeline.entry.cli.common import (
     key_ring,
     sink_options,
 )
+from pipeline.format.selection import MessageFilter, parse_seq_range, parse_time
 
 
 def emit_json_line(obj: object) -> None:

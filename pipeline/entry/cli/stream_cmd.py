@@ -248,7 +248,7 @@ def restore_cmd(
     With a key configured an unencrypted backup is refused (--allow-unencrypted), with --trust-key one not
     signed by a trusted key (exit 4); "latest" passes over newer backups that are refused and says so.
     """
-    from pipeline.archive.inspect import parse_time
+    from pipeline.format.selection import parse_time
 
     keys = key_ring(kw)
     opts = RestoreOptions(
