@@ -26,10 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.archive.inspect import inspect_backup, iter_messages
+from pipeline.archive.reader import BlockReader
 from pipeline.archive.repository import Ref, Repository, parse_extra_slot
 from pipeline.archive.verify import VerifyOptions, verify_archive
 from pipeline.base.errors import JsArchiveError
-from pipeline.flows.restore import BlockReader, restore_config
+from pipeline.flows.restore import restore_config
 from pipeline.format import manifest as mf
 from pipeline.format import natsarc, objects, payload, s2
 from pipeline.format.compress import BlockCompressor, Compression

@@ -20,12 +20,13 @@ from nats.js.api import StreamConfig
 
 from benchmarks.bench_core import event
 from pipeline.archive.inspect import inspect_backup, iter_messages, message_record
+from pipeline.archive.reader import BlockReader
 from pipeline.archive.repository import Repository
 from pipeline.archive.verify import VerifyOptions, verify_archive
 from pipeline.base.errors import IntegrityError
 from pipeline.entry.cli import main
 from pipeline.flows.backup import BackupOptions, BackupResult, backup_stream
-from pipeline.flows.restore import BlockReader, RestoreOptions, RestoreResult, restore_stream
+from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_stream
 from pipeline.format import manifest as mf
 from pipeline.format import s2
 from pipeline.format.natsarc import MAGIC

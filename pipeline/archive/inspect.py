@@ -2,7 +2,7 @@
 (:func:`iter_messages`).
 
 Both read the backup the way a restore does (manifest → key slot → blocks fetched ahead, each checked against the
-manifest, opened and decompressed, see :class:`pipeline.flows.restore.BlockReader`), then decode the snapshot stream in
+manifest, opened and decompressed, see :class:`pipeline.archive.reader.BlockReader`), then decode the snapshot stream in
 process: S2 framing (:mod:`pipeline.format.s2`; nothing to undo for a backup stored decoded, see
 :mod:`pipeline.format.payload`), then the NATSARC1 archive of a V2 backup or the tar of a V1 backup
 (:mod:`pipeline.format.natsarc`). Nothing is written
@@ -15,17 +15,13 @@ recorded when the backup was taken.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import io
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
-from pipeline.archive.repository import Repository
+from pipeline.archive.reader import open_backup
 from pipeline.base.errors import UsageError
-from pipeline.flows.restore import BlockReader
-from pipeline.format import natsarc, payload, s2
-from pipeline.format.manifest import Manifest
+from pipeline.format import natsarc, s2
 from pipeline.format.natsarc import ConsumerPosition, Message, TarMember
 from pipeline.format.selection import MessageFilter, format_ns
 from pipeline.format.snapshot import V1, V2
@@ -36,93 +32,13 @@ __all__ = [
     "ConsumerSummary",
     "InspectResult",
     "Message",
-    "OpenedBackup",
     "SubjectStats",
-    "decoded_blocks",
     "inspect_backup",
     "iter_messages",
     "message_record",
-    "open_backup",
-    "snapshot_chunks",
 ]
 
 # -- opening a backup ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class OpenedBackup:
-    """A backup whose manifest was checked and whose body was opened: ready to read its blocks."""
-
-    repo: Repository
-    manifest: Manifest
-    body: dict
-    reader: BlockReader
-    prefetch: int = 4
-    workers: int = 2
-
-    @property
-    def snapshot_format(self) -> str:
-        return self.manifest.snapshot_format
-
-    @property
-    def inner_encoding(self) -> str:
-        """What the blocks hold (pipeline/format/payload.py), from the body: no caller can forget to say."""
-        return payload.inner_encoding(self.body, self.manifest.snapshot_format, self.manifest.id)
-
-    @property
-    def server_version(self) -> str:
-        return str(self.manifest.server.get("version", "") or "")
-
-
-def open_backup(
-    url: str,
-    backup: str,
-    *,
-    keys: KeyRing | None = None,
-    sink: SinkOptions | None = None,
-    prefetch: int = 4,
-    workers: int = 2,
-) -> OpenedBackup:
-    """Resolve ``backup`` (manifest id or unique prefix) in the archive at ``url`` and open it.
-
-    Checks what a restore checks before reading data: the manifest's hash, that the data object exists with the
-    manifest's size and is not in cold storage, and (encrypted backups) that one of ``keys`` opens it.
-    """
-    repo = Repository.open(url, sink)
-    m = repo.load_manifest(repo.resolve(backup))
-    repo.check_data(m)
-    keys = keys or KeyRing()
-    data_key = keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
-    body = m.open_body(data_key)
-    payload.inner_encoding(body, m.snapshot_format, m.id)  # an encoding this version cannot read fails here
-    reader = BlockReader(repo, m, body, data_key, prefetch, workers)
-    return OpenedBackup(repo, m, body, reader, max(1, prefetch), max(1, workers))
-
-
-def snapshot_chunks(opened: OpenedBackup) -> Iterator[bytes]:
-    """The plaintext as stored, block by block (verified, opened, decompressed), fetched ahead: the S2 stream, or
-    the decoded archive (``opened.inner_encoding``)."""
-    n = len(opened.manifest.blocks)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=opened.workers, thread_name_prefix="inspect")
-    ahead: collections.deque[concurrent.futures.Future] = collections.deque()
-    try:
-        nxt = 0
-        for index in range(n):
-            while nxt < n and nxt < index + opened.prefetch:
-                ahead.append(pool.submit(opened.reader.read_block, nxt))
-                nxt += 1
-            yield ahead.popleft().result()
-    finally:
-        for f in ahead:
-            f.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def decoded_blocks(opened: OpenedBackup, *, accelerated: bool | None = None) -> Iterator[bytes]:
-    """The decoded snapshot (a NATSARC1 archive or a tar), one S2 block (or stored block) at a time."""
-    if opened.inner_encoding == payload.S2_STREAM:
-        return s2.iter_decode(snapshot_chunks(opened), accelerated=accelerated)
-    return payload.decoded(snapshot_chunks(opened), opened.inner_encoding)
 
 
 # -- times, sequences, subjects -----------------------------------------------------------------------------------
@@ -216,7 +132,7 @@ def inspect_backup(
     """
     opened = open_backup(url, backup, keys=keys, sink=sink, prefetch=prefetch, workers=workers)
     m, body = opened.manifest, opened.body
-    blocks = _Counting(decoded_blocks(opened, accelerated=accelerated))
+    blocks = _Counting(opened.decoded(accelerated=accelerated))
     first = blocks.peek()
     found = V2 if first.startswith(natsarc.MAGIC) else V1
     warnings: list[str] = []
@@ -397,7 +313,7 @@ def iter_messages(
             "keep messages in file-store blocks, which jsarchive cannot decode; use `jsarchive inspect` to list "
             "what it holds, or restore it into a server"
         )
-    reader = natsarc.ArchiveReader(decoded_blocks(opened, accelerated=accelerated))
+    reader = natsarc.ArchiveReader(opened.decoded(accelerated=accelerated))
     try:
         for msg in reader.messages():
             if flt.last_seq is not None and msg.sequence > flt.last_seq:

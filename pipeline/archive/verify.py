@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from pipeline.archive import signing
+from pipeline.archive.reader import BlockReader, unwrap_data_key
 from pipeline.archive.repository import DATA, LATEST_SCAN, MANIFESTS, REFS, Ref, Repository, storage_error
 from pipeline.archive.trust import ref_disagreement
 from pipeline.base.errors import IntegrityError, JsArchiveError, KeyUnavailable, NotFoundError, UsageError
@@ -562,7 +563,7 @@ def _open(repo: Repository, m: mf.Manifest, keys: KeyRing, check: BackupCheck) -
     if m.encrypted:
         try:
             # the manifest's own slots, then slots added later (keyslots/…), each key checked against the body
-            data_key = keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body)
+            data_key = unwrap_data_key(repo, m, keys)
         except KeyUnavailable as e:
             check.unverified(f"--deep: {e}; only the keyless checks were made", e.exit_code)
             return None, None
@@ -582,17 +583,13 @@ def _deep(
     opts: VerifyOptions,
     meter: Callable[[int], None],
 ) -> None:
-    from pipeline.archive.inspect import OpenedBackup, snapshot_chunks
-    from pipeline.flows.restore import BlockReader
-
     encoding = payload.inner_encoding(body, m.snapshot_format, m.id)
     reader = BlockReader(repo, m, body, data_key, opts.prefetch, max(1, min(opts.workers, 4)))
-    opened = OpenedBackup(repo, m, body, reader, max(1, opts.prefetch), max(1, min(opts.workers, 4)))
     plain = 0
 
     def blocks() -> Iterator[bytes]:
         nonlocal plain
-        for index, block in enumerate(snapshot_chunks(opened)):
+        for index, block in enumerate(reader.blocks()):
             check.blocks_checked += 1
             plain += len(block)
             meter(m.blocks[index].length)

@@ -25,6 +25,8 @@ import asyncio
 import dataclasses
 from dataclasses import dataclass, field
 
+from pipeline.archive.reader import open_manifest
+from pipeline.archive.repository import Repository
 from pipeline.archive.verify import FAILED, VerifyOptions, verify_archive
 from pipeline.base.errors import (
     ColdStorage,
@@ -125,13 +127,10 @@ async def replace_stream(
     progress = progress or NoProgress()
     if not restore.backup:
         raise UsageError("replace_stream needs the manifest id of the replacing backup")
-    from pipeline.archive.repository import Repository
-
     repo = Repository.open(restore.url, restore.sink)
     m = repo.load_manifest(repo.resolve(restore.backup))
     await verify_deep(restore.url, m.id, restore.keys, restore.sink, restore.stream)
-    data_key = restore.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
-    body = m.open_body(data_key)
+    body = open_manifest(repo, m, restore.keys).body
     config = restore_config(body["config"], restore.cluster, restore.tags, restore.replicas)
     notes: list[str] = []
     async with await connect(restore.connect) as js:

@@ -18,17 +18,16 @@ rewritten config and state in the request, and the final comparison uses the rew
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from pipeline.archive.repository import Repository, storage_error
+from pipeline.archive.reader import BlockReader, open_manifest
+from pipeline.archive.repository import Repository
 from pipeline.base.errors import (
     ConflictError,
     IntegrityError,
@@ -38,14 +37,12 @@ from pipeline.base.errors import (
     UsageError,
 )
 from pipeline.base.progress import NoProgress, Progress
-from pipeline.format import crypto, marks, payload
-from pipeline.format.compress import BlockCompressor, Compression
-from pipeline.format.manifest import Manifest
+from pipeline.format import marks, payload
 from pipeline.format.snapshot import V2, format_for_version
 from pipeline.jetstream.client import RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT, ConnectOptions, JetStream, connect
 from pipeline.jetstream.preflight import preflight_target
 from pipeline.keys.keyring import KeyRing
-from sinks import SinkError, SinkOptions
+from sinks import SinkOptions
 
 if TYPE_CHECKING:  # pipeline.format.rewrite imports pipeline.archive.inspect, which imports this module
     from pipeline.archive.trust import TrustPolicy
@@ -142,100 +139,6 @@ def restore_config(config: dict, cluster: str | None, tags: list[str], replicas:
     return cfg
 
 
-MAX_BLOCK_BYTES = 1 << 30  # the largest block a reader accepts (writers use 8 MiB, grown for streams over ~50 GiB)
-
-
-class BlockReader:
-    """Fetches, checks and decodes the blocks of one backup, in order, with ``prefetch`` blocks in flight."""
-
-    def __init__(
-        self, repo: Repository, manifest: Manifest, body: dict, data_key: bytes | None, prefetch: int, workers: int
-    ) -> None:
-        self.repo = repo
-        self.m = manifest
-        self.data_key = data_key
-        self.plain = body["plain_blocks"]
-        self.decoder = BlockCompressor(Compression.from_json(body["compression"]))
-        self.prefetch = max(1, prefetch)
-        self.workers = max(1, workers)
-        if len(self.plain) != len(manifest.blocks):
-            raise IntegrityError(f"manifest {manifest.id[:12]}: the block tables disagree")
-        if sum(n for n, _ in self.plain) != int(body["snapshot"].get("bytes", -1)):
-            raise IntegrityError(f"manifest {manifest.id[:12]}: block sizes do not add up to the snapshot size")
-        # Every block is at most the backup's block size (the writer cuts there): memory stays at prefetch × that,
-        # whatever lengths a planted manifest claims.
-        size = (manifest.envelope.get("data") or {}).get("block_size")
-        if type(size) is not int or not 0 < size <= MAX_BLOCK_BYTES or any(n > size for n, _ in self.plain):
-            raise IntegrityError(
-                f"manifest {manifest.id[:12]}: its block size ({size!r}) or a block's length is impossible "
-                f"(at most {MAX_BLOCK_BYTES >> 20} MiB, and no block longer than the block size)"
-            )
-
-    def blocks(self) -> Iterator[bytes]:
-        """Every block in order (a synchronous iterator, ``prefetch`` blocks read ahead in a thread pool)."""
-        n = len(self.m.blocks)
-        ahead: deque[concurrent.futures.Future] = deque()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="open") as pool:
-            try:
-                nxt = 0
-                for index in range(n):
-                    while nxt < n and nxt < index + self.prefetch:
-                        ahead.append(pool.submit(self.read_block, nxt))
-                        nxt += 1
-                    yield ahead.popleft().result()
-            finally:
-                for f in ahead:
-                    f.cancel()
-
-    def read_block(self, index: int) -> bytes:
-        blk = self.m.blocks[index]
-        where = (
-            f"block {index} of backup {self.m.id[:12]} ({self.m.data_key} bytes {blk.offset}–{blk.offset + blk.length})"
-        )
-        try:
-            stored = self.repo.sink.get_range(self.m.data_key, blk.offset, blk.length)
-        except SinkError as e:
-            raise storage_error(e, f"cannot read {where}") from None
-        if len(stored) != blk.length:
-            raise IntegrityError(f"{where}: the data object is truncated ({len(stored)} of {blk.length} bytes)")
-        if crypto.sha256(stored).hex() != blk.sha256:
-            raise IntegrityError(f"{where}: stored bytes do not match the manifest's SHA-256 (corrupted or altered)")
-        if self.data_key is not None:
-            last = index == len(self.m.blocks) - 1
-            try:
-                stored = crypto.open_sealed(self.data_key, stored, crypto.block_aad(self.m.backup_id, index, last))
-            except crypto.OpenFailed:
-                raise IntegrityError(f"{where}: does not authenticate with this backup's key") from None
-        plain_len, plain_sha = self.plain[index]
-        try:
-            plain = self.decoder.decompress(stored, plain_len)
-        except Exception as e:  # noqa: BLE001 - zstd raises its own error type
-            raise IntegrityError(f"{where}: does not decompress ({e})") from None
-        if len(plain) != plain_len or crypto.sha256(plain).hex() != plain_sha:
-            raise IntegrityError(f"{where}: decoded bytes do not match the manifest's plaintext SHA-256")
-        return plain
-
-    async def chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="open")
-        ahead: list[asyncio.Future] = []
-        loop = asyncio.get_running_loop()
-        n = len(self.m.blocks)
-        try:
-            nxt = 0
-            for index in range(n):
-                while nxt < n and nxt < index + self.prefetch:
-                    ahead.append(loop.run_in_executor(pool, self.read_block, nxt))
-                    nxt += 1
-                block = await ahead.pop(0)
-                view = memoryview(block)
-                for off in range(0, len(block), chunk_size):
-                    yield view[off : off + chunk_size]
-        finally:
-            for f in ahead:
-                f.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
 async def restore_stream_async(opts: RestoreOptions, progress: Progress | None = None) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
@@ -251,14 +154,11 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         )
     if opts.trust is not None:
         opts.trust.check_manifest(repo, m)  # before a key is asked or a byte is read
-    repo.check_data(m)
-    data_key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
+    opened = open_manifest(repo, m, opts.keys, prefetch=opts.prefetch, workers=opts.workers)
     warnings = skipped + (
         [] if m.encrypted else [f"backup {mid[:12]} is not encrypted (it was made with --no-encrypt)"]
     )
-    body = m.open_body(data_key)
-    encoding = payload.inner_encoding(body, m.snapshot_format, mid)
-    reader = BlockReader(repo, m, body, data_key, opts.prefetch, opts.workers)
+    body, encoding, reader = opened.body, opened.inner_encoding, opened.reader
     config = restore_config(body["config"], opts.cluster, opts.tags, opts.replicas)
     config["name"] = opts.stream
     state = body.get("state") or {}

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 
 from pipeline import __version__
+from pipeline.archive.reader import open_manifest
 from pipeline.archive.repository import RUNS, Repository, storage_error
 from pipeline.archive.trust import TrustPolicy
 from pipeline.base.display import redact_servers
@@ -1244,10 +1245,7 @@ async def restore_account_async(
     manifests: dict[str, Manifest] = {}
     for name in chosen:
         m = load_member(repo, label, name, entries[name]["manifest_id"])
-        repo.check_data(m, label)
-        if m.encrypted:
-            # KeyUnavailable now, not after half the account; added slot objects count too
-            opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body)
+        open_manifest(repo, m, opts.keys, label=label)  # a missing key or object now, not after half the account
         manifests[name] = m
 
     js = await connect(opts.connect)

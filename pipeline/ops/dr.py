@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import nats.errors
 
+from pipeline.archive.reader import open_manifest
 from pipeline.archive.repository import Ref, Repository
 from pipeline.archive.retention import parse_created
 from pipeline.archive.trust import TrustPolicy
@@ -825,9 +826,7 @@ def check_restores(the_plan: RecoveryPlan, opts: RecoverOptions) -> None:
         assert b is not None
         try:
             m = repo.load_manifest(b.manifest_id)
-            repo.check_data(m)
-            data_key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
-            body = m.open_body(data_key)
+            body = open_manifest(repo, m, opts.keys).body
         except JsArchiveError as e:
             a.blocked = f"backup {b.manifest_id[:12]} cannot be restored: {e}"
             continue

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from pipeline import __version__
+from pipeline.archive.reader import open_manifest
 from pipeline.archive.repository import Repository, storage_error
 from pipeline.archive.retention import parse_created
 from pipeline.archive.signing import load_private_key as _load_sign_key
@@ -265,9 +266,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
     bodies: dict[str, dict] = {}
     for name in chosen:
         m = load_member(repo, label, name, entries[name]["manifest_id"])
-        repo.check_data(m, label)
-        key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
-        manifests[name], bodies[name] = m, m.open_body(key)
+        manifests[name], bodies[name] = m, open_manifest(repo, m, opts.keys, label=label).body
 
     async with await connect(opts.connect) as js:
         server = js.server_info()

@@ -8,6 +8,7 @@ import concurrent.futures
 import datetime as dt
 from dataclasses import asdict, dataclass, field
 
+from pipeline.archive.reader import unwrap_data_key
 from pipeline.archive.repository import Ref, Repository, storage_error
 from pipeline.base.errors import JsArchiveError
 from pipeline.format.manifest import Manifest
@@ -213,7 +214,7 @@ def show_backup(url: str, backup: str, keys: KeyRing | None = None, sink: SinkOp
         details.body = m.open_body(None)
         details.body_note = "this backup is NOT encrypted: its body is stored in the clear"
     elif keys is not None and _can_open(keys):
-        details.body = m.open_body(keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body))
+        details.body = m.open_body(unwrap_data_key(repo, m, keys))
     else:
         details.body_note = (
             "the body (stream config and state, consumers, compression, plaintext block hashes, timings) is "

@@ -42,16 +42,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.archive.reader import OpenedBackup, open_manifest
 from pipeline.archive.repository import Repository, storage_error
 from pipeline.archive.writer import BackupWriter, WriteSettings
 from pipeline.base.errors import ConflictError, IntegrityError, NotFoundError, UsageError
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.flows.backup import BackupResult, check_writable
-from pipeline.flows.restore import BlockReader
 from pipeline.format import natsarc, objects, payload, s2
 from pipeline.format.blocks import choose_block_size
 from pipeline.format.compress import Compression
-from pipeline.format.manifest import Manifest
 from pipeline.format.snapshot import V2, detect_snapshot_format
 from pipeline.keys.keyring import KeyRing
 from pipeline.ops.account import build_set, parse_set, set_entry
@@ -401,20 +400,15 @@ async def export_backup_async(opts: ExportOptions, progress: Progress | None = N
     for sub, m in members:  # every key and body before any byte is written
         if sub and m.stream != sub:
             raise IntegrityError(f"set {ident[:12]} lists backup {m.id[:12]} as {sub!r}, but it is of {m.stream!r}")
-        data_key = opts.keys.unwrap(repo.key_slots(m), m.backup_id, m.open_body) if m.encrypted else None
-        body = m.open_body(data_key)
-        payload.inner_encoding(body, m.snapshot_format, m.id)  # an encoding this version cannot frame fails here
-        opened.append((sub, m, data_key, body))
-    warnings = [w for _, m, _, body in opened for w in natscli_warnings(m.stream, body.get("config") or {})]
+        opened.append((sub, open_manifest(repo, m, opts.keys, prefetch=opts.prefetch, workers=opts.workers)))
+    warnings = [w for _, o in opened for w in natscli_warnings(o.manifest.stream, o.body.get("config") or {})]
     target, tmp = _prepare_target(opts.directory)
     out: list[ExportedStream] = []
     try:
-        for sub, m, data_key, body in opened:
+        for sub, backup in opened:
             where = tmp / sub if sub else tmp
             where.mkdir(exist_ok=True, mode=0o700)
-            out.append(
-                await _export_one(repo, m, data_key, body, where, target / sub if sub else target, opts, progress)
-            )
+            out.append(await _export_one(backup, where, target / sub if sub else target, progress))
         _publish_target(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -429,18 +423,8 @@ async def export_backup_async(opts: ExportOptions, progress: Progress | None = N
     )
 
 
-async def _export_one(
-    repo: Repository,
-    m: Manifest,
-    data_key: bytes | None,
-    body: dict,
-    where: Path,
-    final: Path,
-    opts: ExportOptions,
-    progress: Progress,
-) -> ExportedStream:
-    reader = BlockReader(repo, m, body, data_key, opts.prefetch, opts.workers)
-    encoding = payload.inner_encoding(body, m.snapshot_format, m.id)
+async def _export_one(backup: OpenedBackup, where: Path, final: Path, progress: Progress) -> ExportedStream:
+    m, body, reader, encoding = backup.manifest, backup.body, backup.reader, backup.inner_encoding
     digest = hashlib.sha256()
     total = 0
     progress.start(f"export {m.stream}", payload.server_stream_size((n for n, _ in reader.plain), encoding) or None)
