@@ -24,20 +24,12 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, Placement, StorageType, StreamConfig
 
 from pipeline.archive.repository import Repository
+from pipeline.archive.runs import RunIncomplete, Shard, resolve_run, resolve_shard, seal_run_in, shard_of
 from pipeline.base.errors import UsageError
 from pipeline.format.manifest import canonical
+from pipeline.format.sets import parse_set, select_streams
 from pipeline.jetstream.client import ConnectOptions, connect
 from pipeline.jetstream.embedded import EmbeddedServer
-from pipeline.ops.account import (
-    RunIncomplete,
-    Shard,
-    parse_set,
-    resolve_run,
-    resolve_shard,
-    seal_run_in,
-    select_streams,
-    shard_of,
-)
 from tests.conftest import make_server
 from tests.streams import comparable, read_messages, stream_state
 from tests.test_bad_input import Run, archive_state, assert_archive_untouched, cli_env, jsarchive

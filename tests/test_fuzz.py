@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from pipeline.archive.inspect import inspect_backup, iter_messages
 from pipeline.archive.reader import BlockReader
 from pipeline.archive.repository import Ref, Repository, parse_extra_slot
+from pipeline.archive.runs import seal_run_in
 from pipeline.archive.verify import VerifyOptions, verify_archive
 from pipeline.base.errors import JsArchiveError
 from pipeline.flows.restore import restore_config
@@ -36,8 +37,8 @@ from pipeline.format import natsarc, objects, payload, s2
 from pipeline.format.compress import BlockCompressor, Compression
 from pipeline.format.filestore import V1Census
 from pipeline.format.manifest import canonical
+from pipeline.format.sets import parse_set
 from pipeline.keys.keyring import KeyRing
-from pipeline.ops.account import parse_set, seal_run_in
 from pipeline.ops.listing import list_backups, show_backup
 from tests.test_hostile_objects import _WORLD, World, build_world
 

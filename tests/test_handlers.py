@@ -39,11 +39,12 @@ from nats.aio.client import RawCredentials
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.archive.repository import Repository
+from pipeline.archive.runs import shard_of
 from pipeline.archive.verify import VerifyOptions, verify_archive
 from pipeline.entry import handlers, metrics
+from pipeline.format.sets import parse_set
 from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
 from pipeline.keys.keyring import KeyRing, generate_identity
-from pipeline.ops.account import parse_set, shard_of
 from sinks import SinkOptions
 from tests.s3_fixtures import MotoServer
 

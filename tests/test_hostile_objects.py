@@ -24,6 +24,8 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.archive.repository import KEYSLOT_FORMAT, Repository, parse_extra_slot
+from pipeline.archive.runs import seal_run_in
+from pipeline.archive.sets import list_sets
 from pipeline.archive.verify import VerifyOptions, verify_archive
 from pipeline.base.errors import IntegrityError
 from pipeline.entry.cli import main
@@ -31,9 +33,9 @@ from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.format import objects
 from pipeline.format.compress import BlockCompressor, Compression
 from pipeline.format.manifest import canonical
+from pipeline.format.sets import build_set, parse_set, set_entry
 from pipeline.jetstream.client import ConnectOptions
 from pipeline.keys.keyring import KeyRing, generate_identity
-from pipeline.ops.account import build_set, list_sets, parse_set, seal_run_in, set_entry
 from pipeline.ops.listing import list_backups, show_backup
 from sinks.local import LocalSink
 from tests.conftest import make_server

@@ -18,9 +18,9 @@ import pytest
 from pipeline.archive.repository import Repository
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.format.sets import parse_set
 from pipeline.jetstream.client import ConnectOptions, connect
 from pipeline.keys.keyring import KeyRing
-from pipeline.ops.account import parse_set
 from pipeline.ops.natscli import (
     ExportOptions,
     ImportOptions,

@@ -22,8 +22,8 @@ from pipeline.entry.cli import main
 from pipeline.format import crypto
 from pipeline.format import manifest as mf
 from pipeline.format.compress import BlockCompressor, Compression
+from pipeline.format.sets import build_set, set_entry
 from pipeline.keys.keyring import KeyRing
-from pipeline.ops.account import build_set, set_entry
 from pipeline.ops.listing import list_backups
 from pipeline.ops.prune import DELETE, KEEP, LOCKED, PruneOptions, prune
 from sinks import Retention, SinkOptions

@@ -5,7 +5,7 @@ data/<backup-id>                          sealed blocks, back to back
 manifests/<sha256>                        the manifest, named by the hash of its bytes (the commit point)
 refs/<stream>/<UTC-time>-<backup-id>      content: the manifest's sha256 (for listing without reading data)
                                           UTC-time: YYYYmmddTHHMMSS.ffffffZ, so names sort by time
-sets/<sha256>                             an account backup set, named by the hash of its bytes (pipeline.ops.account)
+sets/<sha256>                             an account backup set, named by the hash of its bytes (format/sets.py)
 runs/<run-id>/…                           small records of a sharded account run, sealed into a set later
 keyslots/<manifest-id>/<sha256>           a key slot added after the backup, named by the hash of its bytes
 ```
@@ -291,7 +291,7 @@ class Repository:
         return [k[len(SETS) :] for k in self.keys(SETS) if _HEX64.fullmatch(k[len(SETS) :])]
 
     def load_set(self, set_id: str) -> bytes:
-        """The bytes of set ``set_id``, checked against their name (parse them with pipeline.ops.account)."""
+        """The bytes of set ``set_id``, checked against their name (parse them with pipeline.ops.account_backup)."""
         raw = self.get_small(self.set_key(set_id), objects.MAX_SET)
         if raw is None:
             raise NotFoundError(f"no set {set_id[:12]} in {self.url}")

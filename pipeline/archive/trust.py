@@ -25,8 +25,8 @@ from pipeline.keys.keyring import KeyRing
 if TYPE_CHECKING:
     from pipeline.archive.repository import Ref, Repository
     from pipeline.format.manifest import Manifest
+    from pipeline.format.sets import BackupSet
     from pipeline.jetstream.client import ConnectOptions
-    from pipeline.ops.account import BackupSet
 
 
 def keys_configured(keys: KeyRing) -> bool:
@@ -91,8 +91,8 @@ class TrustPolicy:
 def choose_set(repo: Repository, set_id: str | None, policy: TrustPolicy, notes: list[str]) -> BackupSet:
     """The set to restore: the one named, or the newest (by ``finished``) that the policy accepts; newer ones it
     does not accept are named in ``notes``. Raises IntegrityError if the chosen set is not acceptable."""
+    from pipeline.archive.sets import list_sets_in, load_set
     from pipeline.base.errors import NotFoundError
-    from pipeline.ops.account import list_sets_in, load_set
 
     if set_id:
         bset = load_set(repo, set_id)
@@ -116,7 +116,8 @@ def check_members(
 ) -> list[str]:
     """Every selected member of ``bset`` acceptable under ``policy`` (IntegrityError naming each that is not);
     the selected stream names."""
-    from pipeline.ops.account import load_member, select_streams
+    from pipeline.archive.sets import load_member
+    from pipeline.format.sets import select_streams
 
     label = f"set {bset.id[:12]}"
     entries = {e["stream"]: e for e in bset.streams}
@@ -133,8 +134,8 @@ def check_members(
 
 async def account_mismatch(connect: ConnectOptions, bset: BackupSet) -> tuple[str | None, str | None]:
     """(the account the set records, the account this connection is in); either may be unknown (None)."""
+    from pipeline.jetstream.account import account_identity
     from pipeline.jetstream.client import connect as connect_js
-    from pipeline.ops.account import account_identity
 
     async with await connect_js(connect) as js:
         here = (await account_identity(js, connect.resolved())).get("name")

@@ -363,7 +363,7 @@ def _check_sets(
     report: VerifyReport,
     trust_keys: list[signing.TrustedKey],
 ) -> None:
-    from pipeline.ops.account import parse_set
+    from pipeline.format.sets import parse_set
 
     for sid in sorted(repo.list_sets()):
         check = LinkCheck("set", repo.set_key(sid), ok=True, target=sid)

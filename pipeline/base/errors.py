@@ -92,3 +92,22 @@ class AuthFailed(JsArchiveError):
 class Interrupted(JsArchiveError):
     exit_code = 130
     kind = "interrupted"
+
+
+class AccountRunFailed(JsArchiveError):
+    """Some streams of an account backup or restore failed; ``result`` says which and why.
+
+    The exit code is the failed streams' own code when they all agree (e.g. 8 when only --critical-warnings turned
+    memory-stream warnings into failures), else 1.
+    """
+
+    kind = "account"
+
+    def __init__(self, message: str, result: object, exit_code: int) -> None:
+        super().__init__(message)
+        self.result = result
+        self.exit_code = exit_code
+
+
+def common_exit_code(codes: list[int]) -> int:
+    return codes[0] if codes and all(c == codes[0] for c in codes) else 1

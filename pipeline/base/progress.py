@@ -29,3 +29,22 @@ class NoProgress:
 
     def log(self, message: str) -> None:
         pass
+
+
+class SharedProgress:
+    """One stream's view of the account's progress: its bytes add to the account's bar, start/finish are not its."""
+
+    def __init__(self, outer: Progress) -> None:
+        self.outer = outer
+
+    def start(self, task: str, total: int | None) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        self.outer.advance(nbytes)
+
+    def finish(self) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        self.outer.log(message)

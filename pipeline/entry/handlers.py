@@ -432,14 +432,11 @@ class Outcome:
 
 
 def _account_backup(cfg: HandlerConfig, budget: TimeBudget, emit: Callable[[dict], None], run: str) -> Outcome:
+    from pipeline.archive.runs import StreamOutcome
+    from pipeline.base.errors import AccountRunFailed
     from pipeline.format.compress import Compression
-    from pipeline.ops.account import (
-        AccountBackupOptions,
-        AccountRunFailed,
-        PlannedStream,
-        StreamOutcome,
-        backup_account,
-    )
+    from pipeline.jetstream.account import PlannedStream
+    from pipeline.ops.account_backup import AccountBackupOptions, backup_account
 
     env = cfg.env
     opts = AccountBackupOptions(
@@ -789,7 +786,7 @@ def run_scheduled(
     """Run the configured operation once; log, emit metrics, push them; return the result as JSON.
 
     Raises the run's error (:class:`ConfigError`, a connection failure, failed streams as
-    :class:`~pipeline.ops.account.AccountRunFailed`, …) after reporting it, so the platform counts a failed invocation
+    :class:`~pipeline.base.errors.AccountRunFailed`, …) after reporting it, so the platform counts a failed invocation
     and retries it. Deferred streams are not an error: the result says which and how the run is finished.
     """
     env = os.environ if env is None else env
@@ -828,7 +825,7 @@ def run_scheduled(
     _report(outcome.report, env, emf, emit)
     failed = outcome.result.get("failed")
     if cfg.operation == "account-backup" and failed:
-        from pipeline.ops.account import AccountRunFailed
+        from pipeline.base.errors import AccountRunFailed
 
         raise AccountRunFailed(
             f"backup of {len(failed)} stream(s) failed: {', '.join(failed)}; the run {run} stays open: a retry "

@@ -425,7 +425,7 @@ class NewestSet:
 def newest_set(repo: Repository, warnings: list[str]) -> NewestSet | None:
     """The newest valid set (by ``finished``); a set that does not parse is skipped with a warning, so one damaged
     object does not take dr status down in the middle of a recovery."""
-    from pipeline.ops.account import parse_set
+    from pipeline.format.sets import parse_set
 
     best = None
     for sid in repo.list_sets():
@@ -595,7 +595,7 @@ def _missing(
             continue
         backup = backups.get(name)
         if backup is None and newest is not None and name in newest.members:
-            from pipeline.ops.account import load_member
+            from pipeline.archive.sets import load_member
 
             try:  # a set member whose refs are gone: the set still names its manifest
                 backup = LatestBackup.of(load_member(repo, f"set {newest.id[:12]}", name, newest.members[name]), now)

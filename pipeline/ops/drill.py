@@ -25,6 +25,7 @@ from pipeline import __version__
 from pipeline.archive.reader import open_manifest
 from pipeline.archive.repository import Repository, storage_error
 from pipeline.archive.retention import parse_created
+from pipeline.archive.sets import load_member, load_set
 from pipeline.archive.signing import load_private_key as _load_sign_key
 from pipeline.archive.trust import TrustPolicy
 from pipeline.base.errors import (
@@ -37,10 +38,10 @@ from pipeline.base.errors import (
 from pipeline.format import manifest as mf
 from pipeline.format import marks, objects
 from pipeline.format.manifest import Manifest
+from pipeline.format.sets import select_streams
 from pipeline.format.snapshot import V2, format_for_version
 from pipeline.jetstream.client import ConnectOptions, JetStream, connect
 from pipeline.keys.keyring import KeyRing
-from pipeline.ops.account import load_member, load_set, select_streams
 from sinks.base import SinkError, SinkOptions
 
 REPORT_FORMAT = "jsarchive-drill-report"

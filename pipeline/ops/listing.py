@@ -198,7 +198,7 @@ def show_backup(url: str, backup: str, keys: KeyRing | None = None, sink: SinkOp
         raise storage_error(e, f"cannot read the data object of backup {m.id[:12]}") from None
     details = BackupDetails(m.id, env, _object_json(info) if info is not None else None)
     details.refs = [r.key for r in repo.refs(m.stream) if r.backup_id == m.backup_id]
-    from pipeline.ops.account import parse_set
+    from pipeline.format.sets import parse_set
 
     for sid in sorted(repo.list_sets()):
         try:

@@ -51,9 +51,9 @@ from pipeline.flows.backup import BackupResult, check_writable
 from pipeline.format import natsarc, objects, payload, s2
 from pipeline.format.blocks import choose_block_size
 from pipeline.format.compress import Compression
+from pipeline.format.sets import build_set, parse_set, set_entry
 from pipeline.format.snapshot import V2, detect_snapshot_format
 from pipeline.keys.keyring import KeyRing
-from pipeline.ops.account import build_set, parse_set, set_entry
 from sinks import Retention, SinkError, SinkOptions
 from sinks.local import describe_mode
 

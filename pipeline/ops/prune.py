@@ -289,7 +289,7 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
         invalid = [x for x in loaded.values() if x.manifest is None]
         for x in invalid:
             report.warnings.append(f"manifests/{x.id} is left alone: {x.problem}")
-        from pipeline.ops.account import parse_set
+        from pipeline.format.sets import parse_set
 
         sets = []
         for sid in sorted(repo.list_sets()):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from pipeline.base.errors import JsArchiveError, UsageError
+from pipeline.archive.runs import StreamOutcome, resolve_run, resolve_shard, seal_run
+from pipeline.archive.sets import list_sets
+from pipeline.base.errors import AccountRunFailed, JsArchiveError, UsageError
 from pipeline.entry.cli.common import (
     SIZE,
     archive_options,
@@ -34,20 +36,8 @@ from pipeline.entry.cli.common import (
 from pipeline.entry.metrics import RunObserver, account_report
 from pipeline.format.compress import Compression
 from pipeline.jetstream.client import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW_SIZE, RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT
-from pipeline.ops.account import (
-    ON_EXISTS,
-    AccountBackupOptions,
-    AccountPlan,
-    AccountRestoreOptions,
-    AccountRunFailed,
-    StreamOutcome,
-    backup_account,
-    list_sets,
-    resolve_run,
-    resolve_shard,
-    restore_account,
-    seal_run,
-)
+from pipeline.ops.account_backup import AccountBackupOptions, AccountPlan, backup_account
+from pipeline.ops.account_restore import ON_EXISTS, AccountRestoreOptions, restore_account
 
 
 @click.group("account")

@@ -1,0 +1,221 @@
+"""Restore an account backup set into a cluster: ``jsarchive account restore``.
+
+As natscli's ``nats account restore``, every name is checked on the target before anything is restored; with
+``--on-exists replace`` a live stream is replaced only through :func:`pipeline.flows.replace.replace_stream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.archive.reader import open_manifest
+from pipeline.archive.repository import Repository
+from pipeline.archive.sets import load_member, load_set
+from pipeline.archive.trust import TrustPolicy
+from pipeline.base.errors import (
+    AccountRunFailed,
+    ConflictError,
+    JsArchiveError,
+    ServerRefused,
+    UsageError,
+    common_exit_code,
+)
+from pipeline.base.progress import NoProgress, Progress, SharedProgress
+from pipeline.flows.replace import replace_stream
+from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_stream_async
+from pipeline.format.manifest import Manifest
+from pipeline.format.sets import select_streams
+from pipeline.format.snapshot import V2, format_for_version
+from pipeline.jetstream.client import RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT, ConnectOptions, connect
+from pipeline.keys.keyring import KeyRing
+from sinks import SinkOptions
+
+ON_EXISTS = ("fail", "skip", "replace")
+
+
+@dataclass
+class AccountRestoreOptions:
+    url: str
+    set_id: str | None = None  # id or unique prefix; None: the newest set
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+    keys: KeyRing = field(default_factory=KeyRing)
+    cluster: str | None = None
+    tags: list[str] = field(default_factory=list)
+    replicas: int | None = None
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    on_exists: str = "fail"  # fail | skip | replace
+    safety_backup: bool = True  # replace: back up each live stream (marked pre-restore) before deleting it
+    sign_key: object | None = None  # signs the safety backups (pipeline.archive.signing)
+    trust: TrustPolicy | None = None  # what each backup must prove before it is restored (pipeline/archive/trust.py)
+    parallel: int = 2
+    chunk_size: int = RESTORE_CHUNK_SIZE
+    in_flight: int = RESTORE_IN_FLIGHT
+    wait: float = 120.0
+    sink: SinkOptions = field(default_factory=SinkOptions)
+
+
+@dataclass
+class AccountRestoreResult:
+    set_id: str
+    url: str
+    restored: list[RestoreResult]
+    skipped: list[dict]  # {"stream", "reason"}
+    failed: list[dict]  # {"stream", "kind", "exit_code", "message"}
+    replaced: list[str]  # streams deleted on the target before being restored (--on-exists replace)
+    seconds: float = 0.0
+    safety_backups: dict[str, str] = field(default_factory=dict)  # replaced stream -> its pre-restore backup
+
+    def to_json(self) -> dict:
+        return {
+            "set_id": self.set_id,
+            "url": self.url,
+            "restored": [r.to_json() for r in self.restored],
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "replaced": self.replaced,
+            "safety_backups": self.safety_backups,
+            "seconds": self.seconds,
+        }
+
+
+def restore_account(
+    opts: AccountRestoreOptions,
+    progress: Progress | None = None,
+    *,
+    on_stream: Callable[[str, str, str], None] | None = None,
+) -> AccountRestoreResult:
+    return asyncio.run(restore_account_async(opts, progress, on_stream=on_stream))
+
+
+async def restore_account_async(
+    opts: AccountRestoreOptions,
+    progress: Progress | None = None,
+    *,
+    on_stream: Callable[[str, str, str], None] | None = None,
+) -> AccountRestoreResult:
+    """Restore the streams of a set, several at once. ``on_stream(stream, status, detail)`` as each one ends.
+
+    Before anything is sent: every selected manifest is loaded and checked, its data object found, its key
+    unwrapped, the target's version checked against the snapshot formats, and (``on_exists="fail"``, natscli's
+    behaviour) every name checked to be free. Streams that fail later do not stop the others; the result lists
+    them and :class:`AccountRunFailed` is raised at the end.
+    """
+    progress = progress or NoProgress()
+    t0 = time.monotonic()
+    if opts.on_exists not in ON_EXISTS:
+        raise UsageError(f"--on-exists must be one of {', '.join(ON_EXISTS)}, not {opts.on_exists!r}")
+    if opts.parallel < 1:
+        raise UsageError(f"--parallel must be at least 1, not {opts.parallel}")
+    if opts.replicas is not None and opts.replicas < 1:
+        raise UsageError(f"--replicas must be at least 1, not {opts.replicas}")
+    repo = Repository.open(opts.url, opts.sink)
+    bset = load_set(repo, opts.set_id)
+    label = f"set {bset.id[:12]}"
+    entries = {e["stream"]: e for e in bset.streams}
+    chosen = select_streams(sorted(entries), opts.include, opts.exclude, what=label)
+    manifests: dict[str, Manifest] = {}
+    for name in chosen:
+        m = load_member(repo, label, name, entries[name]["manifest_id"])
+        open_manifest(repo, m, opts.keys, label=label)  # a missing key or object now, not after half the account
+        manifests[name] = m
+
+    js = await connect(opts.connect)
+    async with js:
+        server = js.server_info()
+        if format_for_version(server.version_tuple) != V2:
+            v2 = [n for n, m in manifests.items() if m.snapshot_format == V2]
+            if v2:
+                raise ServerRefused(
+                    f"{label}: stream(s) {', '.join(v2)} were backed up in snapshot format V2 (nats-server 2.15 or "
+                    f"later), which nats-server {server.version} cannot read; nothing was restored"
+                )
+        existing = set(await js.stream_names())
+    clash = sorted(existing & set(chosen))
+    skipped: list[dict] = []
+    if clash and opts.on_exists == "fail":
+        raise ConflictError(
+            f"stream(s) {', '.join(clash)} already exist on the target; nothing was restored (--on-exists skip "
+            "leaves them and restores the rest, --on-exists replace deletes and restores them)"
+        )
+    if opts.on_exists == "skip":
+        skipped = [{"stream": n, "reason": "exists on the target"} for n in clash]
+    todo = [n for n in chosen if not (opts.on_exists == "skip" and n in clash)]
+    to_replace = set(clash) if opts.on_exists == "replace" else set()
+
+    restored: list[RestoreResult] = []
+    failed: list[dict] = []
+    replaced: list[str] = []
+    sem = asyncio.Semaphore(opts.parallel)
+    share = SharedProgress(progress)
+    for s in skipped:
+        if on_stream is not None:
+            on_stream(s["stream"], "skipped", s["reason"])
+
+    safety: dict[str, str] = {}
+
+    async def one(name: str) -> None:
+        async with sem:
+            ropts = RestoreOptions(
+                url=opts.url,
+                stream=name,
+                backup=manifests[name].id,
+                connect=opts.connect,
+                keys=opts.keys,
+                cluster=opts.cluster,
+                tags=list(opts.tags),
+                replicas=opts.replicas,
+                chunk_size=opts.chunk_size,
+                in_flight=opts.in_flight,
+                wait=opts.wait,
+                sink=opts.sink,
+                trust=opts.trust,
+            )
+            try:
+                progress.log(f"restore {name}: started")
+                if name in to_replace:
+                    # verified, preflighted and saved before the live stream is deleted (pipeline/flows/replace.py)
+                    out = await replace_stream(
+                        ropts, take_safety_backup=opts.safety_backup, progress=share, sign_key=opts.sign_key
+                    )
+                    replaced.append(name)
+                    if out.safety_backup:
+                        safety[name] = out.safety_backup
+                    r = out.restored
+                else:
+                    r = await restore_stream_async(ropts, share)
+            except JsArchiveError as e:
+                failed.append({"stream": name, "kind": e.kind, "exit_code": e.exit_code, "message": str(e)})
+                if on_stream is not None:
+                    on_stream(name, "failed", str(e))
+                return
+        restored.append(r)
+        if on_stream is not None:
+            on_stream(name, "restored", f"{r.messages:,} messages, {len(r.consumers)} consumer(s), R{r.num_replicas}")
+
+    progress.start(f"account restore ({len(todo)} streams)", None)
+    try:
+        await asyncio.gather(*(one(n) for n in todo))
+    finally:
+        progress.finish()
+    result = AccountRestoreResult(
+        set_id=bset.id,
+        url=repo.url,
+        restored=sorted(restored, key=lambda r: r.stream),
+        skipped=skipped,
+        failed=sorted(failed, key=lambda f: f["stream"]),
+        replaced=sorted(replaced),
+        seconds=round(time.monotonic() - t0, 3),
+        safety_backups=dict(sorted(safety.items())),
+    )
+    if failed:
+        raise AccountRunFailed(
+            f"restore of {len(failed)} of {len(todo)} stream(s) failed: "
+            + ", ".join(f["stream"] for f in result.failed),
+            result,
+            common_exit_code([int(f["exit_code"]) for f in failed]),
+        )
+    return result
