@@ -28,6 +28,7 @@ fuzz: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline sinks tests benchmarks
 	$(BIN)/ruff format --check pipeline sinks tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py

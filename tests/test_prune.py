@@ -19,10 +19,10 @@ from pipeline.archive.retention import Duration, Item, Policy, apply_policy, par
 from pipeline.archive.verify import VerifyOptions, verify_archive
 from pipeline.base.errors import UsageError
 from pipeline.entry.cli import main
-from pipeline.format import crypto
 from pipeline.format import manifest as mf
 from pipeline.format.compress import BlockCompressor, Compression
 from pipeline.format.sets import build_set, set_entry
+from pipeline.keys import crypto
 from pipeline.keys.keyring import KeyRing
 from pipeline.ops.listing import list_backups
 from pipeline.ops.prune import DELETE, KEEP, LOCKED, PruneOptions, prune

@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.base.errors import IntegrityError, KeyUnavailable, UsageError
-from pipeline.format import crypto
 from pipeline.format import manifest as mf
 from pipeline.format.blocks import MAX_BLOCKS, BlockCutter, MiB, choose_block_size
 from pipeline.format.compress import BlockCompressor, Compression
 from pipeline.format.snapshot import V1, V2, detect_snapshot_format
 from pipeline.jetstream.client import api_error, parse_version
+from pipeline.keys import crypto
 from pipeline.keys.keyring import KeyRing, KeySlot, fingerprint, generate_identity, parse_raw_key
 
 

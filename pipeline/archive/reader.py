@@ -21,9 +21,10 @@ from typing import TypeVar
 
 from pipeline.archive.repository import Repository, storage_error
 from pipeline.base.errors import IntegrityError
-from pipeline.format import crypto, payload, s2
+from pipeline.format import payload, s2
 from pipeline.format.compress import BlockCompressor, Compression
 from pipeline.format.manifest import Manifest
+from pipeline.keys import crypto
 from pipeline.keys.keyring import KeyRing
 from sinks import SinkError, SinkOptions
 

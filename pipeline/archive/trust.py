@@ -15,6 +15,7 @@ before anything is sent to a server.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from pipeline.archive.repository import Ref, Repository
     from pipeline.format.manifest import Manifest
     from pipeline.format.sets import BackupSet
-    from pipeline.jetstream.client import ConnectOptions
 
 
 def keys_configured(keys: KeyRing) -> bool:
@@ -132,16 +132,6 @@ def check_members(
     return chosen
 
 
-async def account_mismatch(connect: ConnectOptions, bset: BackupSet) -> tuple[str | None, str | None]:
-    """(the account the set records, the account this connection is in); either may be unknown (None)."""
-    from pipeline.jetstream.account import account_identity
-    from pipeline.jetstream.client import connect as connect_js
-
-    async with await connect_js(connect) as js:
-        here = (await account_identity(js, connect.resolved())).get("name")
-    return bset.account.get("name"), here
-
-
 def check_account(recorded: str | None, here: str | None, allow_other: bool, set_id: str) -> list[str]:
     """Refuse (exit 2) restoring a set into another account than the one it records, unless ``allow_other``;
     the warnings to show."""
@@ -169,18 +159,16 @@ def preflight_set(
     exclude: list[str],
     policy: TrustPolicy,
     *,
-    connect: ConnectOptions | None = None,
+    account_here: Callable[[], str | None] | None = None,
     allow_other_account: bool = False,
 ) -> tuple[BackupSet, list[str]]:
     """Before an account restore or a drill sends anything: the set to use (pinned by its full id, which names its
-    members' manifests by their hashes), every selected member acceptable, and (with ``connect``: account
-    restore) the connection in the account the set records. Returns the set and the warnings to show."""
-    import asyncio
-
+    members' manifests by their hashes), every selected member acceptable, and (with ``account_here``, which
+    asks the server which account the connection is in: account restore) the account the set records. Returns the
+    set and the warnings to show."""
     notes: list[str] = []
     bset = choose_set(repo, set_id, policy, notes)
     check_members(repo, bset, include, exclude, policy)
-    if connect is not None:
-        recorded, here = asyncio.run(account_mismatch(connect, bset))
-        notes += check_account(recorded, here, allow_other_account, bset.id)
+    if account_here is not None:
+        notes += check_account(bset.account.get("name"), account_here(), allow_other_account, bset.id)
     return bset, notes

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from pipeline import __version__
 from pipeline.archive.repository import Repository, ref_time, storage_error
 from pipeline.base.errors import TransferFailed
-from pipeline.format import crypto, payload
 from pipeline.format import manifest as mf
+from pipeline.format import payload
 from pipeline.format.blocks import BlockCutter
 from pipeline.format.compress import BlockCompressor, Compression
 from pipeline.format.snapshot import V2, detect_snapshot_format
+from pipeline.keys import crypto
 from pipeline.keys.keyring import KeyRing
 from sinks import ObjectInfo, Retention, SinkError
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.base.errors import IntegrityError, KeyUnavailable
-from pipeline.format import crypto, objects
+from pipeline.format import objects
+from pipeline.keys import crypto
 from pipeline.keys.keyring import KeySlot
 
 FORMAT = "jsarchive.manifest"

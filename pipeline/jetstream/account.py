@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from pipeline.jetstream.client import ConnectOptions, JetStream
+from pipeline.jetstream.client import connect as connect_js
 
 
 @dataclass
@@ -66,3 +67,9 @@ async def list_account(js: JetStream) -> tuple[list[PlannedStream], list[str]]:
             break
     known = {p.name for p in out}
     return sorted(out, key=lambda p: p.name), sorted(missing - known)
+
+
+async def connection_account(connect: ConnectOptions) -> str | None:
+    """The account a connection with ``connect`` is in, or None where the server does not say."""
+    async with await connect_js(connect) as js:
+        return (await account_identity(js, connect.resolved())).get("name")

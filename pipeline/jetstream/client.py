@@ -568,6 +568,29 @@ class JetStream:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def scatter(self, subject: str, window: float, enough: Callable[[list[dict]], bool]) -> list[dict]:
+        """Publish one request to every server (``$SYS.REQ.SERVER.PING.*``) and collect the JSON answers until
+        ``enough(answers)`` or ``window`` seconds have passed; answers that are not JSON are left out."""
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox)
+        answers: list[dict] = []
+        try:
+            await self.nc.publish(subject, b"{}", reply=inbox)
+            deadline = time.monotonic() + window
+            while time.monotonic() < deadline and not enough(answers):
+                try:
+                    msg = await sub.next_msg(timeout=max(0.05, deadline - time.monotonic()))
+                except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                    break
+                with contextlib.suppress(ValueError):
+                    doc = json.loads(msg.data)
+                    if isinstance(doc, dict):
+                        answers.append(doc)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return answers
+
     def server_info(self) -> ServerInfo:
         info = dict(self.nc._server_info or {})  # nats-py keeps INFO here; there is no public accessor
         return ServerInfo(

@@ -1,1 +1,1 @@
-"""Keys: the per-backup data key and the slots that wrap it (age, raw, passphrase, cloud KMS)."""
+"""Keys and sealing: the per-backup data key, the slots that wrap it (age, raw, passphrase, cloud KMS), AEAD."""

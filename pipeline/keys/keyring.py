@@ -29,8 +29,7 @@ from pathlib import Path
 import pyrage
 
 from pipeline.base.errors import ConnectionFailed, IntegrityError, KeyUnavailable, UsageError
-from pipeline.format import crypto
-from pipeline.keys import kms
+from pipeline.keys import crypto, kms
 
 KEY_ENV = "JSARCHIVE_KEY"
 

@@ -1,6 +1,6 @@
 """Cloud KMS key slots: the per-backup data key wrapped by AWS KMS or Google Cloud KMS.
 
-The data key is always ours (a fresh random 256-bit key per backup, :func:`pipeline.format.crypto.new_data_key`); KMS
+The data key is always ours (a fresh random 256-bit key per backup, :func:`pipeline.keys.crypto.new_data_key`); KMS
 only wraps it. So a backup needs ``Encrypt`` on the key and never ``GenerateDataKey`` or ``Decrypt``: a backup host can
 hold encrypt-only rights and never read what it wrote.
 
@@ -9,7 +9,7 @@ hold encrypt-only rights and never read what it wrote.
   KMS reports and its region. The context binds the slot to its backup: a slot copied to another backup does not
   decrypt.
 - **Google Cloud KMS** (slot type ``gcp-kms``): ``Encrypt``/``Decrypt`` on a CryptoKey with the raw slot's
-  associated data (``"jsarchive/v1/key-slot" 0x00 || backup id``, :func:`pipeline.format.crypto.slot_aad`) as
+  associated data (``"jsarchive/v1/key-slot" 0x00 || backup id``, :func:`pipeline.keys.crypto.slot_aad`) as
   ``additional_authenticated_data``, and CRC32C checks of request and response as Google recommends.
 
 boto3 and google-cloud-kms are imported lazily, inside the functions that need them (``pip install
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.base.errors import UsageError
-from pipeline.format import crypto
+from pipeline.keys import crypto
 
 AWS_SLOT = "aws-kms"
 GCP_SLOT = "gcp-kms"

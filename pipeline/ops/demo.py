@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import nats
-from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from pipeline.base.progress import Progress
 from pipeline.flows.backup import BackupOptions, BackupResult, backup_stream_async
 from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_stream_async
 from pipeline.jetstream.client import ConnectOptions, connect
 from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
+from pipeline.jetstream.sample import fill_stream
 from pipeline.keys.keyring import KeyRing, generate_identity
 
 STREAM = "ORDERS"
-REGIONS = ("eu", "us", "ap")
 
 
 @dataclass
@@ -35,42 +31,6 @@ class DemoResult:
     @property
     def identical(self) -> bool:
         return all(a == b for _, a, b in self.rows)
-
-
-async def fill_stream(url: str, messages: int) -> None:
-    """A stream with headers, several subjects, interior deletes and two consumers with partial acks."""
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        await js.add_stream(StreamConfig(name=STREAM, subjects=["orders.>"]))
-        futs = []
-        for i in range(1, messages + 1):
-            region = REGIONS[i % len(REGIONS)]
-            body = json.dumps({"id": i, "region": region, "amount": (i * 37) % 1000, "sku": f"SKU-{i % 97}"})
-            futs.append(
-                await js.publish_async(f"orders.{region}.{i % 10}", body.encode(), headers={"Order-Id": str(i)})
-            )
-            if len(futs) >= 512:
-                await asyncio.gather(*futs)
-                futs.clear()
-        await asyncio.gather(*futs)
-        for seq in (10, 11, 500, messages // 2):
-            await js.delete_msg(STREAM, seq)
-        await js.add_consumer(STREAM, ConsumerConfig(durable_name="billing", ack_policy=AckPolicy.EXPLICIT))
-        await js.add_consumer(
-            STREAM, ConsumerConfig(durable_name="eu-audit", ack_policy=AckPolicy.EXPLICIT, filter_subject="orders.eu.>")
-        )
-        for durable, subject, n in (("billing", "orders.>", messages // 3), ("eu-audit", "orders.eu.>", 200)):
-            sub = await js.pull_subscribe(subject, durable=durable, stream=STREAM)
-            left = n
-            while left > 0:
-                batch = await sub.fetch(min(left, 256), timeout=5)
-                for m in batch:
-                    await m.ack()
-                left -= len(batch)
-        await nc.flush()
-    finally:
-        await nc.close()
 
 
 async def describe(url: str) -> dict:
@@ -112,7 +72,7 @@ async def run_demo(
         for s in (source, target):
             await asyncio.to_thread(s.wait_ready)
         say(f"started nats-server {source.varz().get('version')} twice: source {source.url}, target {target.url}")
-        await fill_stream(source.url, messages)
+        await fill_stream(source.url, STREAM, messages)
         before = await describe(source.url)
         say(f"filled stream {STREAM}: {before['messages']} messages, 2 consumers")
         b = await backup_stream_async(

@@ -20,15 +20,12 @@ a failed restore after the deletes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import fnmatch
 import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-
-import nats.errors
 
 from pipeline.archive.reader import open_manifest
 from pipeline.archive.repository import Ref, Repository
@@ -278,28 +275,17 @@ async def cluster_view(sys_js: JetStream | None, window: float = PING_WINDOW) ->
     """Meta group members and which of them answer a server ping (needs the system account)."""
     if sys_js is None:
         return ClusterView(system=False)
-    nc = sys_js.nc
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    answers: list[dict] = []
-    try:
-        await nc.publish("$SYS.REQ.SERVER.PING.JSZ", b"{}", reply=inbox)
-        deadline = time.monotonic() + window
-        expected: int | None = None
-        while time.monotonic() < deadline and (expected is None or len(answers) < expected):
-            try:
-                msg = await sub.next_msg(timeout=max(0.05, deadline - time.monotonic()))
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
-                break
-            with contextlib.suppress(ValueError):
-                doc = json.loads(msg.data)
-                answers.append(doc)
-                meta = (doc.get("data") or {}).get("meta_cluster") or {}
-                if meta.get("leader") and meta.get("cluster_size"):
-                    expected = max(expected or 0, int(meta["cluster_size"]))
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+
+    def everyone(answers: list[dict]) -> bool:
+        # a meta leader's answer says how many servers the cluster has: stop once that many answered
+        sizes = [
+            int(meta["cluster_size"])
+            for meta in (((a.get("data") or {}).get("meta_cluster") or {}) for a in answers)
+            if meta.get("leader") and meta.get("cluster_size")
+        ]
+        return bool(sizes) and len(answers) >= max(sizes)
+
+    answers = await sys_js.scatter("$SYS.REQ.SERVER.PING.JSZ", window, everyone)
     if not answers:
         raise ServerRefused(
             "no server answered $SYS.REQ.SERVER.PING.JSZ: the --system-* credentials are not for the system account"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import click
 
 from pipeline.archive.runs import StreamOutcome, resolve_run, resolve_shard, seal_run
@@ -35,6 +37,7 @@ from pipeline.entry.cli.common import (
 )
 from pipeline.entry.metrics import RunObserver, account_report
 from pipeline.format.compress import Compression
+from pipeline.jetstream.account import connection_account
 from pipeline.jetstream.client import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW_SIZE, RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT
 from pipeline.ops.account_backup import AccountBackupOptions, AccountPlan, backup_account
 from pipeline.ops.account_restore import ON_EXISTS, AccountRestoreOptions, restore_account
@@ -337,7 +340,7 @@ def restore_cmd(
         list(include),
         list(exclude),
         policy,
-        connect=connect,
+        account_here=lambda: asyncio.run(connection_account(connect)),
         allow_other_account=allow_other_account,
     )
     for w in notes:
