@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline.archive.retention import parse_created
 from pipeline.base.errors import (
     ColdStorage,
     ConnectionFailed,
@@ -452,7 +453,6 @@ class Repository:
         costs a
         bounded number of reads and ends in an IntegrityError instead of a restore of something older.
         """
-        from pipeline.archive.trust import ref_disagreement
 
         refs = self.refs(stream) if refs is None else refs  # ``refs``: this stream's, newest first, listed once
         if not refs:
@@ -483,3 +483,15 @@ class Repository:
             f"no backup of stream {stream!r} in {self.url} can be used (the newest {scanned} refs{more} were read); "
             f"the newest: {notes[0]}" + (f" (and {len(notes) - 1} more skipped)" if len(notes) > 1 else "")
         )
+
+
+def ref_disagreement(ref: Ref, m: mf.Manifest) -> str | None:
+    """Why the time in a ref's name is not its manifest's ``created`` (None when they agree). The writer names a
+    ref after ``created``, so a disagreement means the ref was made by something else."""
+    try:
+        created = ref_time(parse_created(m.created))
+    except (ValueError, OverflowError):
+        return f"its manifest's created time {m.created!r} is not a time"
+    if created != ref.time:
+        return f"its name says {ref.time} but its manifest {m.id[:12]} was created {created}"
+    return None

@@ -17,16 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.archive.repository import Repository, storage_error
 from pipeline.base.errors import IntegrityError, PermissionDenied, UsageError
 from pipeline.format import manifest as mf
 from pipeline.format import objects
 from pipeline.keys.keyring import check_private
+from sinks import Retention, SinkError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-    from pipeline.archive.repository import Repository
-    from sinks import Retention
 
 SIGNATURES = "signatures/"
 SIGNATURE_FORMAT = "jsarchive.signature"
@@ -164,9 +163,6 @@ def sign(
 ) -> str:
     """Store ``key``'s signature over ``object_id``; its object key. Ed25519 is deterministic, so signing the same
     id again with the same key finds the same bytes already there (create-only, never replaced)."""
-    from pipeline.archive.repository import storage_error
-    from sinks import SinkError
-
     where = signature_key(object_id, fingerprint(raw_public(key)))
     try:
         repo.put_small(where, encode_signature(kind, object_id, key), retention)

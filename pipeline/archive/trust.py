@@ -17,36 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from pipeline.archive import signing
-from pipeline.base.errors import IntegrityError, UsageError
+from pipeline.archive.repository import Repository
+from pipeline.archive.sets import list_sets_in, load_member, load_set
+from pipeline.base.errors import IntegrityError, NotFoundError, UsageError
+from pipeline.format.manifest import Manifest
+from pipeline.format.sets import BackupSet, select_streams
 from pipeline.keys.keyring import KeyRing
-
-if TYPE_CHECKING:
-    from pipeline.archive.repository import Ref, Repository
-    from pipeline.format.manifest import Manifest
-    from pipeline.format.sets import BackupSet
 
 
 def keys_configured(keys: KeyRing) -> bool:
     """Whether this invocation can open encrypted backups, and so expects them: then plaintext is suspicious."""
     return bool(keys.identities or keys.raw_keys or keys.aws_kms_keys or keys.gcp_kms_keys or keys.kms_config.use_slots)
-
-
-def ref_disagreement(ref: Ref, m: Manifest) -> str | None:
-    """Why the time in a ref's name is not its manifest's ``created`` (None when they agree). The writer names a
-    ref after ``created``, so a disagreement means the ref was made by something else."""
-    from pipeline.archive.repository import ref_time
-    from pipeline.archive.retention import parse_created
-
-    try:
-        created = ref_time(parse_created(m.created))
-    except (ValueError, OverflowError):
-        return f"its manifest's created time {m.created!r} is not a time"
-    if created != ref.time:
-        return f"its name says {ref.time} but its manifest {m.id[:12]} was created {created}"
-    return None
 
 
 @dataclass
@@ -91,9 +74,6 @@ class TrustPolicy:
 def choose_set(repo: Repository, set_id: str | None, policy: TrustPolicy, notes: list[str]) -> BackupSet:
     """The set to restore: the one named, or the newest (by ``finished``) that the policy accepts; newer ones it
     does not accept are named in ``notes``. Raises IntegrityError if the chosen set is not acceptable."""
-    from pipeline.archive.sets import list_sets_in, load_set
-    from pipeline.base.errors import NotFoundError
-
     if set_id:
         bset = load_set(repo, set_id)
         why = policy.set_problem(repo, bset.id)
@@ -116,9 +96,6 @@ def check_members(
 ) -> list[str]:
     """Every selected member of ``bset`` acceptable under ``policy`` (IntegrityError naming each that is not);
     the selected stream names."""
-    from pipeline.archive.sets import load_member
-    from pipeline.format.sets import select_streams
-
     label = f"set {bset.id[:12]}"
     entries = {e["stream"]: e for e in bset.streams}
     chosen = select_streams(sorted(entries), include, exclude, what=label)

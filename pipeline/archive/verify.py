@@ -42,12 +42,21 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline.archive import signing
 from pipeline.archive.reader import BlockReader, unwrap_data_key
-from pipeline.archive.repository import DATA, LATEST_SCAN, MANIFESTS, REFS, Ref, Repository, storage_error
-from pipeline.archive.trust import ref_disagreement
+from pipeline.archive.repository import (
+    DATA,
+    LATEST_SCAN,
+    MANIFESTS,
+    REFS,
+    Ref,
+    Repository,
+    ref_disagreement,
+    storage_error,
+)
 from pipeline.base.errors import IntegrityError, JsArchiveError, KeyUnavailable, NotFoundError, UsageError
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.format import manifest as mf
 from pipeline.format import natsarc, objects, payload, s2
+from pipeline.format.sets import parse_set
 from pipeline.keys.keyring import KeyRing
 from sinks import ObjectNotFound, SinkError, SinkOptions
 
@@ -363,8 +372,6 @@ def _check_sets(
     report: VerifyReport,
     trust_keys: list[signing.TrustedKey],
 ) -> None:
-    from pipeline.format.sets import parse_set
-
     for sid in sorted(repo.list_sets()):
         check = LinkCheck("set", repo.set_key(sid), ok=True, target=sid)
         report.links.append(check)

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipeline import __version__
+from pipeline.archive import signing
 from pipeline.archive.repository import Repository, ref_time, storage_error
 from pipeline.base.errors import TransferFailed
 from pipeline.format import manifest as mf
@@ -318,7 +319,6 @@ class BackupWriter:
             mid = await asyncio.to_thread(self.repo.write_manifest, raw, retention)
             if sign_key is not None:
                 # before the ref: a reader that demands signatures never finds a ref to an unsigned backup
-                from pipeline.archive import signing
 
                 await asyncio.to_thread(signing.sign, self.repo, "manifest", mid, sign_key, retention)
             ref = await asyncio.to_thread(

@@ -24,10 +24,10 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 from pipeline.archive.reader import BlockReader, open_manifest
 from pipeline.archive.repository import Repository
+from pipeline.archive.trust import TrustPolicy
 from pipeline.base.errors import (
     ConflictError,
     IntegrityError,
@@ -38,15 +38,12 @@ from pipeline.base.errors import (
 )
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.format import marks, payload
+from pipeline.format.rewrite import RewritePlan, RewriteSpec, SubjectMap, filters_overlap, plan_rewrite, rewrite_archive
 from pipeline.format.snapshot import V2, format_for_version
 from pipeline.jetstream.client import RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT, ConnectOptions, JetStream, connect
 from pipeline.jetstream.preflight import preflight_target
 from pipeline.keys.keyring import KeyRing
 from sinks import SinkOptions
-
-if TYPE_CHECKING:  # pipeline.format.rewrite imports pipeline.archive.inspect, which imports this module
-    from pipeline.archive.trust import TrustPolicy
-    from pipeline.format.rewrite import RewritePlan, RewriteSpec
 
 
 @dataclass
@@ -80,8 +77,6 @@ class RestoreOptions:
     trust: TrustPolicy | None = None
 
     def rewrite_spec(self) -> RewriteSpec:
-        from pipeline.format.rewrite import RewriteSpec, SubjectMap
-
         return RewriteSpec(
             new_name=self.new_name,
             subject_map=SubjectMap.parse(self.subject_map),
@@ -188,8 +183,6 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         if existing is not None:
             raise _exists_error(target, existing)
         if spec.active:
-            from pipeline.format.rewrite import plan_rewrite
-
             plan = await asyncio.to_thread(plan_rewrite, payload.decoded(reader.blocks(), encoding), config, spec)
             config, state, expected_consumers = plan.config, plan.state, len(plan.consumers)
             await _check_subjects_free(js, target, opts.stream, plan)
@@ -302,8 +295,6 @@ def _rewrite_notes(plan: RewritePlan) -> list[str]:
 
 async def _check_subjects_free(js: JetStream, target: str, original: str, plan: RewritePlan) -> None:
     """The server does not check subject overlap on restore: refuse subjects another stream already listens on."""
-    from pipeline.format.rewrite import filters_overlap
-
     mine = list(plan.config.get("subjects") or [])
     for name in await js.stream_names():
         if name == target:
@@ -326,8 +317,6 @@ async def _rewritten_chunks(
     reader: BlockReader, encoding: str, plan: RewritePlan, opts: RestoreOptions
 ) -> AsyncIterator[bytes]:
     """Pass 2 (in a thread): blocks → decoded archive → rewrite → Snappy framing → chunks of ``opts.chunk_size``."""
-
-    from pipeline.format.rewrite import rewrite_archive
 
     def produce() -> Iterator[bytes]:
         archive = rewrite_archive(payload.decoded(reader.blocks(), encoding), plan)

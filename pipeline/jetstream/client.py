@@ -28,6 +28,7 @@ import nats
 import nats.errors
 from nats.aio.client import Client, RawCredentials
 
+from pipeline.base.display import redact_servers, redact_text, safe
 from pipeline.base.errors import (
     AuthFailed,
     ConflictError,
@@ -446,7 +447,6 @@ async def connect(opts: ConnectOptions) -> JetStream:
         kwargs["tls_handshake_first"] = opts.tls_first
     if opts.inbox_prefix:
         kwargs["inbox_prefix"] = opts.inbox_prefix
-    from pipeline.base.display import redact_servers
 
     # The server list can carry passwords and tokens (nats://user:pw@host); the message goes to logs and metrics.
     where = redact_servers(opts.servers)
@@ -492,8 +492,6 @@ async def _quiet_noarg() -> None:
 
 
 def _describe(e: BaseException) -> str:
-    from pipeline.base.display import redact_text
-
     text = redact_text(str(e).strip().strip("'\""))  # nats-py may name the URL it tried
     if _is_auth_error(e):
         return "authorization violation"
@@ -508,8 +506,6 @@ TRACE_LIMIT = 2048
 def _trace(direction: str, subject: str, body: bytes | str) -> None:
     """One line on stderr per API request or reply: credentials redacted, control characters escaped, cut short."""
     import sys
-
-    from pipeline.base.display import redact_text, safe
 
     text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else str(body)
     text = " ".join(text.split())

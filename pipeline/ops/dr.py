@@ -30,10 +30,14 @@ from dataclasses import asdict, dataclass, field
 from pipeline.archive.reader import open_manifest
 from pipeline.archive.repository import Ref, Repository
 from pipeline.archive.retention import parse_created
+from pipeline.archive.sets import load_member
 from pipeline.archive.trust import TrustPolicy
 from pipeline.base.errors import ConflictError, JsArchiveError, NotFoundError, ServerRefused, TransferFailed
+from pipeline.flows.replace import replace_stream
+from pipeline.flows.restore import RestoreOptions, restore_config, restore_stream_async
 from pipeline.format import marks
 from pipeline.format.manifest import Manifest
+from pipeline.format.sets import parse_set
 from pipeline.jetstream.client import ApiError, ConnectOptions, JetStream, connect
 from pipeline.keys.keyring import KeyRing
 from sinks.base import SinkOptions
@@ -411,8 +415,6 @@ class NewestSet:
 def newest_set(repo: Repository, warnings: list[str]) -> NewestSet | None:
     """The newest valid set (by ``finished``); a set that does not parse is skipped with a warning, so one damaged
     object does not take dr status down in the middle of a recovery."""
-    from pipeline.format.sets import parse_set
-
     best = None
     for sid in repo.list_sets():
         try:
@@ -581,8 +583,6 @@ def _missing(
             continue
         backup = backups.get(name)
         if backup is None and newest is not None and name in newest.members:
-            from pipeline.archive.sets import load_member
-
             try:  # a set member whose refs are gone: the set still names its manifest
                 backup = LatestBackup.of(load_member(repo, f"set {newest.id[:12]}", name, newest.members[name]), now)
             except JsArchiveError as e:
@@ -798,8 +798,6 @@ def check_restores(the_plan: RecoveryPlan, opts: RecoverOptions) -> None:
     """Block each restore step the server would refuse, before anything is done: the backup must open with the
     given keys (placement is in the sealed body) and its data object must be readable, and with the system account
     its placement (as --cluster/--tag/--replicas change it) must be met by live servers."""
-    from pipeline.flows.restore import restore_config
-
     steps = [a for a in the_plan.actions if a.kind == "restore" and not a.blocked]
     if not steps or opts.url is None:
         return
@@ -967,9 +965,6 @@ async def _still_the_partial(js: JetStream, planned: StreamHealth) -> None:
 
 async def recover_async(opts: RecoverOptions, say: Callable[[str], None] = lambda _m: None) -> RecoveryResult:
     """Take the plan: peer-removes, wait for rebuilds, delete + restore from backups, verify; then status again."""
-    from pipeline.flows.replace import replace_stream
-    from pipeline.flows.restore import RestoreOptions, restore_stream_async
-
     t0 = time.monotonic()
     the_plan = await plan_async(opts)
     if the_plan.blocked:

@@ -35,6 +35,7 @@ from pipeline.base.errors import (
     NotFoundError,
     UsageError,
 )
+from pipeline.flows.restore import RestoreOptions, compare_state, restore_stream_async
 from pipeline.format import manifest as mf
 from pipeline.format import marks, objects
 from pipeline.format.manifest import Manifest
@@ -174,7 +175,6 @@ def _compare(check: StreamCheck, config: dict) -> None:
     # the restore's own rules (pipeline/flows/restore.py compare_state): loss is a problem; what the server is
     # documented to drop on a restore (expired TTLs, limits over a backup that holds superseded KV values, ...) is a
     # note
-    from pipeline.flows.restore import compare_state
 
     try:
         check.notes += compare_state(check.stream, {k: want[k] for k in ("messages", "last_seq")}, got, config=config)
@@ -243,8 +243,6 @@ def run_drill(opts: DrillOptions) -> DrillResult:
 async def run_drill_async(opts: DrillOptions) -> DrillResult:
     """Restore, check, measure, report, clean up. Raises :class:`DrillFailed` (after writing the report) when a
     stream could not be restored or does not match its backup."""
-    from pipeline.flows.restore import RestoreOptions, restore_stream_async
-
     started = _now()
     t0 = time.monotonic()
     if not _NAME_PREFIX.fullmatch(opts.prefix):

@@ -10,8 +10,10 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline.archive.reader import unwrap_data_key
 from pipeline.archive.repository import Ref, Repository, storage_error
+from pipeline.archive.retention import parse_created
 from pipeline.base.errors import JsArchiveError
 from pipeline.format.manifest import Manifest
+from pipeline.format.sets import parse_set
 from pipeline.keys.keyring import KeyRing
 from sinks import ObjectInfo, SinkError, SinkOptions
 
@@ -111,8 +113,6 @@ def list_backups(
 
 
 def _created_at(e: BackupEntry) -> dt.datetime:
-    from pipeline.archive.retention import parse_created
-
     try:
         return parse_created(e.created)  # also reads a ref name's basic ISO 8601 time (20261201T192045.123456Z)
     except (ValueError, OverflowError):
@@ -198,7 +198,6 @@ def show_backup(url: str, backup: str, keys: KeyRing | None = None, sink: SinkOp
         raise storage_error(e, f"cannot read the data object of backup {m.id[:12]}") from None
     details = BackupDetails(m.id, env, _object_json(info) if info is not None else None)
     details.refs = [r.key for r in repo.refs(m.stream) if r.backup_id == m.backup_id]
-    from pipeline.format.sets import parse_set
 
     for sid in sorted(repo.list_sets()):
         try:

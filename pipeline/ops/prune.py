@@ -35,6 +35,7 @@ from pipeline.archive.retention import Item, Policy, apply_policy, parse_created
 from pipeline.archive.signing import SIGNATURES
 from pipeline.archive.verify import LoadedManifest, load_quietly, manifest_names
 from pipeline.base.errors import JsArchiveError
+from pipeline.format.sets import parse_set
 from sinks import ObjectInfo, SinkError, SinkOptions
 from sinks.base import IncompleteUpload
 from sinks.local import ArchiveTampered
@@ -289,7 +290,6 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
         invalid = [x for x in loaded.values() if x.manifest is None]
         for x in invalid:
             report.warnings.append(f"manifests/{x.id} is left alone: {x.problem}")
-        from pipeline.format.sets import parse_set
 
         sets = []
         for sid in sorted(repo.list_sets()):
