@@ -10,8 +10,10 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from pipeline.base.errors import UsageError
+from pipeline.base.units import parse_size
 from pipeline.entry.cli import main
-from pipeline.entry.cli.common import parse_size
+from pipeline.entry.cli.common import SIZE
 from pipeline.jetstream.client import ConnectOptions, load_context
 
 
@@ -33,8 +35,10 @@ def test_sizes(text, value):
 
 @pytest.mark.parametrize("text", ["", "abc", "1.5MiB", "-1", "10TiB"])
 def test_bad_sizes(text):
-    with pytest.raises(click.BadParameter):
+    with pytest.raises(UsageError):
         parse_size(text)
+    with pytest.raises(click.BadParameter):  # the CLI's option type says it as click does
+        SIZE.convert(text, None, None)
 
 
 def _write_context(tmp_path, name, body, select=False):

@@ -24,7 +24,8 @@ import pytest
 from nats.aio.client import RawCredentials
 
 from pipeline.base.errors import AuthFailed, TransferFailed, UsageError
-from pipeline.jetstream.client import ConnectOptions, connect, parse_duration
+from pipeline.base.units import parse_duration
+from pipeline.jetstream.client import ConnectOptions, connect
 from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
 
 pytestmark = pytest.mark.timeout(300)

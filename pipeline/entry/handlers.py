@@ -86,7 +86,7 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _duration(env: Mapping[str, str], name: str) -> float | None:
     """natscli's meaning and format (a Go duration such as ``5s``, or seconds); None: the library's default."""
-    from pipeline.jetstream.client import parse_duration
+    from pipeline.base.units import parse_duration
 
     text = env.get(name)
     if text is None or not text.strip():
@@ -114,11 +114,11 @@ def _size(env: Mapping[str, str], name: str, default: int) -> int:
     text = env.get(name)
     if text is None or not text.strip():
         return default
-    from pipeline.entry.cli.common import parse_size
+    from pipeline.base.units import parse_size
 
     try:
         value = parse_size(text)
-    except Exception:  # noqa: BLE001 - click.BadParameter; the message below says what is expected
+    except UsageError:
         raise ConfigError(f"${name} is {text!r}, not a size (e.g. 20MiB)") from None
     if value <= 0:
         raise ConfigError(f"${name} must be more than 0")
@@ -408,7 +408,7 @@ class TimeBudget:
 
     def admit(self, stream: str, nbytes: int) -> str | None:
         """None if ``stream`` fits; else why it is deferred."""
-        from pipeline.entry.cli.common import human_bytes
+        from pipeline.base.units import human_bytes
 
         need, left = self.estimate(nbytes), self.left()
         if need <= left:

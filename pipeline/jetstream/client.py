@@ -120,31 +120,6 @@ def api_error(err: dict, stream: str = "") -> JsArchiveError:
 CONNECT_TIMEOUT_MIN = 2.0  # a TLS handshake to a distant server needs this much even when --timeout is short
 CONNECT_TIMEOUT_MAX = 10.0  # a long --timeout is for slow API answers; a dead address should not stall as long
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str | float) -> float:
-    """Seconds from a Go duration as natscli takes them (``5s``, ``500ms``, ``1m30s``, ``1h``) or plain seconds."""
-    if isinstance(text, (int, float)):
-        seconds = float(text)
-    else:
-        s = str(text).strip()
-        try:
-            seconds = float(s)
-        except ValueError:
-            pos, seconds = 0, 0.0
-            for m in _DURATION_PART.finditer(s):
-                if m.start() != pos:
-                    break
-                seconds += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-                pos = m.end()
-            if not s or pos != len(s):
-                raise UsageError(f"{text!r} is not a duration (e.g. 5s, 500ms, 1m30s, 1h, or seconds)") from None
-    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
-        raise UsageError(f"{text!r} is not a positive duration")
-    return seconds
-
 
 @dataclass
 class ConnectOptions:

@@ -9,6 +9,7 @@ import click
 from pipeline.archive.runs import StreamOutcome, resolve_run, resolve_shard, seal_run
 from pipeline.archive.sets import list_sets
 from pipeline.base.errors import AccountRunFailed, JsArchiveError, UsageError
+from pipeline.base.units import human_bytes
 from pipeline.entry.cli.common import (
     SIZE,
     archive_options,
@@ -20,7 +21,6 @@ from pipeline.entry.cli.common import (
     error_document,
     error_exit,
     handle_errors,
-    human_bytes,
     key_options,
     key_ring,
     make_progress,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -15,19 +14,10 @@ import click
 from pipeline.base.display import redact_text, safe
 from pipeline.base.errors import Interrupted, JsArchiveError, UsageError
 from pipeline.base.progress import NoProgress, Progress
-from pipeline.jetstream.client import ConnectOptions, parse_duration
+from pipeline.base.units import human_bytes, parse_duration, parse_size
+from pipeline.jetstream.client import ConnectOptions
 from pipeline.keys.keyring import KeyRing
 from sinks import Retention, SinkOptions
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``262144``, ``256KiB``, ``256KB``, ``256k``, ``1MiB``: units are powers of 1024, as natscli treats them."""
-    m = _SIZE.match(str(text))
-    if not m:
-        raise click.BadParameter(f"{text!r} is not a size (e.g. 262144, 256KiB, 1MiB)")
-    return int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
 
 
 class SizeType(click.ParamType):
@@ -36,7 +26,10 @@ class SizeType(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
         if isinstance(value, int):
             return value
-        return parse_size(value)
+        try:
+            return parse_size(value)
+        except UsageError as e:
+            self.fail(str(e), param, ctx)
 
 
 SIZE = SizeType()
@@ -392,14 +385,6 @@ def cell(text: object, style: str | None = None) -> Any:
     from rich.text import Text
 
     return Text(safe(text), style=style or "")
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 class LogProgress:

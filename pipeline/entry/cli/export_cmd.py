@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
+from pipeline.base.units import human_bytes
 from pipeline.entry.cli.common import (
     SIZE,
     archive_options,
     echo,
     emit_json,
     handle_errors,
-    human_bytes,
     key_options,
     key_ring,
     make_progress,

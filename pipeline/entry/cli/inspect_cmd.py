@@ -12,13 +12,13 @@ import click
 from pipeline.archive.inspect import InspectResult, inspect_backup, iter_messages, message_record
 from pipeline.base.display import json_safe, safe
 from pipeline.base.errors import Interrupted, JsArchiveError, UsageError
+from pipeline.base.units import human_bytes
 from pipeline.entry.cli.common import (
     archive_options,
     echo,
     emit_json,
     error_document,
     handle_errors,
-    human_bytes,
     key_options,
     key_ring,
     sink_options,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from pipeline.base.errors import NotFoundError
-from pipeline.entry.cli.common import archive_options, cell, echo, emit_json, handle_errors, human_bytes, sink_options
+from pipeline.base.units import human_bytes
+from pipeline.entry.cli.common import archive_options, cell, echo, emit_json, handle_errors, sink_options
 from pipeline.ops.listing import list_backups
 
 

@@ -8,7 +8,8 @@ import sys
 import click
 
 from pipeline.archive.retention import Duration, Policy
-from pipeline.entry.cli.common import archive_options, echo, emit_json, handle_errors, human_bytes, sink_options
+from pipeline.base.units import human_bytes
+from pipeline.entry.cli.common import archive_options, echo, emit_json, handle_errors, sink_options
 from pipeline.entry.cli.ls_cmd import require_archive
 from pipeline.ops.prune import DELETE, KEEP, LOCKED, PruneOptions, PruneReport, prune
 

@@ -6,12 +6,12 @@ import json
 
 import click
 
+from pipeline.base.units import human_bytes
 from pipeline.entry.cli.common import (
     archive_options,
     echo,
     emit_json,
     handle_errors,
-    human_bytes,
     key_options,
     key_ring,
     sink_options,

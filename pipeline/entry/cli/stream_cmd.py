@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.base.errors import JsArchiveError
+from pipeline.base.units import human_bytes
 from pipeline.entry.cli.common import (
     SIZE,
     archive_options,
@@ -13,7 +14,6 @@ from pipeline.entry.cli.common import (
     echo,
     emit_json,
     handle_errors,
-    human_bytes,
     key_options,
     key_ring,
     make_progress,

@@ -7,12 +7,12 @@ import sys
 import click
 
 from pipeline.archive.verify import FAILED, OK, VerifyOptions, VerifyReport, verify_archive
+from pipeline.base.units import human_bytes
 from pipeline.entry.cli.common import (
     archive_options,
     echo,
     emit_json,
     handle_errors,
-    human_bytes,
     key_options,
     key_ring,
     make_progress,
