@@ -69,7 +69,3 @@ class BlockCutter:
         index = self._index
         self._index += 1
         return index, block, last
-
-    @property
-    def buffered(self) -> int:
-        return self._fill

@@ -96,6 +96,20 @@ class ApiError(JsArchiveError):
         self.err_code = err_code
 
 
+JS_CLUSTER_NOT_AVAILABLE = 10008  # no meta leader (yet): an election after a server loss
+PEER_REMOVE_IN_PROGRESS = 10202  # another membership change is still being applied
+
+
+def err_code(e: BaseException) -> int:
+    """The JetStream error code an error was made from (0 for errors that did not come from an API answer)."""
+    return int(getattr(e, "err_code", 0) or 0)
+
+
+def meta_unavailable(e: BaseException) -> bool:
+    """The meta group cannot answer yet (no answer, or no leader): worth asking again during an election."""
+    return isinstance(e, TransferFailed) or err_code(e) == JS_CLUSTER_NOT_AVAILABLE
+
+
 def api_error(err: dict, stream: str = "") -> JsArchiveError:
     code = int(err.get("code", 0) or 0)
     err_code = int(err.get("err_code", 0) or 0)

@@ -33,12 +33,21 @@ from pipeline.archive.retention import parse_created
 from pipeline.archive.sets import load_member
 from pipeline.archive.trust import TrustPolicy
 from pipeline.base.errors import ConflictError, JsArchiveError, NotFoundError, ServerRefused, TransferFailed
+from pipeline.base.retry import within
 from pipeline.flows.replace import replace_stream
 from pipeline.flows.restore import RestoreOptions, restore_config, restore_stream_async
 from pipeline.format import marks
 from pipeline.format.manifest import Manifest
 from pipeline.format.sets import parse_set
-from pipeline.jetstream.client import ApiError, ConnectOptions, JetStream, connect
+from pipeline.jetstream.client import (
+    PEER_REMOVE_IN_PROGRESS,
+    ApiError,
+    ConnectOptions,
+    JetStream,
+    connect,
+    err_code,
+    meta_unavailable,
+)
 from pipeline.keys.keyring import KeyRing
 from sinks.base import SinkOptions
 
@@ -514,20 +523,15 @@ async def gather_streams(
     """Every stream name of the account with its info (None: nobody answered for it, or every answer was "not
     found": those names also go into ``not_found``). ``only`` may name a stream the account lacks if it is
     ``known`` (the archive has it: it may be missing)."""
-    deadline = time.monotonic() + META_WAIT
-    while True:
-        # right after a server loss the meta group may be electing a leader for a few seconds
-        try:
-            names = await js.stream_names()
-            listed, _missing = await _stream_list(js)
-            break
-        except (TransferFailed, ServerRefused, ApiError) as e:
-            transient = isinstance(e, TransferFailed) or "10008" in str(e) or "temporarily unavailable" in str(e)
-            if not transient:
-                raise
-            if time.monotonic() >= deadline:
-                raise _meta_unavailable("STREAM.NAMES / STREAM.LIST") from None
-            await asyncio.sleep(0.5)
+    try:  # right after a server loss the meta group may be electing a leader for a few seconds
+        async for attempt in within(META_WAIT, meta_unavailable):
+            with attempt:
+                names = await js.stream_names()
+                listed, _missing = await _stream_list(js)
+    except (TransferFailed, ServerRefused, ApiError) as e:
+        if meta_unavailable(e):
+            raise _meta_unavailable("STREAM.NAMES / STREAM.LIST") from None
+        raise
     if only:
         unknown = sorted(set(only) - set(names) - set(known))
         if unknown:
@@ -669,10 +673,6 @@ class RecoveryPlan:
     @property
     def blocked(self) -> list[Action]:
         return [a for a in self.actions if a.blocked]
-
-    @property
-    def nothing_to_do(self) -> bool:
-        return not any(a.kind in ("peer-remove", "restore") for a in self.actions)
 
     def to_json(self) -> dict:
         return {
@@ -908,8 +908,8 @@ def plan(opts: RecoverOptions) -> RecoveryPlan:
 
 async def peer_remove(sys_js: JetStream, server: str, deadline_s: float = 30.0) -> str:
     """``$JS.API.SERVER.REMOVE`` by name, as ``nats server cluster peer-remove``; one at a time (G12)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
+
+    async def once() -> str:
         resp = await sys_js.request(f"{sys_js.prefix}.SERVER.REMOVE", json.dumps({"peer": server}).encode(), 10.0)
         err = resp.get("error")
         if not err:
@@ -919,9 +919,14 @@ async def peer_remove(sys_js: JetStream, server: str, deadline_s: float = 30.0) 
         code = int(err.get("err_code", 0) or 0)
         if code == 10044:  # not a member (any more): already done
             return "was not a member any more"
-        if code != 10202 or time.monotonic() >= deadline:  # 10202: another membership change is in progress
-            raise ServerRefused(f"peer-remove {server}: {err.get('description', err)} (error {code})")
-        await asyncio.sleep(0.5)
+        e = ServerRefused(f"peer-remove {server}: {err.get('description', err)} (error {code})")
+        e.err_code = code  # type: ignore[attr-defined]
+        raise e
+
+    async for attempt in within(deadline_s, lambda e: err_code(e) == PEER_REMOVE_IN_PROGRESS):
+        with attempt:
+            return await once()
+    raise AssertionError("unreachable: the policy re-raises the last error")
 
 
 async def _wait_healthy(js: JetStream, streams: list[str], lost_after: float, wait: float) -> dict[str, StreamHealth]:
