@@ -21,7 +21,7 @@ COPY sinks ./sinks
 # all: S3, GCS and both KMS clients; lambda: awslambdaric (ships a manylinux wheel: no build tools needed for it).
 RUN python -m venv /opt/jsarchive \
     && /opt/jsarchive/bin/pip install --no-cache-dir --disable-pip-version-check ".[all,lambda]" \
-    && /opt/jsarchive/bin/python -c "import pipeline.entry.handlers, awslambdaric, boto3, google.cloud.storage"
+    && /opt/jsarchive/bin/python -c "import pipeline.entry.handlers, awslambdaric, boto3, google.auth, requests, google_crc32c"
 
 FROM ${PYTHON_IMAGE}
 # Non-root. Lambda runs images read-only (only /tmp is writable) and jsarchive writes nothing: the pipeline

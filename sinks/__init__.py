@@ -1,13 +1,16 @@
 """Object-store adapters behind one small interface.
 
 A sink stores immutable objects under string keys. It knows nothing of NATS or of the archive format; the
-pipeline reaches it only through :func:`open_sink` and the :class:`Sink` / :class:`ObjectWriter` protocols.
+pipeline reaches it only through :func:`open_sink` and the :class:`Sink` / :class:`ObjectWriter` protocols, and asks
+what a store can do through :class:`Capabilities` and :func:`require`. :func:`open_sink` returns the adapter inside
+:class:`~sinks.retry.RetryingSink`.
 """
 
 from __future__ import annotations
 
 from sinks.base import (
     AccessDenied,
+    Capabilities,
     ObjectArchived,
     ObjectExists,
     ObjectInfo,
@@ -17,20 +20,30 @@ from sinks.base import (
     Sink,
     SinkError,
     SinkOptions,
+    TransientError,
+    Unsupported,
+    require,
 )
+from sinks.retry import RetryingSink, RetryPolicy
 
 __all__ = [
     "AccessDenied",
+    "Capabilities",
     "ObjectArchived",
     "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectWriter",
     "Retention",
+    "RetryPolicy",
+    "RetryingSink",
     "Sink",
     "SinkError",
     "SinkOptions",
+    "TransientError",
+    "Unsupported",
     "open_sink",
+    "require",
 ]
 
 
@@ -40,6 +53,10 @@ def open_sink(url: str, options: SinkOptions | None = None) -> Sink:
     Cloud SDKs are imported only here, when such a URL is opened, so a local-only install needs none of them.
     """
     options = options or SinkOptions()
+    return RetryingSink(_adapter(url, options), RetryPolicy.from_options(options))
+
+
+def _adapter(url: str, options: SinkOptions) -> Sink:
     scheme, sep, _rest = url.partition("://")
     if not sep or scheme == "file":
         from sinks.local import LocalSink
@@ -55,6 +72,8 @@ def open_sink(url: str, options: SinkOptions | None = None) -> Sink:
         try:
             from sinks.gcs import GCSSink
         except ImportError as e:
-            raise SinkError(f"gs:// archives need google-cloud-storage: pip install 'jsarchive[gcs]' ({e})") from None
+            raise SinkError(
+                f"gs:// archives need google-auth and requests: pip install 'jsarchive[gcs]' ({e})"
+            ) from None
         return GCSSink.from_url(url, options)
     raise SinkError(f"unsupported archive URL scheme {scheme!r} in {url!r} (expected a path, file://, s3:// or gs://)")

@@ -1,4 +1,4 @@
-"""The sink interface: small objects, multipart writers, ranged reads, listing."""
+"""The sink interface: small objects, multipart writers, ranged reads, listing, and what a store can do."""
 
 from __future__ import annotations
 
@@ -26,6 +26,40 @@ class AccessDenied(SinkError):
 
 class ObjectArchived(SinkError):
     """The object sits in a cold storage class and must be thawed (restored) before it can be read."""
+
+
+class TransientError(SinkError):
+    """Throttling, a server error, a dropped connection or a timeout: the same call may well succeed again.
+
+    Adapters make one attempt per call and raise this; :class:`sinks.retry.RetryingSink` decides whether and how
+    long to try again. Past the retry budget it reaches the caller as the plain :class:`SinkError` it also is.
+    """
+
+
+class Unsupported(SinkError):
+    """The store cannot do this at all (see :class:`Capabilities`), whatever the bucket or credentials."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a kind of store can do, declared by its adapter; the pipeline asks :func:`require` instead of guessing.
+
+    Whether one bucket is set up for it (Object Lock enabled, object retention on) is a separate, per-bucket
+    question: :meth:`Sink.retention_unsupported`.
+    """
+
+    retention_lock: bool = False  # can enforce Retention (S3 Object Lock, GCS object retention / bucket lock)
+    cold_storage: bool = False  # objects can be archived (GLACIER, DEEP_ARCHIVE) and must be thawed to be read
+    versions: bool = False  # purge removes every version by id (a plain delete would keep the bytes)
+    incomplete_uploads: bool = False  # list_incomplete can find abandoned uploads (otherwise it returns [])
+
+
+def require(sink: Sink, capability: str, *, what: str) -> None:
+    """Raise :class:`Unsupported` ("<url> cannot <what>") unless ``sink`` declares ``capability``."""
+    if capability not in Capabilities.__dataclass_fields__:
+        raise ValueError(f"unknown sink capability {capability!r}")
+    if not getattr(sink.capabilities, capability):
+        raise Unsupported(f"{sink.url} cannot {what}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +111,8 @@ class ObjectWriter(Protocol):
     """One large object written as numbered parts (1-based) that are concatenated in number order."""
 
     def write_part(self, number: int, data: bytes, sha256: bytes) -> None:
-        """Store part ``number``. Thread-safe; parts may arrive in any order."""
+        """Store part ``number``. Thread-safe; parts may arrive in any order (a writer may hold a call back until
+        its predecessors have arrived, to bound memory)."""
 
     def complete(self) -> ObjectInfo:
         """Make the object visible under its key. Every part from 1 to the highest number must have been written."""
@@ -88,7 +123,14 @@ class ObjectWriter(Protocol):
 
 class Sink(Protocol):
     url: str
-    supports_retention: bool  # whether the store can enforce Retention (Object Lock, retention policies)
+    capabilities: Capabilities
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether ``error``, raised by one of this sink's calls, is worth another try (see :class:`TransientError`)."""
+
+    def retention_unsupported(self) -> str | None:
+        """Why this bucket cannot lock objects (asked before a locked backup starts); None if it can. Only
+        meaningful where ``capabilities.retention_lock`` holds."""
 
     def open_writer(
         self,

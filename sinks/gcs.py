@@ -4,19 +4,21 @@ The sink speaks the GCS JSON API directly over an authorized ``requests`` sessio
 status code and retry is under its control:
 
 * large objects are one **resumable upload** fed in part order. Parts may arrive in any order from several threads;
-  early ones wait in memory, and a ``write_part`` call returns once its part has been taken into the upload buffer,
-  which stays below one chunk plus one part, so memory is bounded by the caller's in-flight parts. Chunks are
-  multiples of 256 KiB (GCS's rule for every chunk but the last). A chunk that fails with a transient error is
-  resumed from the offset the server reports as committed (a status query), and the whole object's CRC32C is
-  compared with the server's after the upload is finalised;
+  early ones wait in an :class:`~sinks.parts.OrderedParts`, and a ``write_part`` call returns once its part has been
+  taken into the upload buffer, which stays below one chunk plus one part, so memory is bounded by the caller's
+  in-flight parts. Chunks are multiples of 256 KiB (GCS's rule for every chunk but the last). A chunk that fails
+  with a transient error is resumed from the offset the server reports as committed (a status query), and the whole
+  object's CRC32C is compared with the server's after the upload is finalised;
 * small objects are one multipart upload that carries its CRC32C and MD5, so GCS itself rejects a damaged body;
 * create-only writes use ``ifGenerationMatch=0`` so nothing is ever overwritten, also not by a retry;
-* every call retries transient failures (429, 5xx, connection resets, timeouts) inside ``SinkOptions.retry_budget``
-  with the shared policy of :mod:`sinks.retry`, and turns everything else into :class:`~sinks.base.SinkError`
-  subclasses whose message names the bucket and object.
+* every call makes one attempt: transient failures (429, 5xx, connection resets, timeouts) leave as
+  :class:`~sinks.base.TransientError` for :class:`sinks.retry.RetryingSink` to repeat (the resumable writer repeats
+  its chunks itself, under the same policy, since a retry must first ask where to resume), and everything else as
+  :class:`~sinks.base.SinkError` subclasses whose message names the bucket and object.
 
-Credentials come from Application Default Credentials. With ``$STORAGE_EMULATOR_HOST`` set (the google-cloud-storage
-convention) or a plain-``http://`` ``SinkOptions.endpoint_url``, requests go there without credentials.
+Credentials come from Application Default Credentials (google-auth). With ``$STORAGE_EMULATOR_HOST`` set (the
+google-cloud-storage convention, though that library is not used) or a plain-``http://`` ``SinkOptions.endpoint_url``,
+requests go there without credentials.
 
 Retention maps onto GCS object retention (``GOVERNANCE`` = ``Unlocked``, ``COMPLIANCE`` = ``Locked``, sent with the
 upload, so the bucket needs object retention enabled); ``legal_hold`` becomes a temporary hold. A bucket-lock
@@ -52,8 +54,8 @@ import re
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import google.auth
 import google.auth.exceptions
@@ -61,9 +63,9 @@ import google_crc32c
 import requests
 from google.auth.transport.requests import AuthorizedSession
 
-from sinks import retry
 from sinks.base import (
     AccessDenied,
+    Capabilities,
     IncompleteUpload,
     ObjectExists,
     ObjectInfo,
@@ -71,9 +73,13 @@ from sinks.base import (
     Retention,
     SinkError,
     SinkOptions,
+    TransientError,
 )
+from sinks.parts import OrderedParts
+from sinks.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_ENDPOINT = "https://storage.googleapis.com"
 SCOPES = (
@@ -194,25 +200,13 @@ class _HTTPStatus(Exception):
         super().__init__(f"HTTP {self.status}: {self.message}")
 
 
-def _api_core_transient() -> tuple[type[BaseException], ...]:
-    try:
-        from google.api_core import exceptions as core
-    except ImportError:  # pragma: no cover - google-cloud-storage always brings api_core
-        return ()
-    return (
-        core.TooManyRequests,
-        core.InternalServerError,
-        core.BadGateway,
-        core.ServiceUnavailable,
-        core.GatewayTimeout,
-    )
+def transient(e: BaseException) -> bool:
+    """Worth retrying: throttling, server errors, broken connections and timeouts (raw or already translated).
 
-
-_API_CORE_TRANSIENT = _api_core_transient()
-
-
-def is_transient(e: BaseException) -> bool:
-    """Worth retrying: throttling, server errors, broken connections and timeouts."""
+    Only requests and google-auth raise here: the sink uses no google-cloud client library, so google.api_core's
+    exceptions never occur."""
+    if isinstance(e, TransientError):
+        return True
     if isinstance(e, _HTTPStatus):
         return e.status in TRANSIENT_STATUS
     if isinstance(e, _Corrupt):
@@ -221,14 +215,14 @@ def is_transient(e: BaseException) -> bool:
         return True
     if isinstance(e, google.auth.exceptions.RefreshError):
         return bool(getattr(e, "retryable", False))
-    if isinstance(e, google.auth.exceptions.TransportError):
-        return True
-    return bool(_API_CORE_TRANSIENT) and isinstance(e, _API_CORE_TRANSIENT)
+    return isinstance(e, google.auth.exceptions.TransportError)
 
 
 # -- the sink ----------------------------------------------------------------------------------------------------
 class GCSSink:
-    supports_retention = True  # object retention or a bucket retention policy; checked per bucket before use
+    # Object retention or a bucket retention policy (checked per bucket: retention_unsupported). Every storage class
+    # reads at once, purge removes the live generation only, and resumable sessions cannot be listed.
+    capabilities = Capabilities(retention_lock=True)
 
     def __init__(self, bucket: str, prefix: str = "", options: SinkOptions | None = None) -> None:
         if not bucket or "/" in bucket:
@@ -236,6 +230,7 @@ class GCSSink:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.options = options or SinkOptions()
+        self.policy = RetryPolicy.from_options(self.options)  # for the writer's chunks and clean-ups
         self.url = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
         self.project: str | None = None
         # Where requests go is known without credentials: $STORAGE_EMULATOR_HOST, an explicit endpoint, or GCS.
@@ -311,21 +306,20 @@ class GCSSink:
         return f"{self.endpoint}/upload/storage/v1/b/{self.bucket}/o?{urllib.parse.urlencode(query)}"
 
     # -- requests, retries and errors ------------------------------------------------------------------------------
-    def _retry(self, fn, *args, **kwargs):
-        return retry.call(self.options.retry_budget, is_transient, fn, *args, **kwargs)
+    def is_transient(self, error: BaseException) -> bool:
+        return isinstance(error, TransientError)
+
+    def _retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` under the sink's retry policy: for the writer and clean-ups, which no wrapper can repeat."""
+        return self.policy.call(transient, fn, *args, **kwargs)
 
     def _request(self, method: str, url: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
-        """One JSON API call with retries; a status outside ``ok`` raises :class:`_HTTPStatus`."""
-        session = self._http()
+        """One JSON API call, one attempt; a status outside ``ok`` raises :class:`_HTTPStatus`."""
         kwargs.setdefault("timeout", TIMEOUT)
-
-        def attempt() -> requests.Response:
-            response = session.request(method, url, **kwargs)
-            if response.status_code not in ok:
-                raise _HTTPStatus(response)
-            return response
-
-        return self._retry(attempt)
+        response = self._http().request(method, url, **kwargs)
+        if response.status_code not in ok:
+            raise _HTTPStatus(response)
+        return response
 
     def _translate(self, e: BaseException, doing: str, target: str) -> SinkError:
         if isinstance(e, SinkError):
@@ -341,20 +335,21 @@ class GCSSink:
             if e.status == 412:
                 return ObjectExists(f"{target} already exists; archive objects are never overwritten")
             if e.status in TRANSIENT_STATUS:
-                return SinkError(
+                return TransientError(
                     f"{where}: GCS kept failing for {self.options.retry_budget:g} s (last: {e.status} {e.message})"
                 )
             return SinkError(f"{where}: GCS refused the request ({e.status}: {e.message})")
         if isinstance(e, _Corrupt):
-            return SinkError(f"{doing} {target}: {e}")
+            return TransientError(f"{doing} {target}: {e}")
         if isinstance(e, google.auth.exceptions.DefaultCredentialsError):
             return SinkError(f"no Google credentials for {self.url}: {str(e).rstrip('.')}. {_ADC_HELP}")
+        kind = TransientError if transient(e) else SinkError
         if isinstance(e, google.auth.exceptions.RefreshError):
-            return SinkError(f"{doing} {target}: cannot obtain a Google access token: {e}. {_ADC_HELP}")
+            return kind(f"{doing} {target}: cannot obtain a Google access token: {e}. {_ADC_HELP}")
         if isinstance(e, google.auth.exceptions.GoogleAuthError):
-            return SinkError(f"{doing} {target}: Google authentication failed: {e}")
+            return kind(f"{doing} {target}: Google authentication failed: {e}")
         if isinstance(e, requests.RequestException):
-            return SinkError(f"{doing} {target}: cannot reach GCS at {self.endpoint}: {type(e).__name__}: {e}")
+            return kind(f"{doing} {target}: cannot reach GCS at {self.endpoint}: {type(e).__name__}: {e}")
         return SinkError(f"{doing} {target} failed: {type(e).__name__}: {e}")
 
     @contextlib.contextmanager
@@ -421,7 +416,7 @@ class GCSSink:
         """Delete one generation of an object we just created by mistake; returns why it failed, if it did."""
         url = self._object_url(name) + (f"?ifGenerationMatch={generation}" if generation else "")
         try:
-            self._request("DELETE", url, ok=(200, 204, 404, 412))
+            self._retry(self._request, "DELETE", url, ok=(200, 204, 404, 412))
         except Exception as e:
             return str(self._translate(e, "delete", self._target(name)))
         return None
@@ -504,29 +499,15 @@ class GCSSink:
         )
         headers = {"Content-Type": f"multipart/related; boundary={boundary}"}
         url = self._upload_url("multipart", if_absent)
-        attempts = 0
-
-        def attempt() -> requests.Response:
-            nonlocal attempts
-            attempts += 1
-            response = self._http().request("POST", url, data=body, headers=headers, timeout=TIMEOUT)
-            if response.status_code not in (200, 201):
-                raise _HTTPStatus(response)
-            return response
-
         with self._guard("write", target):
             if if_absent and self.precheck_create and self._get_resource(name) is not None:
                 raise ObjectExists(f"{target} already exists; archive objects are never overwritten")
             try:
-                stored = self._retry(attempt).json()
+                # A retry after a lost answer meets its own object (412, or the pre-check): RetryingSink sees that.
+                stored = self._request("POST", url, data=body, headers=headers, ok=(200, 201)).json()
             except _HTTPStatus as e:
                 if e.status == 404:
                     self._check_bucket(e.response)
-                if e.status == 412 and attempts > 1:
-                    # A retry of a write whose first answer was lost: is what is there ours?
-                    there = self._get_resource(name)
-                    if there is not None and there.get("crc32c") == crc and int(there.get("size", -1)) == len(data):
-                        return self._info(there, key)
                 if e.status == 400 and retention is not None and "retention" in e.message.lower():
                     raise SinkError(self._retention_refused(target, e.message)) from e
                 raise
@@ -559,7 +540,7 @@ class GCSSink:
 
         with self._guard("read", target):
             try:
-                return self._retry(attempt)
+                return attempt()
             except _HTTPStatus as e:
                 if e.status == 404:
                     self._check_bucket(e.response)
@@ -673,8 +654,7 @@ class GCSObjectWriter:
         self._uri = session_uri
         self._chunk = chunk_size
         self._cond = threading.Condition()
-        self._early: dict[int, bytes] = {}
-        self._next = 1
+        self._parts = OrderedParts(self._target)
         self._feeding = False
         self._state = _OPEN
         self._error: SinkError | None = None
@@ -692,17 +672,13 @@ class GCSObjectWriter:
         """Store part ``number`` (1-based). ``sha256`` is not needed: GCS checks the whole object's CRC32C."""
         with self._cond:
             self._check_usable()
-            if number < 1:
-                raise SinkError(f"part numbers start at 1 (got {number}) for {self._target}")
-            if number < self._next or number in self._early:
-                raise SinkError(f"part {number} of {self._target} written twice")
-            self._early[number] = data
+            self._parts.add(number, data, sha256)
             self._cond.notify_all()
             while True:
                 self._check_usable(writing=True)
-                if number < self._next:
+                if self._parts.taken(number):
                     return
-                if not self._feeding and self._next in self._early:
+                if not self._feeding and self._parts.ready():
                     self._run_feeder(until=number)
                     continue
                 self._cond.wait()
@@ -715,9 +691,11 @@ class GCSObjectWriter:
                 self._cond.wait()
             self._check_usable(writing=True)
             self._run_feeder(until=None)
-            if self._early:
-                self._fail(SinkError(f"cannot complete {self._target}: part {self._next} was never written"))
-                raise self._error  # type: ignore[misc]
+            try:
+                self._parts.check_complete()
+            except SinkError as e:
+                self._fail(e)
+                raise
             self._feeding = True
         try:
             info = self._finish()
@@ -751,14 +729,14 @@ class GCSObjectWriter:
             if self._state in (_DONE, _ABORTED):
                 return
             self._state = _ABORTED
-            self._early.clear()
+            self._parts.clear()
             if not self._feeding:
                 self._buf = bytearray()
             self._cond.notify_all()
         sink = self._sink
         try:
             # 499 is GCS's (and fake-gcs-server's) answer to a cancelled session; 404/410 mean it is gone already.
-            r = sink._request("DELETE", self._uri, ok=(200, 204, 404, 410, 499, 405, 501))
+            r = sink._retry(sink._request, "DELETE", self._uri, ok=(200, 204, 404, 410, 499, 405, 501))
         except Exception as e:
             raise SinkError(
                 f"could not cancel the upload of {self._target} ({sink._translate(e, 'cancel', self._target)}); "
@@ -794,12 +772,10 @@ class GCSObjectWriter:
         self._feeding = True
         try:
             while True:
-                if until is not None and until < self._next and len(self._buf) < self._chunk:
+                if until is not None and self._parts.taken(until) and len(self._buf) < self._chunk:
                     return  # our part is in; a thread with a later part takes over
-                while len(self._buf) < self._chunk and self._next in self._early:
-                    part = self._early.pop(self._next)
-                    self._append(part)
-                    self._next += 1
+                while len(self._buf) < self._chunk and (part := self._parts.take()) is not None:
+                    self._append(part.data)
                     self._cond.notify_all()
                 if len(self._buf) < self._chunk:
                     return  # the next part has not arrived yet
@@ -830,7 +806,7 @@ class GCSObjectWriter:
         try:
             r = self._sink._http().request("PUT", self._uri, data=body, headers=headers, timeout=TIMEOUT)
         except BaseException as e:
-            if is_transient(e):
+            if transient(e):
                 self._need_status = True
             raise
         if r.status_code in TRANSIENT_STATUS:
@@ -935,7 +911,7 @@ class GCSObjectWriter:
             sink._retry(self._step, True)
         stored = self._resource
         if "crc32c" not in stored or "size" not in stored:
-            stored = sink._get_resource(self._name) or stored
+            stored = sink._retry(sink._get_resource, self._name) or stored
         if int(stored.get("size", -1)) != total or stored.get("crc32c") != expected:
             why = sink._discard(self._name, stored.get("generation"))
             raise SinkError(

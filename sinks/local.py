@@ -30,7 +30,18 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from sinks.base import AccessDenied, IncompleteUpload, ObjectExists, ObjectInfo, ObjectNotFound, Retention, SinkError
+from sinks.base import (
+    AccessDenied,
+    Capabilities,
+    IncompleteUpload,
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    Retention,
+    SinkError,
+    Unsupported,
+)
+from sinks.parts import OrderedParts
 
 INCOMPLETE_DIR = ".incomplete"
 FILE_MODE = 0o600
@@ -66,8 +77,12 @@ def describe_mode(mode: int) -> str:
     return "a regular file"
 
 
+_NO_RETENTION = "a local directory cannot enforce retention; use an S3 or GCS archive for locked backups"
+
+
 class LocalSink:
-    supports_retention = False  # a directory cannot enforce Object Lock
+    # A directory cannot enforce Object Lock and keeps no versions; its temporary files are its unfinished uploads.
+    capabilities = Capabilities(incomplete_uploads=True)
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -79,6 +94,12 @@ class LocalSink:
         if not path:
             raise SinkError(f"archive URL {url!r} names no directory")
         return cls(path)
+
+    def is_transient(self, error: BaseException) -> bool:
+        return False  # a full disk or a refused path does not fix itself between attempts
+
+    def retention_unsupported(self) -> str | None:
+        return _NO_RETENTION
 
     # -- keys and descriptors ----------------------------------------------------------------------------------
     def _parts(self, key: str) -> list[str]:
@@ -277,7 +298,7 @@ class LocalSink:
         retention: Retention | None = None,
     ) -> LocalObjectWriter:
         if retention is not None:
-            raise SinkError("a local directory cannot enforce retention; use an S3 or GCS archive for locked backups")
+            raise Unsupported(_NO_RETENTION)
         if self.head(key) is not None:
             raise ObjectExists(f"{self.url}/{key} already exists; archive objects are never overwritten")
         inc, name, fd = self._new_temp()
@@ -285,7 +306,7 @@ class LocalSink:
 
     def put(self, key: str, data: bytes, *, if_absent: bool = True, retention: Retention | None = None) -> ObjectInfo:
         if retention is not None:
-            raise SinkError("a local directory cannot enforce retention; use an S3 or GCS archive for locked backups")
+            raise Unsupported(_NO_RETENTION)
         self._parts(key)  # a bad key fails before a temporary file exists
         inc, name, fd = self._new_temp()
         try:
@@ -497,21 +518,17 @@ class LocalObjectWriter:
         self._tmp = tmp
         self._fd: int | None = fd
         self._lock = threading.Lock()
-        self._next = 1
-        self._early: dict[int, bytes] = {}
+        self._parts = OrderedParts(key)
         self._done = False
 
     def write_part(self, number: int, data: bytes, sha256: bytes) -> None:
         with self._lock:
             if self._done or self._fd is None:
                 raise SinkError(f"upload of {self._key} is already finished")
-            if number < self._next or number in self._early:
-                raise SinkError(f"part {number} of {self._key} written twice")
-            self._early[number] = data
+            self._parts.add(number, data, sha256)
             try:
-                while self._next in self._early:
-                    _write_all(self._fd, self._early.pop(self._next))
-                    self._next += 1
+                while (part := self._parts.take()) is not None:
+                    _write_all(self._fd, part.data)
             except OSError as e:
                 raise _write_error(self._sink.url, self._key, e) from e
 
@@ -519,9 +536,7 @@ class LocalObjectWriter:
         with self._lock:
             if self._done or self._fd is None:
                 raise SinkError(f"upload of {self._key} is already finished")
-            if self._early:
-                missing = self._next
-                raise SinkError(f"cannot complete {self._key}: part {missing} was never written")
+            self._parts.check_complete()
             self._done = True
             fd, self._fd = self._fd, None
             try:
@@ -540,7 +555,7 @@ class LocalObjectWriter:
     def abort(self) -> None:
         with self._lock:
             self._done = True
-            self._early.clear()
+            self._parts.clear()
             fd, self._fd = self._fd, None
             if fd is not None:
                 os.close(fd)

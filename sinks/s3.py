@@ -2,8 +2,9 @@
 
 ``s3://bucket/prefix`` keeps every object under ``prefix/``. Credentials come from boto3's default chain (environment,
 profile, SSO, web identity / IRSA, container endpoint, IMDS); ``SinkOptions`` picks the endpoint, region, profile and
-SSE-KMS key. boto3's own retries are off: every call goes through :mod:`sinks.retry` (jittered backoff inside
-``options.retry_budget``), and every botocore error leaves this module as a :class:`~sinks.base.SinkError`.
+SSE-KMS key. boto3's own retries are off and each call makes one attempt: throttling, 5xx and broken connections
+leave as :class:`~sinks.base.TransientError` for :class:`sinks.retry.RetryingSink` to repeat (the writer repeats its
+part uploads itself, under the same policy), and every other botocore error as another :class:`~sinks.base.SinkError`.
 
 Multipart uploads: the caller's parts (sealed blocks) can be smaller than the 5 MiB that S3 requires of every part but
 the last, so :class:`S3ObjectWriter` joins consecutive caller parts until an S3 part has at least 5 MiB (a caller
@@ -30,9 +31,9 @@ import botocore.exceptions as bce
 from botocore.config import Config
 from urllib3.exceptions import ProtocolError
 
-from sinks import retry
 from sinks.base import (
     AccessDenied,
+    Capabilities,
     IncompleteUpload,
     ObjectArchived,
     ObjectExists,
@@ -41,7 +42,10 @@ from sinks.base import (
     Retention,
     SinkError,
     SinkOptions,
+    TransientError,
 )
+from sinks.parts import OrderedParts
+from sinks.retry import RetryPolicy
 
 T = TypeVar("T")
 
@@ -102,8 +106,8 @@ CREDENTIALS_HELP = (
 _RESTORE_ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"', re.IGNORECASE)
 
 
-def is_transient(e: BaseException) -> bool:
-    """Throttling, 5xx, timeouts and dropped connections: worth another try within the retry budget."""
+def transient(e: BaseException) -> bool:
+    """Whether a botocore error is throttling, a 5xx, a timeout or a dropped connection: worth another try."""
     if isinstance(e, bce.ClientError):
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -193,7 +197,9 @@ class _NoSuchBucket(ObjectNotFound):
 
 
 class S3Sink:
-    supports_retention = True  # Object Lock; the bucket must have it enabled
+    # Object Lock (the bucket must have it enabled: retention_unsupported), GLACIER / DEEP_ARCHIVE, versioned
+    # buckets, and ListMultipartUploads.
+    capabilities = Capabilities(retention_lock=True, cold_storage=True, versions=True, incomplete_uploads=True)
 
     def __init__(self, bucket: str, prefix: str = "", options: SinkOptions | None = None) -> None:
         segments = [s for s in prefix.split("/") if s]
@@ -204,6 +210,7 @@ class S3Sink:
         self.bucket = bucket
         self.prefix = "/".join(segments)
         self.options = options or SinkOptions()
+        self.policy = RetryPolicy.from_options(self.options)  # for the writer's own steps
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._client: Any = None
         self._client_lock = threading.Lock()
@@ -256,14 +263,21 @@ class S3Sink:
         except (bce.BotoCoreError, ValueError) as e:
             raise SinkError(f"cannot set up the S3 client for {self.url}: {e}") from e
 
+    def is_transient(self, error: BaseException) -> bool:
+        return isinstance(error, TransientError)
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run ``fn`` under the shared retry policy; translate whatever escapes into a SinkError about ``what``."""
+        """One attempt of ``fn``; whatever botocore raises leaves as a SinkError about ``what``."""
         try:
-            return retry.call(self.options.retry_budget, is_transient, fn)
+            return fn()
         except SinkError:
             raise
         except (bce.BotoCoreError, bce.ClientError, ProtocolError) as e:
             raise self._error(e, what) from e
+
+    def _retried(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` under the sink's retry policy: for the writer, whose steps no wrapper can repeat."""
+        return self.policy.call(self.is_transient, fn, *args, **kwargs)
 
     def _error(self, e: BaseException, what: str) -> SinkError:
         if isinstance(e, bce.ClientError):
@@ -296,7 +310,8 @@ class S3Sink:
                     "credentials in use (S3 also answers 403 for a missing object when s3:ListBucket is not granted)"
                 )
             else:
-                mapped = SinkError(f"{op} on {what} failed: {detail} (HTTP {status})")
+                kind = TransientError if transient(e) else SinkError
+                mapped = kind(f"{op} on {what} failed: {detail} (HTTP {status})")
             mapped._s3_code = code  # type: ignore[attr-defined]
             return mapped
         if isinstance(e, (bce.NoCredentialsError, bce.PartialCredentialsError, bce.CredentialRetrievalError)):
@@ -304,10 +319,10 @@ class S3Sink:
         if isinstance(e, bce.ProfileNotFound):
             return SinkError(f"AWS profile {self.options.profile!r} is not defined (accessing {what}): {e}")
         if isinstance(e, bce.FlexibleChecksumError):
-            return SinkError(f"reading {what}: the data received does not match its stored checksum ({e})")
+            return TransientError(f"reading {what}: the data received does not match its stored checksum ({e})")
         if isinstance(e, (bce.ConnectionError, bce.HTTPClientError, bce.IncompleteReadError, ProtocolError)):
             endpoint = self.options.endpoint_url or "the S3 endpoint"
-            return SinkError(
+            return TransientError(
                 f"cannot reach {endpoint} for {what} after retrying for up to {self.options.retry_budget:g} s: {e}"
             )
         return SinkError(f"S3 request for {what} failed: {e}")
@@ -493,21 +508,9 @@ class S3Sink:
                 # sets) or carry a random backup id (refs), so the replacement holds the same bytes, but the check
                 # is not atomic here as it is with If-None-Match.
                 raise ObjectExists(f"{what} already exists; archive objects are never overwritten")
-        attempts = 0
-
-        def once() -> dict[str, Any]:
-            nonlocal attempts
-            attempts += 1
-            return self.client.put_object(**params)
-
+        # A retry of this create-only PUT after a lost answer meets its own object: RetryingSink tells that apart.
         try:
-            resp = self._call(what, once)
-        except ObjectExists:
-            # A retried create-only PUT meets its own first attempt when only the response was lost: the object is
-            # ours if it carries our checksum.
-            if attempts < 2 or not self._holds(key, checksum, len(data)):
-                raise
-            resp = {}
+            resp = self._call(what, lambda: self.client.put_object(**params))
         except SinkError as e:
             if "IfNoneMatch" in params and getattr(e, "_s3_code", None) == "NotImplemented":
                 self._conditional_put = False
@@ -523,10 +526,6 @@ class S3Sink:
         if int(head.get("ContentLength", -1)) != len(data):
             raise SinkError(f"{what} holds {head.get('ContentLength')} bytes after writing {len(data)}")
         return self._info(key, head)
-
-    def _holds(self, key: str, checksum: str, size: int) -> bool:
-        head = self._head(key, ChecksumMode="ENABLED")
-        return head is not None and head.get("ChecksumSHA256") == checksum and head.get("ContentLength") == size
 
     def get(self, key: str) -> bytes:
         full = self._key(key)
@@ -736,10 +735,10 @@ class S3ObjectWriter:
     """A multipart upload fed with numbered caller parts, in any order, from several threads.
 
     Caller parts are joined in number order into S3 parts of at least ``target`` bytes. Parts that arrive before
-    their predecessors wait in memory (bounded by the caller's concurrency). Cutting S3 parts happens under the lock;
-    uploading them happens outside it, in the calling threads, so several S3 parts go up in parallel. Whichever
-    thread is in ``write_part`` takes the next S3 part that is ready, so a part released by a late predecessor is
-    not left waiting for one thread.
+    their predecessors wait in an :class:`~sinks.parts.OrderedParts` (bounded by the caller's concurrency). Cutting S3
+    parts happens under the lock; uploading them happens outside it, in the calling threads, so several S3 parts go up
+    in parallel. Whichever thread is in ``write_part`` takes the next S3 part that is ready, so a part released by a
+    late predecessor is not left waiting for one thread.
     """
 
     def __init__(self, sink: S3Sink, key: str, upload_id: str, target: int, retention: Retention | None) -> None:
@@ -752,8 +751,7 @@ class S3ObjectWriter:
         self._retention = retention
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when an upload finishes
-        self._next = 1  # the next caller part to join
-        self._early: dict[int, tuple[bytes, bytes]] = {}  # caller parts waiting for their predecessors
+        self._order = OrderedParts(self._what)  # caller parts waiting for their predecessors
         self._pending: list[tuple[bytes, bytes]] = []  # joined caller parts, not yet a full S3 part
         self._pending_len = 0
         self._ready: collections.deque[tuple[int, list[tuple[bytes, bytes]]]] = collections.deque()
@@ -786,17 +784,11 @@ class S3ObjectWriter:
     def write_part(self, number: int, data: bytes, sha256: bytes) -> None:
         with self._lock:
             self._raise_if_unusable()
-            if number < 1:
-                raise SinkError(f"invalid part number {number} for {self._what} (parts are numbered from 1)")
-            if number < self._next or number in self._early:
-                raise SinkError(f"part {number} of {self._what} written twice")
-            self._early[number] = (data, sha256)
-            while self._next in self._early:
-                part = self._early.pop(self._next)
-                self._next += 1
-                self._pending.append(part)
-                self._pending_len += len(part[0])
-                self._written += len(part[0])
+            self._order.add(number, data, sha256)
+            while (part := self._order.take()) is not None:
+                self._pending.append((part.data, part.sha256))
+                self._pending_len += len(part.data)
+                self._written += len(part.data)
                 if self._pending_len >= self._target:
                     try:
                         self._cut()
@@ -849,14 +841,13 @@ class S3ObjectWriter:
                 ChecksumSHA256=checksum,
             )
 
-        resp = sink._call(f"{self._what} (part {number})", once)
+        resp = sink._retried(sink._call, f"{self._what} (part {number})", once)
         return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
 
     def complete(self) -> ObjectInfo:
         with self._lock:
             self._raise_if_unusable()
-            if self._early:
-                raise SinkError(f"cannot complete {self._what}: part {self._next} was never written")
+            self._order.check_complete()
             self._state = "completing"
             if self._pending or self._s3_next == 1:  # the last (possibly short) part; an empty object has one too
                 self._cut()
@@ -894,7 +885,7 @@ class S3ObjectWriter:
             )
 
         try:
-            resp = sink._call(self._what, once)
+            resp = sink._retried(sink._call, self._what, once)
         except SinkError as e:
             # A retried CompleteMultipartUpload whose first attempt succeeded (response lost) finds no upload: then
             # the object is there with our size.
@@ -903,9 +894,9 @@ class S3ObjectWriter:
             resp = {}
         version_id = resp.get("VersionId")
         if self._retention is not None:
-            head = sink._confirm_retention(self._key, self._retention, version_id)
+            head = sink._retried(sink._confirm_retention, self._key, self._retention, version_id)
         else:
-            head = sink._head(self._key, **_version(version_id))
+            head = sink._retried(sink._head, self._key, **_version(version_id))
             if head is None:
                 raise SinkError(f"{self._what} is missing after its multipart upload was completed")
         size = int(head.get("ContentLength", -1))
@@ -920,7 +911,7 @@ class S3ObjectWriter:
                 return
             finished = self._state == "done"
             self._state = "aborted"
-            self._early.clear()
+            self._order.clear()
             self._pending = []
             self._ready.clear()
             # Let uploads in flight finish first: a part that lands after AbortMultipartUpload would survive it.
@@ -930,7 +921,8 @@ class S3ObjectWriter:
         if finished:
             return  # the object is complete; there is no upload left to discard
         try:
-            sink._call(
+            sink._retried(
+                sink._call,
                 self._what,
                 lambda: sink.client.abort_multipart_upload(Bucket=sink.bucket, Key=self._full, UploadId=self.upload_id),
             )

@@ -1,5 +1,5 @@
-"""The S3 sink against moto's standalone server: parity with the local sink, multipart coalescing, checksums,
-faults, cold storage, Object Lock and error mapping.
+"""The S3 sink against moto's standalone server beyond the shared contract (tests/test_sink_contract.py): multipart
+coalescing, checksums, faults and retries, cold storage, Object Lock and error mapping.
 
 moto accepts wrong checksums (DESIGN §6), so checksum tests assert on what the sink sends, captured with botocore
 event hooks; the same hooks inject faults.
@@ -29,7 +29,7 @@ from sinks import (
     SinkOptions,
     open_sink,
 )
-from sinks.local import LocalSink
+from sinks.retry import RetryingSink, RetryPolicy
 from sinks.s3 import MIN_PART, S3Sink, restore_state
 from tests.s3_fixtures import (  # noqa: F401
     Wire,
@@ -80,7 +80,7 @@ def uploads(client, bucket_name: str) -> list[dict]:
     ],
 )
 def test_url_forms(url, normal, prefix):
-    s = open_sink(url)
+    s = open_sink(url).inner
     assert isinstance(s, S3Sink)
     assert (s.url, s.bucket, s.prefix) == (normal, "bkt-a", prefix)
     assert s._key("data/x") == (f"{prefix}/data/x" if prefix else "data/x")
@@ -117,57 +117,13 @@ def test_restore_header_parsing():
     assert restore_state('ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"') == "available"
 
 
-# -- parity with the local sink -----------------------------------------------------------------------------------
-def _scenario(s) -> list:
-    """The same calls on any sink; the observations must not depend on which sink it is."""
-    seen: list = []
-    info = s.put("manifests/abc", b"hello")
-    seen.append((info.key, info.size))
-    with pytest.raises(ObjectExists):
-        s.put("manifests/abc", b"other")
-    seen.append(s.get("manifests/abc"))
-    seen += [
-        s.get_range("manifests/abc", 1, 3),
-        s.get_range("manifests/abc", 3, 100),  # short read, returned as is
-        s.get_range("manifests/abc", 5, 10),  # at the end
-        s.get_range("manifests/abc", 50, 10),  # past the end
-        s.get_range("manifests/abc", 0, 0),
-    ]
-    seen.append(s.head("manifests/nope"))
-    with pytest.raises(ObjectNotFound):
-        s.get("manifests/nope")
-    with pytest.raises(ObjectNotFound):
-        s.get_range("manifests/nope", 0, 1)
-    for key in ("refs/ORDERS/2", "refs/ORDERS/1", "refs/OTHER/1", "refs/ORDERSX/1", "data/x"):
-        s.put(key, key.encode())
-    s.put("data/x", b"replaced", if_absent=False)
-    seen.append(s.get("data/x"))
-    for prefix in ("refs/", "refs/ORDERS/", "refs/ORD", "", "nope/"):
-        seen.append([(i.key, i.size) for i in s.list(prefix)])
-    s.delete("refs/OTHER/1")
-    s.delete("refs/OTHER/1")  # absent: no error
-    seen.append(s.head("refs/OTHER/1"))
-    seen.append(s.head("manifests/abc").size)
-    w = s.open_writer("data/empty", part_size=MIN_PART)
-    seen.append(w.complete().size)
-    seen.append(s.get("data/empty"))
-    with pytest.raises(ObjectExists):
-        s.open_writer("data/empty", part_size=MIN_PART)
-    return seen
-
-
-def test_parity_with_local_sink(sink, s3, bucket, tmp_path):  # noqa: F811
-    s3.put_object(Bucket=bucket, Key="arch2/refs/x", Body=b"outside")  # shares the prefix string, not the folder
-    s3.put_object(Bucket=bucket, Key="other/arch/refs/y", Body=b"outside")
-    local = _scenario(LocalSink(tmp_path))
-    remote = _scenario(sink)
-    assert remote == local
-    assert [i.key for i in sink.list("refs/")] == sorted(i.key for i in sink.list("refs/"))
+# -- layout ------------------------------------------------------------------------------------------------------
+def test_objects_live_under_the_prefix(sink, s3, bucket):  # noqa: F811
+    sink.put("manifests/abc", b"hello")
+    sink.put("refs/ORDERS/1", b"r")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert "arch/manifests/abc" in keys and "arch/refs/ORDERS/1" in keys
-    info = sink.head("manifests/abc")
-    assert info.storage_class == "STANDARD" and not info.archived and info.thaw is None and info.retention is None
-    assert abs((dt.datetime.now(dt.timezone.utc) - info.modified).total_seconds()) < 300
+    assert keys == {"arch/manifests/abc", "arch/refs/ORDERS/1"}
+    assert sink.head("manifests/abc").storage_class == "STANDARD"
 
 
 def test_empty_prefix_and_pagination(make_sink, bucket):  # noqa: F811
@@ -294,38 +250,15 @@ def test_single_part_reuses_the_callers_digest(sink):  # noqa: F811
     assert last.headers["x-amz-checksum-sha256"] == b64sha(b"tail")
 
 
-def test_abort_incomplete_and_duplicate_parts(sink, s3, bucket):  # noqa: F811
-    wire = Wire().attach(sink)
-    w = sink.open_writer("data/ab", part_size=MIN_PART)
-    write_parts(w, [b"a" * (2 * MiB), b"b" * (2 * MiB), b"c" * (2 * MiB)])
-    assert len(wire.calls("UploadPart")) == 1  # 6 MiB: one full S3 part went up
-    assert len(uploads(s3, bucket)) == 1
-    w.abort()
-    w.abort()  # idempotent
-    assert uploads(s3, bucket) == [] and sink.head("data/ab") is None
-    with pytest.raises(SinkError, match="aborted"):
-        w.write_part(4, b"d", b"")
-    with pytest.raises(SinkError, match="aborted"):
-        w.complete()
-
-    w = sink.open_writer("data/ab", part_size=MIN_PART)
-    w.write_part(2, b"second", b"")
-    with pytest.raises(SinkError, match="part 1"):
-        w.complete()
-    w.abort()
-    assert uploads(s3, bucket) == [] and sink.head("data/ab") is None
-
-    w = sink.open_writer("data/ab", part_size=MIN_PART)
-    w.write_part(1, b"a", b"")
-    with pytest.raises(SinkError, match="twice"):
-        w.write_part(1, b"a", b"")
-    w.abort()
-    assert uploads(s3, bucket) == []
-
-
 # -- faults -------------------------------------------------------------------------------------------------------
+def retrying(adapter: S3Sink) -> RetryingSink:
+    """The sink as open_sink composes it: one attempt per call in the adapter, retries in the layer around it."""
+    return RetryingSink(adapter, RetryPolicy.from_options(adapter.options))
+
+
 def test_transient_faults_are_retried(sink, s3, bucket):  # noqa: F811
     wire = Wire().attach(sink)
+    sink = retrying(sink)
     wire.fail("CreateMultipartUpload", (503, "SlowDown"))
     wire.fail(
         "UploadPart",
@@ -361,9 +294,10 @@ def test_lost_responses_do_not_turn_into_conflicts(sink):  # noqa: F811
         raise ConnectionClosedError(endpoint_url=request.url)  # ...and the answer never arrives
 
     wire = Wire().attach(sink)
+    sink = retrying(sink)
     wire.fail("PutObject", deliver_then_drop)
     assert sink.put("manifests/m", b"manifest").size == 8
-    assert len(wire.calls("PutObject")) == 2  # the second met If-None-Match and found its own bytes
+    assert len(wire.calls("PutObject")) == 2  # the second met If-None-Match and RetryingSink found our bytes
     assert sink.get("manifests/m") == b"manifest"
     with pytest.raises(ObjectExists):  # a real conflict is still one
         sink.put("manifests/m", b"manifest")
@@ -398,6 +332,7 @@ def test_permanent_failure_fails_at_once(sink, s3, bucket):  # noqa: F811
 def test_retry_budget_bounds_retries_and_the_sdk_adds_none(make_sink, bucket):  # noqa: F811
     once = make_sink(bucket, retry_budget=0)
     wire = Wire().attach(once)
+    once = retrying(once)
     wire.fail("PutObject", *[(503, "SlowDown")] * 50)
     with pytest.raises(SinkError, match="SlowDown"):
         once.put("refs/x", b"x")
@@ -405,6 +340,7 @@ def test_retry_budget_bounds_retries_and_the_sdk_adds_none(make_sink, bucket):  
 
     bounded = make_sink(bucket, retry_budget=0.6)
     wire = Wire().attach(bounded)
+    bounded = retrying(bounded)
     wire.fail("PutObject", *[(503, "SlowDown")] * 1000)
     started = time.monotonic()
     with pytest.raises(SinkError, match="SlowDown"):
@@ -625,7 +561,9 @@ def test_unreachable_endpoint(aws_env):  # noqa: F811
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again below: nothing listens there
-    s = S3Sink.from_url("s3://bkt-a/p", SinkOptions(endpoint_url=f"http://127.0.0.1:{port}", retry_budget=0.5))
+    s = retrying(
+        S3Sink.from_url("s3://bkt-a/p", SinkOptions(endpoint_url=f"http://127.0.0.1:{port}", retry_budget=0.5))
+    )
     started = time.monotonic()
     with pytest.raises(SinkError, match="cannot reach"):
         s.get("manifests/m")

@@ -40,7 +40,7 @@ from pipeline.jetstream.client import (
 )
 from pipeline.jetstream.livetail import Tail, read_tail
 from pipeline.keys.keyring import KeyRing
-from sinks import Retention, SinkError, SinkOptions
+from sinks import Retention, SinkError, SinkOptions, Unsupported, require
 
 
 @dataclass
@@ -155,10 +155,11 @@ def check_writable(repo: Repository, encrypt: bool, keys: KeyRing, retention: Re
             "pass --identity backup.key (or only its public --recipient age1… on hosts that must not read "
             "backups), or use --key-file / $JSARCHIVE_KEY / --kms-key; --no-encrypt stores the backup in the clear"
         )
-    if retention is not None and not getattr(repo.sink, "supports_retention", False):
-        raise UsageError(
-            f"{repo.url} cannot enforce retention (Object Lock); use an S3 or GCS archive for locked backups"
-        )
+    if retention is not None:
+        try:
+            require(repo.sink, "retention_lock", what="enforce retention (Object Lock)")
+        except Unsupported as e:
+            raise UsageError(f"{e}; use an S3 or GCS archive for locked backups") from None
     if retention is not None:
         try:
             why = repo.sink.retention_unsupported()
