@@ -291,7 +291,7 @@ def hostile_archive(nats_server, tmp_path) -> tuple[Path, dict[str, str]]:
     body["config"]["name"] = EVIL
     for c in body.get("consumers") or []:
         c["name"] = "con\nsumer\x1b[1A"
-    repo.sink.put(f"data/{bid}", repo.sink.get(m.data_key))
+    repo.sink.put(f"data/{bid}", repo.sink.get(m.data_object))
     ids[EVIL] = repo.write_manifest(mf.build(env, body, None))
     time = repo.refs(ESC_NAME)[0].time
     repo.write_ref(EVIL, time, bid, ids[EVIL])
@@ -357,7 +357,7 @@ def test_errors_built_from_names_are_escaped(hostile_archive) -> None:
     line whose name is escaped, for inspect, cat and restore, and the JSON error holds the exact name."""
     archive, ids = hostile_archive
     repo = Repository.open(str(archive))
-    (archive / repo.load_manifest(ids[EVIL]).data_key).unlink()
+    (archive / repo.load_manifest(ids[EVIL]).data_object).unlink()
     for args in (["inspect", str(archive), ids[EVIL]], ["cat", str(archive), ids[EVIL]]):
         code, out, err = run(*args)
         assert code == 3, err

@@ -239,7 +239,7 @@ def _corrupt_data(archive: Path, stream: str) -> Callable[[], None]:
     """Flip bytes inside the backup's data object, keeping its size: the plan's checks pass, the restore fails.
     Returns what puts the good bytes back."""
     m = Repository.open(str(archive)).latest(stream)
-    path = archive / m.data_key
+    path = archive / m.data_object
     good = path.read_bytes()
     raw = bytearray(good)
     mid = len(raw) // 2

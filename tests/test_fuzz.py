@@ -192,7 +192,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> Seeds:
     (slot_key,) = repo.keys(repo.keyslot_prefix(w.enc))
     s2_v2, s2_v1 = _payload(repo, w.plain), _payload(repo, w.v1)
     m = repo.load_manifest(w.plain)
-    data = (w.archive / m.data_key).read_bytes()
+    data = (w.archive / m.data_object).read_bytes()
     lengths = [n for n, _ in m.open_body(None)["plain_blocks"]]
     stored = [(data[b.offset : b.offset + b.length], n) for b, n in zip(m.blocks, lengths, strict=True)]
     return Seeds(
@@ -494,7 +494,7 @@ def test_fuzz_commands_on_forged_payloads(seeds, scratch, data):
             body["plain_blocks"] = [[len(b), hashlib.sha256(b).hexdigest()] for b in blocks]
             body["snapshot"]["bytes"] = len(new_plain)
         else:
-            datafile = (scratch / m.data_key).read_bytes()
+            datafile = (scratch / m.data_object).read_bytes()
             stored = [datafile[b.offset : b.offset + b.length] for b in m.blocks]
             i = data.draw(st.integers(0, len(stored) - 1))
             stored[i] = data.draw(mutated(stored[i]))

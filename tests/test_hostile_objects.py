@@ -459,7 +459,7 @@ def plant_bomb_backup(archive: Path, world: World) -> str:
     data = bytearray(bomb)
     table = [[0, len(bomb), hashlib.sha256(bomb).hexdigest()]]
     for b in m.blocks[1:]:
-        chunk = (archive / m.data_key).read_bytes()[b.offset : b.offset + b.length]
+        chunk = (archive / m.data_object).read_bytes()[b.offset : b.offset + b.length]
         table.append([len(data), len(chunk), b.sha256])
         data += chunk
     (archive / "data" / backup_id).write_bytes(bytes(data))

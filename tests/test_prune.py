@@ -60,7 +60,7 @@ def make_backup(
     compressor = BlockCompressor(Compression("zstd", 3))
     plain_blocks = [payload[i : i + block_size] for i in range(0, len(payload), block_size)] or [b""]
     writer = repo.sink.open_writer(
-        repo.data_key(backup_id), part_size=block_size, storage_class=storage_class, retention=retention
+        repo.data_object(backup_id), part_size=block_size, storage_class=storage_class, retention=retention
     )
     table, plain, off = [], [], 0
     for i, block in enumerate(plain_blocks):
@@ -82,7 +82,7 @@ def make_backup(
         "tool": {"name": "jsarchive", "version": "test"},
         "server": {"version": "2.15.1", "name": "t", "cluster": None, "api_level": None},
         "snapshot_format": snapshot_format,
-        "data": {"key": repo.data_key(backup_id), "size": off, "block_size": block_size},
+        "data": {"key": repo.data_object(backup_id), "size": off, "block_size": block_size},
         "blocks": table,
         "summary": {
             "messages": state["messages"],
@@ -360,7 +360,7 @@ def test_prune_local_end_to_end(tmp_path, keyring):
     assert {e.manifest_id for e in list_backups(str(root))} == survivors
     gone = [m for m in orders + audit if m.id not in survivors]
     for m in gone:
-        assert not (root / "manifests" / m.id).exists() and not (root / m.data_key).exists()
+        assert not (root / "manifests" / m.id).exists() and not (root / m.data_object).exists()
         assert not list((root / "refs" / m.stream).glob(f"*-{m.backup_id}"))
     # what is left is a consistent archive
     report = verify_archive(VerifyOptions(url=str(root)))
@@ -489,11 +489,11 @@ def test_a_half_pruned_backup_is_never_listed(tmp_path, monkeypatch):
     assert report.exit_code == 7 and not report.ok
     # the ref went first, so the backup is no longer listed; its manifest and data are still whole
     assert [e.manifest_id for e in list_backups(str(root))] == [new.id]
-    assert (root / "manifests" / old.id).exists() and (root / old.data_key).exists()
+    assert (root / "manifests" / old.id).exists() and (root / old.data_object).exists()
     # the next run finishes the job
     done = prune(PruneOptions(url=str(root), policy=Policy(last=1), now=NOW, confirm=True))
     assert [b.manifest_id for b in done.backups if b.deleted] == [old.id]
-    assert not (root / old.data_key).exists()
+    assert not (root / old.data_object).exists()
 
 
 # -- S3 (moto) -------------------------------------------------------------------------------------------------------
@@ -525,16 +525,16 @@ def test_prune_s3_respects_object_lock(moto, s3, lock_bucket, keyring):
     for m, mode in ((locked, "COMPLIANCE"), (held, "GOVERNANCE")):
         assert plan[m.id]["action"] == LOCKED and not plan[m.id]["deleted"]
         locks = {lk["key"]: lk for lk in plan[m.id]["locks"]}
-        assert {f"manifests/{m.id}", m.data_key} <= set(locks)
+        assert {f"manifests/{m.id}", m.data_object} <= set(locks)
         for lk in locks.values():
             assert lk["mode"] == mode and abs(dt.datetime.fromisoformat(lk["retain_until"]) - until).total_seconds() < 2
     assert any(lk["legal_hold"] for lk in plan[held.id]["locks"])
-    assert {lk["key"] for lk in out["locked"]} >= {locked.data_key, held.data_key}
+    assert {lk["key"] for lk in out["locked"]} >= {locked.data_object, held.data_object}
     # the locked backups are whole and listed; the free one is gone for good: no version, no delete marker
     assert {e.manifest_id for e in list_backups(url, sink=sink)} == {newest.id, locked.id, held.id}
-    for key in (f"arch/{free.data_key}", f"arch/manifests/{free.id}"):
+    for key in (f"arch/{free.data_object}", f"arch/manifests/{free.id}"):
         assert _versions(s3, lock_bucket, key) == []
-    for key in (f"arch/{locked.data_key}", f"arch/manifests/{held.id}"):  # untouched: no delete marker on top
+    for key in (f"arch/{locked.data_object}", f"arch/manifests/{held.id}"):  # untouched: no delete marker on top
         [only] = _versions(s3, lock_bucket, key)
         assert "Size" in only and only["IsLatest"]
     assert verify_archive(VerifyOptions(url=url, sink=sink)).ok
@@ -564,7 +564,9 @@ def test_prune_s3_leftovers(moto, s3, bucket):
     uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["UploadId"] for u in uploads] == [outside["UploadId"]]
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
-    assert keys == sorted([f"arch/{keep.data_key}", f"arch/manifests/{keep.id}", *(f"arch/{r}" for r in _refs(repo))])
+    assert keys == sorted(
+        [f"arch/{keep.data_object}", f"arch/manifests/{keep.id}", *(f"arch/{r}" for r in _refs(repo))]
+    )
 
 
 def _refs(repo: Repository) -> list[str]:

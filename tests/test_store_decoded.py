@@ -255,7 +255,7 @@ def test_tampered_block_fails_everywhere(orders, tmp_path, keyring, identity_fil
     archive = tmp_path / "archive"
     res = _backup(orders, archive, keyring, "decoded")
     m, _, _ = _body(archive, res.manifest_id, keyring)
-    data_path = archive / m.data_key
+    data_path = archive / m.data_object
     data = bytearray(data_path.read_bytes())
     data[m.blocks[1].offset + 40] ^= 0x01
     data_path.chmod(0o600)

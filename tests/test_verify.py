@@ -117,7 +117,7 @@ def test_real_archive_damage_is_found(real, tmp_path):
     archive = tmp_path / "copy"
     shutil.copytree(real.archive, archive)
     m = Repository.open(str(archive)).load_manifest(real.v2)
-    data = archive / m.data_key
+    data = archive / m.data_object
     raw = bytearray(data.read_bytes())
     blk = m.blocks[3]
     raw[blk.offset + blk.length // 2] ^= 0x10
@@ -164,12 +164,12 @@ def _damage_scenario(url: str, opts: SinkOptions, keyring: KeyRing) -> None:
 
     sink = repo.sink
     m = victims["flipped-bit"]
-    stored = bytearray(sink.get(m.data_key))
+    stored = bytearray(sink.get(m.data_object))
     stored[m.blocks[1].offset + 7] ^= 0x01
-    sink.put(m.data_key, bytes(stored), if_absent=False)
-    sink.delete(victims["missing-data"].data_key)
+    sink.put(m.data_object, bytes(stored), if_absent=False)
+    sink.delete(victims["missing-data"].data_object)
     m = victims["truncated-data"]
-    sink.put(m.data_key, sink.get(m.data_key)[:-1], if_absent=False)
+    sink.put(m.data_object, sink.get(m.data_object)[:-1], if_absent=False)
     m = victims["tampered-manifest"]
     sink.put(repo.manifest_key(m.id), m.raw.replace(b'"messages":10', b'"messages":99'), if_absent=False)
     sink.delete(repo.manifest_key(victims["dangling-ref"].id))
@@ -432,7 +432,7 @@ def test_show(tmp_path, keyring, identity_file):
     api = show_backup(str(root), m.id, ring)
     assert api.body is not None and api.body["config"]["name"] == "ORDERS" and api.sets == [sid]
     assert show_backup(str(root), m.id).body is None
-    (root / m.data_key).unlink()
+    (root / m.data_object).unlink()
     code, out, _ = cli("show", root, m.id)
     assert code == 0 and "MISSING" in out
 

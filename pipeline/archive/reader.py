@@ -105,11 +105,10 @@ class BlockReader:
 
     def read_block(self, index: int) -> bytes:
         blk = self.m.blocks[index]
-        where = (
-            f"block {index} of backup {self.m.id[:12]} ({self.m.data_key} bytes {blk.offset}–{blk.offset + blk.length})"
-        )
+        span = f"{blk.offset}–{blk.offset + blk.length}"
+        where = f"block {index} of backup {self.m.id[:12]} ({self.m.data_object} bytes {span})"
         try:
-            stored = self.repo.sink.get_range(self.m.data_key, blk.offset, blk.length)
+            stored = self.repo.sink.get_range(self.m.data_object, blk.offset, blk.length)
         except SinkError as e:
             raise storage_error(e, f"cannot read {where}") from None
         if len(stored) != blk.length:

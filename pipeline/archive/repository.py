@@ -167,7 +167,7 @@ class Repository:
 
     # -- keys --------------------------------------------------------------------------------------------------
     @staticmethod
-    def data_key(backup_id: str) -> str:
+    def data_object(backup_id: str) -> str:
         return f"{DATA}{backup_id}"
 
     @staticmethod
@@ -352,12 +352,12 @@ class Repository:
         """The backup's data object, checked before any of it is read: present, readable (not cold), right size."""
         where = f"{context}: " if context else ""
         try:
-            head = self.sink.head(m.data_key)
+            head = self.sink.head(m.data_object)
         except SinkError as e:
             raise storage_error(e, f"{where}cannot read the data object of backup {m.id[:12]}") from None
         if head is None:
             raise NotFoundError(
-                f"{where}the data object {m.data_key} of backup {m.id[:12]} ({m.stream}) is missing from {self.url}"
+                f"{where}the data object {m.data_object} of backup {m.id[:12]} ({m.stream}) is missing from {self.url}"
             )
         if head.archived:
             state = (
@@ -368,11 +368,11 @@ class Repository:
             )
             raise ColdStorage(
                 f"{where}backup {m.id[:12]} keeps its data in cold storage ({head.storage_class}): "
-                f"{self.url}/{m.data_key} {state}"
+                f"{self.url}/{m.data_object} {state}"
             )
         if head.size != m.data_size:
             raise IntegrityError(
-                f"{where}the data object {m.data_key} of backup {m.id[:12]} is {head.size} bytes, the manifest says "
+                f"{where}the data object {m.data_object} of backup {m.id[:12]} is {head.size} bytes, the manifest says "
                 f"{m.data_size}: it is truncated or was replaced"
             )
         return head

@@ -412,7 +412,7 @@ def _archive_warnings(
                 "but it can be restored by its id"
             )
     if stream is None:
-        used = {x.manifest.data_key for x in loaded.values() if x.manifest is not None}
+        used = {x.manifest.data_object for x in loaded.values() if x.manifest is not None}
         for key in repo.keys(DATA):
             if key not in used:
                 report.warnings.append(
@@ -483,15 +483,15 @@ def _check_stored(
     meter: Callable[[int], None],
 ) -> None:
     try:
-        head = repo.sink.head(m.data_key)
+        head = repo.sink.head(m.data_object)
     except SinkError as e:
         raise storage_error(e, f"cannot read the data object of backup {m.id[:12]}") from None
     if head is None:
-        check.fail(f"the data object {m.data_key} is missing")
+        check.fail(f"the data object {m.data_object} is missing")
         return
     if head.size != m.data_size:
         check.fail(
-            f"the data object {m.data_key} is {head.size} bytes, the manifest says {m.data_size}: it is truncated "
+            f"the data object {m.data_object} is {head.size} bytes, the manifest says {m.data_size}: it is truncated "
             "or was replaced"
         )
         return
@@ -529,7 +529,7 @@ def _hash_blocks(
         while got < blk.length:
             n = min(piece, blk.length - got)
             try:
-                data = repo.sink.get_range(m.data_key, blk.offset + got, n)
+                data = repo.sink.get_range(m.data_object, blk.offset + got, n)
             except SinkError as e:
                 raise storage_error(e, f"cannot read block {index} of backup {m.id[:12]}") from None
             meter(len(data))

@@ -128,7 +128,7 @@ class BackupWriter:
         try:
             self._writer = await asyncio.to_thread(
                 self.repo.sink.open_writer,
-                self.repo.data_key(self.backup_id),
+                self.repo.data_object(self.backup_id),
                 part_size=self.block_size,
                 metadata={"jsarchive-stream": self.stream, "jsarchive-backup-id": self.backup_id},
                 storage_class=self.settings.storage_class,
@@ -220,7 +220,7 @@ class BackupWriter:
         stored_total = sum(b.stored_len for b in self._blocks)
         if self._info.size != stored_total:
             with contextlib.suppress(SinkError):
-                await asyncio.to_thread(self.repo.sink.delete, self.repo.data_key(self.backup_id))
+                await asyncio.to_thread(self.repo.sink.delete, self.repo.data_object(self.backup_id))
             raise TransferFailed(
                 f"the archive stored {self._info.size} bytes for the data object, expected {stored_total}"
             )
@@ -282,7 +282,7 @@ class BackupWriter:
             "tool": {"name": "jsarchive", "version": __version__},
             "server": server,
             "snapshot_format": snapshot_format,
-            "data": {"key": self.repo.data_key(self.backup_id), "size": off, "block_size": self.block_size},
+            "data": {"key": self.repo.data_object(self.backup_id), "size": off, "block_size": self.block_size},
             "blocks": offsets,
             "summary": summary,
             "encryption": {

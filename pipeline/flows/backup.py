@@ -127,15 +127,6 @@ class BackupResult:
         )
 
 
-@dataclass
-class _Block:
-    index: int
-    stored_len: int
-    stored_sha: bytes
-    plain_len: int
-    plain_sha: bytes
-
-
 def check_store(store: str, server: ServerInfo) -> str:
     """The inner encoding ``store`` writes, refused up front where the server cannot provide it."""
     encoding = payload.store_encoding(store)

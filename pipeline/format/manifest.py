@@ -66,7 +66,7 @@ class Manifest:
         return self.envelope["created"]
 
     @property
-    def data_key(self) -> str:
+    def data_object(self) -> str:
         return self.envelope["data"]["key"]
 
     @property

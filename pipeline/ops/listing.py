@@ -75,11 +75,11 @@ def _entry(repo: Repository, ref: Ref, head: bool) -> BackupEntry:
     )
     if head:
         try:
-            info = repo.sink.head(m.data_key)
+            info = repo.sink.head(m.data_object)
         except SinkError:
             return entry  # not allowed to look (or a hiccup): the listing itself is still right
         if info is None:
-            entry.problem = f"the data object {m.data_key} is missing"
+            entry.problem = f"the data object {m.data_object} is missing"
         else:
             _apply_head(entry, info)
     return entry
@@ -193,7 +193,7 @@ def show_backup(url: str, backup: str, keys: KeyRing | None = None, sink: SinkOp
     enc["key_slots"] = [public_slot(s) for s in enc.get("key_slots") or [] if isinstance(s, dict)]
     env["encryption"] = enc
     try:
-        info = repo.sink.head(m.data_key)
+        info = repo.sink.head(m.data_object)
     except SinkError as e:
         raise storage_error(e, f"cannot read the data object of backup {m.id[:12]}") from None
     details = BackupDetails(m.id, env, _object_json(info) if info is not None else None)

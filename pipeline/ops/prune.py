@@ -92,7 +92,7 @@ class BackupPlan:
     action: str  # keep | delete | locked (the policy would delete it; retention keeps it)
     reasons: list[str] = field(default_factory=list)  # why it is kept: policy rules, "set <id>", …
     refs: list[str] = field(default_factory=list)
-    data_key: str = ""
+    data_object: str = ""
     added_slots: list[str] = field(default_factory=list)  # keyslots/<manifest id>/… objects
     signatures: list[str] = field(default_factory=list)  # signatures/<manifest id>/… objects
     storage_class: str | None = None
@@ -326,7 +326,7 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
                     action=KEEP if d.keep else DELETE,
                     reasons=list(d.reasons),
                     refs=[r.key for r in refs_of.get((m.stream, m.backup_id), [])],
-                    data_key=m.data_key,
+                    data_object=m.data_object,
                     added_slots=[i.key for i in slot_objects.get(m.id, [])],
                     signatures=sorted(signed.get(m.id, [])),
                 )
@@ -380,10 +380,10 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
                 break
         for p in plans.values():
             if p.action == DELETE:
-                info = heads[p.data_key]
+                info = heads[p.data_object]
                 p.storage_class = info.storage_class if info is not None else None
                 if info is None:
-                    p.warnings.append(f"{p.data_key} is already missing")
+                    p.warnings.append(f"{p.data_object} is already missing")
                 elif (w := _cold_warning(info, now)) is not None:
                     p.warnings.append(w)
         report.backups = sorted(plans.values(), key=lambda p: (p.stream, p.created, p.manifest_id), reverse=True)
@@ -409,7 +409,7 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
 def _objects(repo: Repository, p: BackupPlan) -> list[str]:
     """A backup's objects in the order they are deleted: refs (it disappears from listings), the manifest (the
     commit point: from here on it does not exist), slots added later, and last the data object."""
-    return [*p.refs, repo.manifest_key(p.manifest_id), *p.added_slots, *p.signatures, p.data_key]
+    return [*p.refs, repo.manifest_key(p.manifest_id), *p.added_slots, *p.signatures, p.data_object]
 
 
 def _listing(repo: Repository, prefix: str) -> dict[str, ObjectInfo]:
@@ -434,7 +434,7 @@ def _abandoned(
     lock_clock: dt.datetime,
     heads: _Heads,
 ) -> list[ObjectPlan]:
-    used = {m.data_key for m in valid.values()}
+    used = {m.data_object for m in valid.values()}
     out = []
     for info in data_objects:
         if info.key in used:

@@ -41,7 +41,7 @@ def thaw_backup(
     """Start thawing the data of ``backup`` (manifests and refs are never cold); with ``wait``, poll until readable."""
     repo = Repository.open(url, sink)
     m = repo.load_manifest(repo.resolve(backup))
-    key = m.data_key
+    key = m.data_object
     try:
         status = repo.sink.thaw(key, days=days, tier=tier)
         head = repo.sink.head(key)
