@@ -46,6 +46,7 @@ from pipeline.jetstream.client import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_WINDOW_SIZE,
     ConnectOptions,
+    ServerInfo,
     connect,
 )
 from pipeline.keys.keyring import KeyRing
@@ -213,6 +214,94 @@ async def backup_account_async(
     started = now()
     if opts.parallel < 1:
         raise UsageError(f"--parallel must be at least 1, not {opts.parallel}")
+    run, shard = _run_and_shard(opts, deferring=admit is not None)
+    repo = Repository.open(opts.url, opts.sink)
+    check_writable(repo, opts.encrypt, opts.keys, opts.retention)
+    plan, server, listed, warnings = await _plan(opts, repo, run, shard)
+    options = {
+        "consumers": opts.consumers,
+        "check": opts.check,
+        "include": list(opts.include),
+        "exclude": list(opts.exclude),
+    }
+    done_before: dict[str, dict] = {}
+    if shard is not None:
+        assert run is not None
+        warnings = _claim_shard(repo, plan, run, shard, options, warnings, opts.retention)
+        done_before = done_records(repo, run)
+    if on_plan is not None:
+        on_plan(plan)
+
+    outcomes: dict[str, StreamOutcome] = {}
+
+    async def finished(o: StreamOutcome) -> None:
+        outcomes[o.stream] = o
+        if run is not None and shard is not None:
+            # Off the event loop: a slow store must not delay the acks of snapshots still running.
+            await asyncio.to_thread(record_outcome, repo, run, shard, o, opts.critical_warnings, opts.retention)
+        if on_stream is not None:
+            on_stream(o)
+
+    by_name = {p.name: p for p in listed}
+    for n in plan.mine:
+        if n not in by_name:  # a resumed plan names a stream that was deleted since
+            gone = f"stream {n!r} no longer exists"
+            await finished(StreamOutcome(n, "failed", message=gone, error_kind="not_found", exit_code=3))
+    mine = [by_name[n] for n in plan.mine if n in by_name]
+    sem = asyncio.Semaphore(opts.parallel)
+    share = SharedProgress(progress)
+    old_server = format_for_version(server.version_tuple) != V2
+
+    async def one(p: PlannedStream) -> None:
+        o = _not_backed_up(p, done_before.get(p.name), old_server, server.version)
+        if o is None:
+            async with sem:
+                why = admit(p) if admit is not None else None
+                if why:
+                    o = StreamOutcome(p.name, "deferred", message=why)
+                else:
+                    progress.log(f"backup {p.name}: started ({p.messages:,} messages)")
+                    o = await _back_up(p, opts, share)
+        await finished(o)
+
+    progress.start(f"account backup ({len(mine)} streams)", None)
+    try:
+        await asyncio.gather(*(one(p) for p in mine))
+    finally:
+        progress.finish()
+
+    ordered = [outcomes[n] for n in sorted(outcomes)]
+    warnings = sorted(set(warnings + [o.message for o in ordered if o.status == "skipped" and o.message]))
+    result = AccountBackupResult(
+        url=repo.url,
+        account=plan.account,
+        started=started,
+        finished=now(),
+        streams=ordered,
+        planned=len(plan.streams),
+        warnings=warnings,
+        set_id=None,
+        run=run,
+        shard=shard.label if shard else None,
+    )
+    _raise_if_failed(result, plan.missing, opts.critical_warnings, t0)
+    if run is None:
+        result.set_id = _write_set(repo, result, plan.missing, options, opts.retention)
+    else:
+        # The last shard to finish finds the run complete and seals it; the others leave it to that one (or to
+        # `jsarchive account seal`). This shard's own work is done either way, so sealing trouble is a warning.
+        try:
+            result.set_id = seal_run_in(repo, run, opts.retention).set_id
+        except RunIncomplete as e:
+            result.pending = e.missing
+        except JsArchiveError as e:
+            result.warnings.append(f"this shard finished but the run could not be sealed: {e}")
+    result.seconds = round(time.monotonic() - t0, 3)
+    return result
+
+
+def _run_and_shard(opts: AccountBackupOptions, *, deferring: bool) -> tuple[str | None, Shard | None]:
+    """The run id and shard this backup records under; (None, None) for a plain account backup."""
     run = check_run_id(opts.run) if opts.run else None
     shard = opts.shard
     if shard is not None and shard.count > 1 and run is None:
@@ -224,11 +313,16 @@ async def backup_account_async(
         shard = None  # the only shard of an unnamed run is simply the whole account
     if run is not None and shard is None:
         shard = Shard(0, 1, "--run")
-    if admit is not None and run is None:
+    if deferring and run is None:
         raise UsageError("deferring streams needs a run id, so that a later attempt can finish and seal the run")
-    repo = Repository.open(opts.url, opts.sink)
-    check_writable(repo, opts.encrypt, opts.keys, opts.retention)
+    return run, shard
 
+
+async def _plan(
+    opts: AccountBackupOptions, repo: Repository, run: str | None, shard: Shard | None
+) -> tuple[AccountPlan, ServerInfo, list[PlannedStream], list[str]]:
+    """List the account and choose its streams (before anything is written): the plan, the server, every stream
+    listed, the warnings."""
     js = await connect(opts.connect)
     async with js:
         server = js.server_info()
@@ -260,179 +354,124 @@ async def backup_account_async(
         account=account,
         server_version=server.version,
         streams=planned,
-        mine=[p.name for p in planned],
+        mine=[p.name for p in planned if shard is None or shard.owns(p.name)],
         missing=chosen_missing,
         excluded=sorted(set(names + missing) - set(selected)),
         shard=shard.label if shard else None,
         run=run,
     )
-    options = {
-        "consumers": opts.consumers,
-        "check": opts.check,
-        "include": list(opts.include),
-        "exclude": list(opts.exclude),
-    }
-    done_before: dict[str, dict] = {}
-    if shard is not None:
-        assert run is not None
-        plan.mine = [p.name for p in planned if shard.owns(p.name)]
-        recorded = record_plan(
-            repo, run, shard, plan.account, [p.name for p in plan.streams], plan.mine, options, warnings, opts.retention
+    return plan, server, listed, warnings
+
+
+def _claim_shard(
+    repo: Repository,
+    plan: AccountPlan,
+    run: str,
+    shard: Shard,
+    options: dict,
+    warnings: list[str],
+    retention: Retention | None,
+) -> list[str]:
+    """Record this shard's plan, or follow the one an earlier attempt recorded (it stays the run's truth)."""
+    streams = [p.name for p in plan.streams]
+    recorded = record_plan(repo, run, shard, plan.account, streams, plan.mine, options, warnings, retention)
+    if recorded is None:
+        return warnings
+    plan.resumed = True
+    plan.mine = list(recorded["mine"])
+    return list(recorded.get("warnings") or [])
+
+
+def _not_backed_up(p: PlannedStream, done: dict | None, old_server: bool, version: str) -> StreamOutcome | None:
+    """The outcome of a stream that is not backed up now (done by an earlier attempt, or a memory stream the
+    server cannot snapshot); None for a stream to back up."""
+    if done is not None:
+        return StreamOutcome(
+            p.name,
+            "done_before" if done.get("manifest_id") else "skipped",
+            manifest_id=done.get("manifest_id"),
+            message=done.get("skipped") or "backed up by an earlier attempt of this shard",
         )
-        if recorded is not None:  # an earlier attempt of this shard: its plan is the run's truth
-            plan.resumed = True
-            plan.mine = list(recorded["mine"])
-            warnings = list(recorded.get("warnings") or [])
-        done_before = done_records(repo, run)
-    if on_plan is not None:
-        on_plan(plan)
-
-    outcomes: dict[str, StreamOutcome] = {}
-    sem = asyncio.Semaphore(opts.parallel)
-    share = SharedProgress(progress)
-    old_server = format_for_version(server.version_tuple) != V2
-
-    async def finished(o: StreamOutcome) -> None:
-        outcomes[o.stream] = o
-        if run is not None and shard is not None:
-            # Off the event loop: a slow store must not delay the acks of snapshots still running.
-            await asyncio.to_thread(record_outcome, repo, run, shard, o, opts.critical_warnings, opts.retention)
-        if on_stream is not None:
-            on_stream(o)
-
-    async def one(p: PlannedStream) -> None:
-        if p.name in done_before:
-            d = done_before[p.name]
-            await finished(
-                StreamOutcome(
-                    p.name,
-                    "done_before" if d.get("manifest_id") else "skipped",
-                    manifest_id=d.get("manifest_id"),
-                    message=d.get("skipped") or "backed up by an earlier attempt of this shard",
-                )
-            )
-            return
-        if p.storage == "memory" and old_server:
-            # natscli: a warning, not a failure, unless --critical-warnings (ErrMemoryStreamNotSupported).
-            await finished(
-                StreamOutcome(
-                    p.name,
-                    "skipped",
-                    message=f"backup of memory stream {p.name!r} skipped: snapshots of memory streams need "
-                    f"nats-server 2.15 or later (the server is {server.version})",
-                    error_kind="server",
-                    exit_code=ServerRefused.exit_code,
-                )
-            )
-            return
-        async with sem:
-            why = admit(p) if admit is not None else None
-            if why:
-                await finished(StreamOutcome(p.name, "deferred", message=why))
-                return
-            progress.log(f"backup {p.name}: started ({p.messages:,} messages)")
-            s0 = time.monotonic()
-            try:
-                res: BackupResult = await backup_stream_async(opts.stream_options(p.name), share)
-            except JsArchiveError as e:
-                await finished(
-                    StreamOutcome(
-                        p.name,
-                        "failed",
-                        seconds=round(time.monotonic() - s0, 3),
-                        message=str(e),
-                        error_kind=e.kind,
-                        exit_code=e.exit_code,
-                    )
-                )
-                return
-        await finished(
-            StreamOutcome(
-                p.name,
-                "backed_up",
-                manifest_id=res.manifest_id,
-                messages=res.messages,
-                bytes=res.bytes,
-                stored_bytes=res.stored_bytes,
-                consumers=res.consumers,
-                snapshot_format=res.snapshot_format,
-                seconds=res.seconds,
-            )
+    if p.storage == "memory" and old_server:
+        # natscli: a warning, not a failure, unless --critical-warnings (ErrMemoryStreamNotSupported).
+        return StreamOutcome(
+            p.name,
+            "skipped",
+            message=f"backup of memory stream {p.name!r} skipped: snapshots of memory streams need "
+            f"nats-server 2.15 or later (the server is {version})",
+            error_kind="server",
+            exit_code=ServerRefused.exit_code,
         )
+    return None
 
-    mine = [by_name[n] for n in plan.mine if n in by_name]
-    gone = [n for n in plan.mine if n not in by_name]  # a resumed plan names a stream that was deleted since
-    for n in gone:
-        await finished(
-            StreamOutcome(n, "failed", message=f"stream {n!r} no longer exists", error_kind="not_found", exit_code=3)
-        )
-    progress.start(f"account backup ({len(mine)} streams)", None)
+
+async def _back_up(p: PlannedStream, opts: AccountBackupOptions, share: Progress) -> StreamOutcome:
+    s0 = time.monotonic()
     try:
-        await asyncio.gather(*(one(p) for p in mine))
-    finally:
-        progress.finish()
-
-    ordered = [outcomes[n] for n in sorted(outcomes)]
-    warnings = sorted(set(warnings + [o.message for o in ordered if o.status == "skipped" and o.message]))
-    result = AccountBackupResult(
-        url=repo.url,
-        account=account,
-        started=started,
-        finished=now(),
-        streams=ordered,
-        planned=len(planned),
-        warnings=warnings,
-        set_id=None,
-        run=run,
-        shard=shard.label if shard else None,
+        res: BackupResult = await backup_stream_async(opts.stream_options(p.name), share)
+    except JsArchiveError as e:
+        return StreamOutcome(
+            p.name,
+            "failed",
+            seconds=round(time.monotonic() - s0, 3),
+            message=str(e),
+            error_kind=e.kind,
+            exit_code=e.exit_code,
+        )
+    return StreamOutcome(
+        p.name,
+        "backed_up",
+        manifest_id=res.manifest_id,
+        messages=res.messages,
+        bytes=res.bytes,
+        stored_bytes=res.stored_bytes,
+        consumers=res.consumers,
+        snapshot_format=res.snapshot_format,
+        seconds=res.seconds,
     )
+
+
+def _raise_if_failed(result: AccountBackupResult, missing: list[str], critical: bool, t0: float) -> None:
+    """AccountRunFailed (no set written) naming every failed stream; with ``critical`` warnings count too."""
+    ordered = result.streams
     failed = [(o.stream, o.exit_code or 1) for o in ordered if o.status == "failed"]
-    if opts.critical_warnings:
+    if critical:
         # natscli -w: every warning is a failure (memory streams on old servers, streams skipped with --force).
         failed += [(o.stream, o.exit_code or ServerRefused.exit_code) for o in ordered if o.status == "skipped"]
-        failed += [(n, ServerRefused.exit_code) for n in chosen_missing]
-    if failed:
-        result.seconds = round(time.monotonic() - t0, 3)
-        names_ = ", ".join(sorted({n for n, _ in failed}))
-        raise AccountRunFailed(
-            f"backup of {len(failed)} of {len(ordered) + len(chosen_missing)} stream(s) failed"
-            + (" (warnings count as failures with --critical-warnings)" if opts.critical_warnings else "")
-            + f": {names_}; "
-            + (f"re-run the shard with the same --run {run} to retry them" if run else "no set was written"),
-            result,
-            common_exit_code([c for _, c in failed]),
-        )
-
-    if run is None:
-        entries = [
-            set_entry(load_member(repo, "this account backup", o.stream, o.manifest_id))
-            for o in ordered
-            if o.manifest_id
-        ]
-        raw = build_set(
-            account=account,
-            started=started,
-            finished=result.finished,
-            entries=entries,
-            skipped=[{"stream": o.stream, "reason": o.message or ""} for o in ordered if o.status == "skipped"]
-            + [{"stream": n, "reason": "offline or missing when listed"} for n in chosen_missing],
-            warnings=warnings,
-            options=options,
-        )
-        try:
-            result.set_id = repo.write_set(raw, opts.retention)
-        except SinkError as e:
-            raise storage_error(
-                e, f"every stream was backed up but the set could not be written to {repo.url}"
-            ) from None
-    else:
-        # The last shard to finish finds the run complete and seals it; the others leave it to that one (or to
-        # `jsarchive account seal`). This shard's own work is done either way, so sealing trouble is a warning.
-        try:
-            result.set_id = seal_run_in(repo, run, opts.retention).set_id
-        except RunIncomplete as e:
-            result.pending = e.missing
-        except JsArchiveError as e:
-            result.warnings.append(f"this shard finished but the run could not be sealed: {e}")
+        failed += [(n, ServerRefused.exit_code) for n in missing]
+    if not failed:
+        return
     result.seconds = round(time.monotonic() - t0, 3)
-    return result
+    names = ", ".join(sorted({n for n, _ in failed}))
+    raise AccountRunFailed(
+        f"backup of {len(failed)} of {len(ordered) + len(missing)} stream(s) failed"
+        + (" (warnings count as failures with --critical-warnings)" if critical else "")
+        + f": {names}; "
+        + (f"re-run the shard with the same --run {result.run} to retry them" if result.run else "no set was written"),
+        result,
+        common_exit_code([c for _, c in failed]),
+    )
+
+
+def _write_set(
+    repo: Repository, result: AccountBackupResult, missing: list[str], options: dict, retention: Retention | None
+) -> str:
+    """The set of an unsharded backup, written once every stream's manifest exists: its id."""
+    ordered = result.streams
+    entries = [
+        set_entry(load_member(repo, "this account backup", o.stream, o.manifest_id)) for o in ordered if o.manifest_id
+    ]
+    raw = build_set(
+        account=result.account,
+        started=result.started,
+        finished=result.finished,
+        entries=entries,
+        skipped=[{"stream": o.stream, "reason": o.message or ""} for o in ordered if o.status == "skipped"]
+        + [{"stream": n, "reason": "offline or missing when listed"} for n in missing],
+        warnings=result.warnings,
+        options=options,
+    )
+    try:
+        return repo.write_set(raw, retention)
+    except SinkError as e:
+        raise storage_error(e, f"every stream was backed up but the set could not be written to {repo.url}") from None
