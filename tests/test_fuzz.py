@@ -31,13 +31,13 @@ from pipeline.archive.repository import Ref, Repository, parse_extra_slot
 from pipeline.archive.runs import seal_run_in
 from pipeline.archive.verify import VerifyOptions, verify_archive
 from pipeline.base.errors import JsArchiveError
-from pipeline.flows.restore import restore_config
 from pipeline.format import manifest as mf
 from pipeline.format import natsarc, objects, payload, s2
 from pipeline.format.compress import BlockCompressor, Compression
 from pipeline.format.filestore import V1Census
 from pipeline.format.manifest import canonical
 from pipeline.format.sets import parse_set
+from pipeline.jetstream.placement import RestoreTarget
 from pipeline.keys.keyring import KeyRing
 from pipeline.ops.listing import list_backups, show_backup
 from tests.test_hostile_objects import _WORLD, World, build_world
@@ -220,7 +220,7 @@ def _parse_manifest(raw: bytes) -> None:
     if not m.encrypted:  # a clear body must also satisfy what readers index in it
         body = m.open_body(None)
         payload.inner_encoding(body, m.snapshot_format, m.id)
-        restore_config(body["config"], None, [], None)
+        RestoreTarget().apply(body["config"])
         assert len(body["plain_blocks"]) == len(m.blocks) and int(body["snapshot"].get("bytes", -1)) >= 0
 
 
@@ -410,7 +410,7 @@ def _commands(root: Path, seeds: Seeds, mid: str | None, keys: KeyRing | None) -
         body = m.open_body(data_key)
         payload.inner_encoding(body, m.snapshot_format, m.id)
         BlockReader(repo, m, body, data_key, 2, 1)
-        restore_config(body["config"], None, [], None)
+        RestoreTarget().apply(body["config"])
 
     contained(preflight)
 

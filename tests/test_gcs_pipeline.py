@@ -11,6 +11,7 @@ from pipeline.entry.cli import main
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
 from pipeline.jetstream.client import ConnectOptions
+from pipeline.jetstream.placement import RestoreTarget
 from tests.streams import fill_stream, read_messages, stream_state, wait_consumers_settled
 
 
@@ -85,8 +86,7 @@ def test_restore_from_gcs_into_a_cluster(nats_server, two_clusters, keyring, gcp
                 stream="GCSDR",
                 connect=ConnectOptions(servers=west[0].url),
                 keys=keyring,
-                tags=["az:3"],
-                replicas=1,
+                target=RestoreTarget(tags=("az:3",), replicas=1),
             )
         )
         assert r.cluster == "west" and r.leader == "west-3" and r.replicas == []

@@ -39,6 +39,7 @@ from typing import Any, TextIO
 from pipeline.base.errors import ConnectionFailed, JsArchiveError, UsageError
 from pipeline.entry import metrics
 from pipeline.jetstream.client import ConnectOptions
+from pipeline.jetstream.placement import RestoreTarget
 
 OPERATIONS = ("account-backup", "stream-backup", "prune", "verify", "drill")
 DEFAULT_MARGIN = 30.0  # seconds kept free at the end of an invocation: sealing, the summary, the metrics
@@ -722,8 +723,7 @@ def _drill(cfg: HandlerConfig, emit: Callable[[dict], None]) -> Outcome:
         keys=keys,
         # as the CLI: with a key configured, an unencrypted (possibly planted) backup is refused
         trust=TrustPolicy.of(keys, allow_unencrypted=env.get("JSARCHIVE_ALLOW_UNENCRYPTED", "") not in ("", "0")),
-        cluster=cluster,
-        tags=tags,
+        target=RestoreTarget(cluster, tuple(tags)),
         prefix=env.get("JSARCHIVE_DRILL_PREFIX") or "DRILL_",
         include=cfg.include,
         exclude=cfg.exclude,

@@ -42,7 +42,7 @@ from pipeline.base.errors import (
 )
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.flows.backup import BackupOptions, backup_stream_async
-from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_config, restore_stream_async
+from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_stream_async
 from pipeline.jetstream.client import ConnectOptions, JetStream, connect
 from pipeline.jetstream.preflight import preflight_target
 from pipeline.keys.keyring import KeyRing
@@ -131,7 +131,7 @@ async def replace_stream(
     m = repo.load_manifest(repo.resolve(restore.backup))
     await verify_deep(restore.url, m.id, restore.keys, restore.sink, restore.stream)
     body = open_manifest(repo, m, restore.keys).body
-    config = restore_config(body["config"], restore.cluster, restore.tags, restore.replicas)
+    config = restore.target.apply(body["config"])
     notes: list[str] = []
     async with await connect(restore.connect) as js:
         await preflight_target(js, restore.stream, config, body.get("state") or {}, live=True)

@@ -41,6 +41,7 @@ from pipeline.format import marks, payload
 from pipeline.format.rewrite import RewritePlan, RewriteSpec, SubjectMap, filters_overlap, plan_rewrite, rewrite_archive
 from pipeline.format.snapshot import V2, format_for_version
 from pipeline.jetstream.client import RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT, ConnectOptions, JetStream, connect
+from pipeline.jetstream.placement import RestoreTarget
 from pipeline.jetstream.preflight import preflight_target
 from pipeline.keys.keyring import KeyRing
 from sinks import SinkOptions
@@ -53,9 +54,7 @@ class RestoreOptions:
     backup: str | None = None  # manifest id or unique prefix; None: the newest backup of ``stream``
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     keys: KeyRing = field(default_factory=KeyRing)
-    cluster: str | None = None
-    tags: list[str] = field(default_factory=list)
-    replicas: int | None = None
+    target: RestoreTarget = field(default_factory=lambda: RestoreTarget())
     chunk_size: int = RESTORE_CHUNK_SIZE
     in_flight: int = RESTORE_IN_FLIGHT
     prefetch: int = 4
@@ -117,23 +116,6 @@ def restore_stream(opts: RestoreOptions, progress: Progress | None = None) -> Re
     return asyncio.run(restore_stream_async(opts, progress))
 
 
-def restore_config(config: dict, cluster: str | None, tags: list[str], replicas: int | None) -> dict:
-    """The backed-up config with natscli's overrides: --cluster/--tag replace placement, --replicas the count."""
-    cfg = dict(config)
-    if cluster or tags:
-        placement: dict = {}
-        if cluster:
-            placement["cluster"] = cluster
-        if tags:
-            placement["tags"] = list(tags)
-        cfg["placement"] = placement
-    if replicas is not None:
-        if replicas < 1:
-            raise UsageError(f"--replicas must be at least 1, not {replicas}")
-        cfg["num_replicas"] = replicas
-    return cfg
-
-
 async def restore_stream_async(opts: RestoreOptions, progress: Progress | None = None) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
@@ -154,7 +136,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         [] if m.encrypted else [f"backup {mid[:12]} is not encrypted (it was made with --no-encrypt)"]
     )
     body, encoding, reader = opened.body, opened.inner_encoding, opened.reader
-    config = restore_config(body["config"], opts.cluster, opts.tags, opts.replicas)
+    config = opts.target.apply(body["config"])
     config["name"] = opts.stream
     state = body.get("state") or {}
     expected_consumers = 0 if body["snapshot"].get("no_consumers") else int(state.get("consumer_count", 0))

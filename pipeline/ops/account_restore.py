@@ -30,6 +30,7 @@ from pipeline.format.manifest import Manifest
 from pipeline.format.sets import select_streams
 from pipeline.format.snapshot import V2, format_for_version
 from pipeline.jetstream.client import RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT, ConnectOptions, connect
+from pipeline.jetstream.placement import RestoreTarget
 from pipeline.keys.keyring import KeyRing
 from sinks import SinkOptions
 
@@ -42,9 +43,7 @@ class AccountRestoreOptions:
     set_id: str | None = None  # id or unique prefix; None: the newest set
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     keys: KeyRing = field(default_factory=KeyRing)
-    cluster: str | None = None
-    tags: list[str] = field(default_factory=list)
-    replicas: int | None = None
+    target: RestoreTarget = field(default_factory=lambda: RestoreTarget())  # where the streams land
     include: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     on_exists: str = "fail"  # fail | skip | replace
@@ -110,8 +109,8 @@ async def restore_account_async(
         raise UsageError(f"--on-exists must be one of {', '.join(ON_EXISTS)}, not {opts.on_exists!r}")
     if opts.parallel < 1:
         raise UsageError(f"--parallel must be at least 1, not {opts.parallel}")
-    if opts.replicas is not None and opts.replicas < 1:
-        raise UsageError(f"--replicas must be at least 1, not {opts.replicas}")
+    if opts.target.replicas is not None and opts.target.replicas < 1:
+        raise UsageError(f"--replicas must be at least 1, not {opts.target.replicas}")
     repo = Repository.open(opts.url, opts.sink)
     bset = load_set(repo, opts.set_id)
     label = f"set {bset.id[:12]}"
@@ -165,9 +164,7 @@ async def restore_account_async(
                 backup=manifests[name].id,
                 connect=opts.connect,
                 keys=opts.keys,
-                cluster=opts.cluster,
-                tags=list(opts.tags),
-                replicas=opts.replicas,
+                target=opts.target,
                 chunk_size=opts.chunk_size,
                 in_flight=opts.in_flight,
                 wait=opts.wait,

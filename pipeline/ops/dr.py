@@ -35,7 +35,7 @@ from pipeline.archive.trust import TrustPolicy
 from pipeline.base.errors import ConflictError, JsArchiveError, NotFoundError, ServerRefused, TransferFailed
 from pipeline.base.retry import within
 from pipeline.flows.replace import replace_stream
-from pipeline.flows.restore import RestoreOptions, restore_config, restore_stream_async
+from pipeline.flows.restore import RestoreOptions, restore_stream_async
 from pipeline.format import marks
 from pipeline.format.manifest import Manifest
 from pipeline.format.sets import parse_set
@@ -48,6 +48,7 @@ from pipeline.jetstream.client import (
     err_code,
     meta_unavailable,
 )
+from pipeline.jetstream.placement import RestoreTarget
 from pipeline.keys.keyring import KeyRing
 from sinks.base import SinkOptions
 
@@ -802,7 +803,7 @@ def check_restores(the_plan: RecoveryPlan, opts: RecoverOptions) -> None:
     if not steps or opts.url is None:
         return
     view = the_plan.status.cluster
-    moved = bool(opts.cluster or opts.tags)
+    moved = opts.target.moves
     repo = Repository.open(opts.url, opts.sink)
     by_name = {s.stream: s for s in the_plan.status.streams}
     for a in steps:
@@ -816,7 +817,7 @@ def check_restores(the_plan: RecoveryPlan, opts: RecoverOptions) -> None:
             continue
         if not view.system:
             continue
-        cfg = restore_config(body.get("config") or {}, opts.cluster, opts.tags, opts.replicas)
+        cfg = opts.target.apply(body.get("config") or {})
         problem = placement_problem(cfg, view.servers, view.client_cluster)
         if problem is None:
             continue
@@ -845,9 +846,7 @@ class RecoverOptions(StatusOptions):
     trust: TrustPolicy | None = None  # what a backup must prove before it is restored (pipeline/archive/trust.py)
     safety_backup: bool = True  # back up a live stream (marked pre-restore) before it is deleted to be restored
     sign_key: object | None = None  # signs those safety backups (pipeline.archive.signing)
-    cluster: str | None = None  # restore placement (default: the backed-up one)
-    tags: list[str] = field(default_factory=list)
-    replicas: int | None = None
+    target: RestoreTarget = field(default_factory=lambda: RestoreTarget())  # default: the backed-up placement
     wait: float = 120.0  # per wait step: replicas rebuilding, a restored stream becoming healthy
 
 
@@ -887,12 +886,7 @@ class RecoveryFailed(JsArchiveError):
 
 
 def _placement(opts: RecoverOptions) -> str | None:
-    parts = []
-    if opts.cluster:
-        parts.append(f"cluster {opts.cluster}")
-    if opts.tags:
-        parts.append("tags " + ",".join(opts.tags))
-    return " and ".join(parts) or None
+    return opts.target.describe()
 
 
 async def plan_async(opts: RecoverOptions) -> RecoveryPlan:
@@ -1014,9 +1008,7 @@ async def recover_async(opts: RecoverOptions, say: Callable[[str], None] = lambd
                 backup=health.backup.manifest_id,
                 connect=opts.connect,
                 keys=opts.keys,
-                cluster=opts.cluster,
-                tags=list(opts.tags),
-                replicas=opts.replicas,
+                target=opts.target,
                 wait=opts.wait,
                 sink=opts.sink,
                 trust=opts.trust,

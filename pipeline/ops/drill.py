@@ -42,6 +42,7 @@ from pipeline.format.manifest import Manifest
 from pipeline.format.sets import select_streams
 from pipeline.format.snapshot import V2, format_for_version
 from pipeline.jetstream.client import ConnectOptions, JetStream, connect
+from pipeline.jetstream.placement import RestoreTarget
 from pipeline.keys.keyring import KeyRing
 from sinks.base import SinkError, SinkOptions
 
@@ -66,9 +67,7 @@ class DrillOptions:
     set_id: str | None = None  # id or unique prefix; None: the newest set
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     keys: KeyRing = field(default_factory=KeyRing)
-    cluster: str | None = None
-    tags: list[str] = field(default_factory=list)
-    replicas: int | None = None
+    target: RestoreTarget = field(default_factory=lambda: RestoreTarget())  # where the streams land
     prefix: str = "DRILL_"
     subject_prefix: str | None = None  # default: the name prefix without trailing '_' / '-'
     include: list[str] = field(default_factory=list)
@@ -250,7 +249,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
     under = opts.subjects_under()
     if not _SUBJECT_PREFIX.fullmatch(under):
         raise UsageError(f"--subject-prefix {under!r}: dot-separated tokens of letters, digits, '_' or '-'")
-    if not (opts.cluster or opts.tags):
+    if not opts.target.moves:
         raise UsageError("a drill needs a target: --cluster NAME or --tag TAG (it never defaults to production's)")
     sign_key = _load_sign_key(opts.sign_key) if opts.sign_key else None
 
@@ -312,9 +311,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
                             backup=c.manifest_id,
                             connect=opts.connect,
                             keys=opts.keys,
-                            cluster=opts.cluster,
-                            tags=list(opts.tags),
-                            replicas=opts.replicas,
+                            target=opts.target,
                             wait=opts.wait,
                             sink=opts.sink,
                             trust=opts.trust,
@@ -356,9 +353,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
         "target": {
             "server_version": server.version,
             "server": server.name,
-            "cluster": opts.cluster,
-            "tags": list(opts.tags),
-            "replicas": opts.replicas,
+            **opts.target.to_json(),
         },
         "renamed": rename,
         "prefix": opts.prefix if rename else None,

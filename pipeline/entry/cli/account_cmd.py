@@ -39,6 +39,7 @@ from pipeline.entry.metrics import RunObserver, account_report
 from pipeline.format.compress import Compression
 from pipeline.jetstream.account import connection_account
 from pipeline.jetstream.client import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW_SIZE, RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT
+from pipeline.jetstream.placement import RestoreTarget
 from pipeline.ops.account_backup import AccountBackupOptions, AccountPlan, backup_account
 from pipeline.ops.account_restore import ON_EXISTS, AccountRestoreOptions, restore_account
 
@@ -351,9 +352,7 @@ def restore_cmd(
         trust=policy,
         connect=connect,
         keys=keys,
-        cluster=cluster,
-        tags=list(tags),
-        replicas=replicas,
+        target=RestoreTarget(cluster, tuple(tags), replicas),
         include=list(include),
         exclude=list(exclude),
         on_exists=on_exists,

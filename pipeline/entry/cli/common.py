@@ -16,6 +16,7 @@ from pipeline.base.errors import Interrupted, JsArchiveError, UsageError
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.base.units import human_bytes, parse_duration, parse_size
 from pipeline.jetstream.client import ConnectOptions
+from pipeline.jetstream.placement import RestoreTarget
 from pipeline.keys.keyring import KeyRing
 from sinks import Retention, SinkOptions
 
@@ -575,3 +576,8 @@ def signer_fingerprint(key: Any) -> str:
     from pipeline.archive.signing import fingerprint, raw_public
 
     return fingerprint(raw_public(key))
+
+
+def restore_target(kw: dict) -> RestoreTarget:
+    """--cluster, --tag and --replicas (taken out of ``kw``) as the one value every restoring command passes on."""
+    return RestoreTarget(kw.pop("cluster"), tuple(kw.pop("tags")), kw.pop("replicas"))

@@ -19,6 +19,7 @@ from pipeline.entry.cli.common import (
     handle_errors,
     key_options,
     key_ring,
+    restore_target,
     sign_key,
     sign_key_option,
     sink_options,
@@ -251,9 +252,7 @@ def recover_cmd(as_json: bool, yes: bool, **kw: object) -> None:
         trust=trust_policy(kw, keys),
         safety_backup=not kw.pop("no_safety_backup"),
         sign_key=sign_key(kw),
-        cluster=kw.pop("cluster"),
-        tags=list(kw.pop("tags")),
-        replicas=kw.pop("replicas"),
+        target=restore_target(kw),
         wait=kw.pop("wait"),
     )
     if not yes:

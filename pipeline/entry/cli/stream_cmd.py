@@ -33,6 +33,7 @@ from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
 from pipeline.format.compress import Compression
 from pipeline.jetstream.client import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW_SIZE, RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT
+from pipeline.jetstream.placement import RestoreTarget
 
 
 @click.group("stream")
@@ -258,9 +259,7 @@ def restore_cmd(
         connect=connect_options(kw),
         keys=keys,
         trust=trust_policy(kw, keys),
-        cluster=cluster,
-        tags=list(tags),
-        replicas=replicas,
+        target=RestoreTarget(cluster, tuple(tags), replicas),
         chunk_size=chunk_size,
         in_flight=in_flight,
         wait=wait,
