@@ -35,7 +35,8 @@ from pipeline.archive.retention import Item, Policy, apply_policy, parse_created
 from pipeline.archive.signing import SIGNATURES
 from pipeline.archive.verify import LoadedManifest, load_quietly, manifest_names
 from pipeline.base.errors import JsArchiveError
-from pipeline.format.sets import parse_set
+from pipeline.format.manifest import Manifest
+from pipeline.format.sets import BackupSet, parse_set
 from sinks import ObjectInfo, SinkError, SinkOptions
 from sinks.base import IncompleteUpload
 from sinks.local import ArchiveTampered
@@ -272,120 +273,19 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
     with concurrent.futures.ThreadPoolExecutor(max(1, opts.workers), thread_name_prefix="prune") as pool:
         heads = _Heads(repo, pool)
         # 1. what is there: data and refs before manifests (see the module doc)
-        try:
-            data_objects = [] if opts.stream else list(repo.sink.list(DATA))
-        except SinkError as e:
-            raise storage_error(e, f"cannot list {repo.url}") from None
-        refs = repo.refs(opts.stream)
-        ref_infos = _listing(repo, f"refs/{opts.stream}/" if opts.stream else "refs/")
-        slot_objects: dict[str, list[ObjectInfo]] = {}  # manifest id -> keyslots/<id>/… (slots added later)
-        for info in _listing(repo, KEYSLOTS).values():
-            slot_objects.setdefault(info.key[len(KEYSLOTS) :].partition("/")[0], []).append(info)
-        signed: dict[str, list[str]] = {}  # manifest or set id -> signatures/<id>/… (they go with what they sign)
-        for key in _listing(repo, SIGNATURES):
-            signed.setdefault(key[len(SIGNATURES) :].partition("/")[0], []).append(key)
-        ids, _stray = manifest_names(repo)
-        loaded = dict(zip(ids, pool.map(lambda m: load_quietly(repo, m), ids), strict=True))
-        valid = {mid: x.manifest for mid, x in loaded.items() if x.manifest is not None}
-        invalid = [x for x in loaded.values() if x.manifest is None]
-        for x in invalid:
-            report.warnings.append(f"manifests/{x.id} is left alone: {x.problem}")
-
-        sets = []
-        for sid in sorted(repo.list_sets()):
-            try:
-                sets.append(parse_set(repo.load_set(sid), sid))
-            except JsArchiveError as e:
-                report.warnings.append(f"sets/{sid} is left alone: {e}")
-
-        # 2. the policy, per stream
-        by_stream: dict[str, list] = {}
-        for m in valid.values():
-            if opts.stream is None or m.stream == opts.stream:
-                by_stream.setdefault(m.stream, []).append(m)
-        refs_of: dict[tuple[str, str], list[Ref]] = {}
-        for r in refs:
-            refs_of.setdefault((r.stream, r.backup_id), []).append(r)
-        plans: dict[str, BackupPlan] = {}
-        for stream in sorted(by_stream):
-            ms = {m.id: m for m in by_stream[stream]}
-            items = []
-            for m in ms.values():
-                try:
-                    items.append(Item(m.id, parse_created(m.created)))
-                except ValueError:
-                    report.warnings.append(f"backup {m.id[:12]} has an unreadable created time {m.created!r}: kept")
-            for d in apply_policy(items, opts.policy, now=now):
-                m = ms[d.id]
-                plans[m.id] = BackupPlan(
-                    manifest_id=m.id,
-                    backup_id=m.backup_id,
-                    stream=m.stream,
-                    created=m.created,
-                    stored_bytes=m.data_size,
-                    action=KEEP if d.keep else DELETE,
-                    reasons=list(d.reasons),
-                    refs=[r.key for r in refs_of.get((m.stream, m.backup_id), [])],
-                    data_object=m.data_object,
-                    added_slots=[i.key for i in slot_objects.get(m.id, [])],
-                    signatures=sorted(signed.get(m.id, [])),
-                )
-            for m in ms.values():
-                if m.id not in plans:  # unreadable time
-                    plans[m.id] = BackupPlan(
-                        m.id, m.backup_id, m.stream, m.created, m.data_size, KEEP, ["unreadable created time"]
-                    )
+        inv = _inventory(repo, opts.stream, pool, report)
+        # 2. the policy, per stream; members of sets are kept unless sets are pruned too
+        plans = _backup_plans(inv, opts, now, report)
         set_plans = {
-            s.id: SetPlan(s.id, s.finished, KEEP, len(s.streams), signatures=sorted(signed.get(s.id, []))) for s in sets
+            s.id: SetPlan(s.id, s.finished, KEEP, len(s.streams), signatures=sorted(inv.signed.get(s.id, [])))
+            for s in inv.sets
         }
-        members = {s.id: [e["manifest_id"] for e in s.streams] for s in sets}
+        members = {s.id: [e["manifest_id"] for e in s.streams] for s in inv.sets}
         if not opts.prune_sets:
-            for sid, mids in members.items():
-                for mid in mids:
-                    p = plans.get(mid)
-                    if p is not None and p.action == DELETE:
-                        p.action = KEEP
-                    if p is not None and p.action == KEEP and f"set {sid[:12]}" not in p.reasons:
-                        p.reasons.append(f"set {sid[:12]}")
-
+            _keep_set_members(plans, members)
         # 3. locks: HEAD everything that would go; locked backups and sets stay whole (to a fixed point)
-        for p in plans.values():
-            if p.action == DELETE:
-                heads.fetch(_objects(repo, p))
-        while True:
-            for p in plans.values():
-                if p.action != DELETE:
-                    continue
-                locks = [lk for k in _objects(repo, p) if (lk := _lock_of(heads[k], lock_clock))]
-                if locks:
-                    p.action, p.locks = LOCKED, locks
-            changed = False
-            if opts.prune_sets:
-                for sid, sp in set_plans.items():
-                    gone = [mid for mid in members[sid] if mid in plans and plans[mid].action == DELETE]
-                    sp.pruned_members = gone
-                    if sp.action == LOCKED:
-                        continue
-                    sp.action = DELETE if gone else KEEP
-                    if gone:
-                        heads.fetch([repo.set_key(sid)])
-                        lock = _lock_of(heads[repo.set_key(sid)], lock_clock)
-                        if lock is not None:
-                            sp.action, sp.locks = LOCKED, [lock]
-                            for mid in gone:
-                                plans[mid].action = KEEP
-                                plans[mid].reasons.append(f"locked set {sid[:12]}")
-                            changed = True
-            if not changed:
-                break
-        for p in plans.values():
-            if p.action == DELETE:
-                info = heads[p.data_object]
-                p.storage_class = info.storage_class if info is not None else None
-                if info is None:
-                    p.warnings.append(f"{p.data_object} is already missing")
-                elif (w := _cold_warning(info, now)) is not None:
-                    p.warnings.append(w)
+        _hold_locked(repo, plans, set_plans, members, heads, lock_clock, opts.prune_sets)
+        _note_data_state(plans, heads, now)
         report.backups = sorted(plans.values(), key=lambda p: (p.stream, p.created, p.manifest_id), reverse=True)
         report.backups.sort(key=lambda p: p.stream)
         report.sets = sorted(set_plans.values(), key=lambda s: (s.finished, s.set_id), reverse=True)
@@ -393,17 +293,166 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
         # 4. leftovers
         cutoff = now - opts.grace
         if opts.stream is None:
-            report.objects += _abandoned(repo, data_objects, valid, invalid, cutoff, now, lock_clock, heads)
-        report.objects += _dangling(repo, refs, ref_infos, valid, invalid, cutoff, lock_clock, heads)
+            report.objects += _abandoned(repo, inv.data_objects, inv.valid, inv.invalid, cutoff, now, lock_clock, heads)
+        report.objects += _dangling(repo, inv.refs, inv.ref_infos, inv.valid, inv.invalid, cutoff, lock_clock, heads)
         if opts.stream is None:
-            report.objects += _stray_slots(slot_objects, loaded, cutoff, lock_clock, heads)
-        if opts.stream is None:
+            report.objects += _stray_slots(inv.slot_objects, inv.loaded, cutoff, lock_clock, heads)
             report.objects += _unfinished(repo, cutoff)
 
         if opts.confirm:
             _execute(repo, report, pool, say)
     report.seconds = time.monotonic() - started
     return report
+
+
+@dataclass
+class _Inventory:
+    """What the archive holds, read once, in the order that makes a concurrent backup safe (the module doc)."""
+
+    data_objects: list[ObjectInfo]
+    refs: list[Ref]
+    ref_infos: dict[str, ObjectInfo]
+    slot_objects: dict[str, list[ObjectInfo]]  # manifest id -> keyslots/<id>/… (slots added later)
+    signed: dict[str, list[str]]  # manifest or set id -> signatures/<id>/… (they go with what they sign)
+    loaded: dict[str, LoadedManifest]
+    valid: dict[str, Manifest]
+    invalid: list[LoadedManifest]
+    sets: list[BackupSet]
+
+
+def _inventory(
+    repo: Repository, stream: str | None, pool: concurrent.futures.Executor, report: PruneReport
+) -> _Inventory:
+    try:
+        data_objects = [] if stream else list(repo.sink.list(DATA))
+    except SinkError as e:
+        raise storage_error(e, f"cannot list {repo.url}") from None
+    refs = repo.refs(stream)
+    ref_infos = _listing(repo, f"refs/{stream}/" if stream else "refs/")
+    slot_objects: dict[str, list[ObjectInfo]] = {}
+    for info in _listing(repo, KEYSLOTS).values():
+        slot_objects.setdefault(info.key[len(KEYSLOTS) :].partition("/")[0], []).append(info)
+    signed: dict[str, list[str]] = {}
+    for key in _listing(repo, SIGNATURES):
+        signed.setdefault(key[len(SIGNATURES) :].partition("/")[0], []).append(key)
+    ids, _stray = manifest_names(repo)
+    loaded = dict(zip(ids, pool.map(lambda m: load_quietly(repo, m), ids), strict=True))
+    valid = {mid: x.manifest for mid, x in loaded.items() if x.manifest is not None}
+    invalid = [x for x in loaded.values() if x.manifest is None]
+    for x in invalid:
+        report.warnings.append(f"manifests/{x.id} is left alone: {x.problem}")
+    sets = []
+    for sid in sorted(repo.list_sets()):
+        try:
+            sets.append(parse_set(repo.load_set(sid), sid))
+        except JsArchiveError as e:
+            report.warnings.append(f"sets/{sid} is left alone: {e}")
+    return _Inventory(data_objects, refs, ref_infos, slot_objects, signed, loaded, valid, invalid, sets)
+
+
+def _backup_plans(inv: _Inventory, opts: PruneOptions, now: dt.datetime, report: PruneReport) -> dict[str, BackupPlan]:
+    """What the policy does with each backup of each stream (a backup whose time cannot be read is kept)."""
+    by_stream: dict[str, list] = {}
+    for m in inv.valid.values():
+        if opts.stream is None or m.stream == opts.stream:
+            by_stream.setdefault(m.stream, []).append(m)
+    refs_of: dict[tuple[str, str], list[Ref]] = {}
+    for r in inv.refs:
+        refs_of.setdefault((r.stream, r.backup_id), []).append(r)
+    plans: dict[str, BackupPlan] = {}
+    for stream in sorted(by_stream):
+        ms = {m.id: m for m in by_stream[stream]}
+        items = []
+        for m in ms.values():
+            try:
+                items.append(Item(m.id, parse_created(m.created)))
+            except ValueError:
+                report.warnings.append(f"backup {m.id[:12]} has an unreadable created time {m.created!r}: kept")
+        for d in apply_policy(items, opts.policy, now=now):
+            m = ms[d.id]
+            plans[m.id] = BackupPlan(
+                manifest_id=m.id,
+                backup_id=m.backup_id,
+                stream=m.stream,
+                created=m.created,
+                stored_bytes=m.data_size,
+                action=KEEP if d.keep else DELETE,
+                reasons=list(d.reasons),
+                refs=[r.key for r in refs_of.get((m.stream, m.backup_id), [])],
+                data_object=m.data_object,
+                added_slots=[i.key for i in inv.slot_objects.get(m.id, [])],
+                signatures=sorted(inv.signed.get(m.id, [])),
+            )
+        for m in ms.values():
+            if m.id not in plans:  # unreadable time
+                plans[m.id] = BackupPlan(
+                    m.id, m.backup_id, m.stream, m.created, m.data_size, KEEP, ["unreadable created time"]
+                )
+    return plans
+
+
+def _keep_set_members(plans: dict[str, BackupPlan], members: dict[str, list[str]]) -> None:
+    for sid, mids in members.items():
+        for mid in mids:
+            p = plans.get(mid)
+            if p is not None and p.action == DELETE:
+                p.action = KEEP
+            if p is not None and p.action == KEEP and f"set {sid[:12]}" not in p.reasons:
+                p.reasons.append(f"set {sid[:12]}")
+
+
+def _hold_locked(
+    repo: Repository,
+    plans: dict[str, BackupPlan],
+    set_plans: dict[str, SetPlan],
+    members: dict[str, list[str]],
+    heads: _Heads,
+    lock_clock: dt.datetime,
+    prune_sets: bool,
+) -> None:
+    """A backup with any locked object is kept whole; a set that would lose members but is locked keeps them all.
+    Repeated to a fixed point: a locked set that keeps its members changes what the other sets would lose."""
+    for p in plans.values():
+        if p.action == DELETE:
+            heads.fetch(_objects(repo, p))
+    while True:
+        for p in plans.values():
+            if p.action != DELETE:
+                continue
+            locks = [lk for k in _objects(repo, p) if (lk := _lock_of(heads[k], lock_clock))]
+            if locks:
+                p.action, p.locks = LOCKED, locks
+        changed = False
+        if prune_sets:
+            for sid, sp in set_plans.items():
+                gone = [mid for mid in members[sid] if mid in plans and plans[mid].action == DELETE]
+                sp.pruned_members = gone
+                if sp.action == LOCKED:
+                    continue
+                sp.action = DELETE if gone else KEEP
+                if gone:
+                    heads.fetch([repo.set_key(sid)])
+                    lock = _lock_of(heads[repo.set_key(sid)], lock_clock)
+                    if lock is not None:
+                        sp.action, sp.locks = LOCKED, [lock]
+                        for mid in gone:
+                            plans[mid].action = KEEP
+                            plans[mid].reasons.append(f"locked set {sid[:12]}")
+                        changed = True
+        if not changed:
+            break
+
+
+def _note_data_state(plans: dict[str, BackupPlan], heads: _Heads, now: dt.datetime) -> None:
+    """For each backup that goes: its data object's storage class, and whether deleting it early costs."""
+    for p in plans.values():
+        if p.action == DELETE:
+            info = heads[p.data_object]
+            p.storage_class = info.storage_class if info is not None else None
+            if info is None:
+                p.warnings.append(f"{p.data_object} is already missing")
+            elif (w := _cold_warning(info, now)) is not None:
+                p.warnings.append(w)
 
 
 def _objects(repo: Repository, p: BackupPlan) -> list[str]:
