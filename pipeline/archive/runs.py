@@ -339,57 +339,9 @@ def seal_run(url: str, run: str, sink: SinkOptions | None = None, retention: Ret
 
 
 def seal_run_in(repo: Repository, run: str, retention: Retention | None = None) -> SealResult:
-    prefix = f"{RUNS}{run}/"
-    plans: dict[int, dict] = {}
-    count = None
-    for key in repo.keys(f"{prefix}plan/"):
-        m = _PLAN_LEAF.fullmatch(key.rpartition("/")[2])
-        if not m:
-            continue
-        doc = get_json(repo, key)
-        if doc is None or doc.get("format") != PLAN_FORMAT:
-            raise IntegrityError(f"{key} in {repo.url} is not a run plan")
-        index, n = int(m.group(1)), int(m.group(2))
-        if count is not None and n != count:
-            raise IntegrityError(f"run {run} has plans for {count} and for {n} shards in {repo.url}")
-        count = n
-        plans[index] = doc
-    if count is None:
-        raise NotFoundError(f"no run {run!r} in {repo.url} (no shard has recorded a plan under {prefix}plan/)")
+    plans, count = _read_plans(repo, run)
     done = done_records(repo, run)
-    listed_by_any = sorted({s for p in plans.values() for s in p.get("streams") or []})
-    expected: dict[str, int] = {}
-    for index, p in plans.items():
-        for s in p.get("mine") or []:
-            expected[s] = index
-    warnings = [w for p in plans.values() for w in p.get("warnings") or []]
-    missing: list[str] = []
-    absent_shards = [i for i in range(count) if i not in plans]
-    for i in absent_shards:
-        # A shard that never started: the other shards' full lists say which streams it owes.
-        missing += [s for s in listed_by_any if shard_of(s, count) == i]
-    missing += [s for s in expected if s not in done]
-    for s in listed_by_any:
-        owner = shard_of(s, count)
-        if owner in plans and s not in expected:
-            warnings.append(
-                f"stream {s!r} was listed by another shard but not by shard {owner}/{count}, which owns it; it is "
-                "not in this set (created or deleted while the run started?)"
-            )
-    if missing or absent_shards:
-        # A shard that has not recorded its plan blocks the seal even if no other shard's list gives it a stream:
-        # its own listing might.
-        missing = sorted(set(missing))
-        why = []
-        if absent_shards:
-            why.append("shard(s) " + ", ".join(f"{i}/{count}" for i in absent_shards) + " have not started")
-        why += [f"{s}: {msg}" for s, msg in last_failures(repo, run, missing).items()]
-        raise RunIncomplete(
-            f"run {run} is not complete, no set was written: {len(missing)} stream(s) have no backup yet"
-            + (f": {', '.join(missing)}" if missing else "")
-            + (f" ({'; '.join(why)})" if why else ""),
-            missing,
-        )
+    expected, warnings = _check_complete(repo, run, plans, count, done)
     entries, skipped = [], []
     for s in sorted(expected):
         d = done[s]
@@ -430,6 +382,68 @@ def seal_run_in(repo: Repository, run: str, retention: Retention | None = None) 
         started=started,
         finished=finished,
     )
+
+
+def _read_plans(repo: Repository, run: str) -> tuple[dict[int, dict], int]:
+    """Every shard's recorded plan by shard index, and the shard count they agree on."""
+    prefix = f"{RUNS}{run}/"
+    plans: dict[int, dict] = {}
+    count = None
+    for key in repo.keys(f"{prefix}plan/"):
+        m = _PLAN_LEAF.fullmatch(key.rpartition("/")[2])
+        if not m:
+            continue
+        doc = get_json(repo, key)
+        if doc is None or doc.get("format") != PLAN_FORMAT:
+            raise IntegrityError(f"{key} in {repo.url} is not a run plan")
+        index, n = int(m.group(1)), int(m.group(2))
+        if count is not None and n != count:
+            raise IntegrityError(f"run {run} has plans for {count} and for {n} shards in {repo.url}")
+        count = n
+        plans[index] = doc
+    if count is None:
+        raise NotFoundError(f"no run {run!r} in {repo.url} (no shard has recorded a plan under {prefix}plan/)")
+    return plans, count
+
+
+def _check_complete(
+    repo: Repository, run: str, plans: dict[int, dict], count: int, done: dict[str, dict]
+) -> tuple[dict[str, int], list[str]]:
+    """The streams the run owes (stream -> shard) and the plans' warnings; RunIncomplete while any lacks a backup."""
+    listed_by_any = sorted({s for p in plans.values() for s in p.get("streams") or []})
+    expected: dict[str, int] = {}
+    for index, p in plans.items():
+        for s in p.get("mine") or []:
+            expected[s] = index
+    warnings = [w for p in plans.values() for w in p.get("warnings") or []]
+    missing: list[str] = []
+    absent_shards = [i for i in range(count) if i not in plans]
+    for i in absent_shards:
+        # A shard that never started: the other shards' full lists say which streams it owes.
+        missing += [s for s in listed_by_any if shard_of(s, count) == i]
+    missing += [s for s in expected if s not in done]
+    for s in listed_by_any:
+        owner = shard_of(s, count)
+        if owner in plans and s not in expected:
+            warnings.append(
+                f"stream {s!r} was listed by another shard but not by shard {owner}/{count}, which owns it; it is "
+                "not in this set (created or deleted while the run started?)"
+            )
+    if missing or absent_shards:
+        # A shard that has not recorded its plan blocks the seal even if no other shard's list gives it a stream:
+        # its own listing might.
+        missing = sorted(set(missing))
+        why = []
+        if absent_shards:
+            why.append("shard(s) " + ", ".join(f"{i}/{count}" for i in absent_shards) + " have not started")
+        why += [f"{s}: {msg}" for s, msg in last_failures(repo, run, missing).items()]
+        raise RunIncomplete(
+            f"run {run} is not complete, no set was written: {len(missing)} stream(s) have no backup yet"
+            + (f": {', '.join(missing)}" if missing else "")
+            + (f" ({'; '.join(why)})" if why else ""),
+            missing,
+        )
+    return expected, warnings
 
 
 def last_failures(repo: Repository, run: str, streams: list[str]) -> dict[str, str]:
