@@ -7,7 +7,9 @@ The public Python API:
 - :class:`pipeline.archive.repository.Repository` (listing, resolving and loading backups)
 - :mod:`pipeline.keys.keyring` (key slots) and :func:`pipeline.keys.keyring.generate_identity`
 - :func:`pipeline.ops.listing.list_backups`, :func:`pipeline.ops.thaw.thaw_backup`
-- :mod:`pipeline.ops.account_backup`: ``backup_account``, ``restore_account``, ``seal_run`` (account sets, sharded runs)
+- :func:`pipeline.ops.account_backup.backup_account`, :func:`pipeline.ops.account_restore.restore_account`,
+  :func:`pipeline.archive.runs.seal_run` (account sets, sharded runs)
+- :class:`pipeline.jetstream.placement.RestoreTarget` (where a restore lands: cluster, tags, replicas)
 - :mod:`pipeline.ops.natscli`: ``export_backup``, ``import_directory`` (natscli backup directories)
 - :mod:`pipeline.archive.inspect`: ``inspect_backup``, ``iter_messages`` (read backups without a server)
 
