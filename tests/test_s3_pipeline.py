@@ -15,6 +15,7 @@ from pipeline.entry.cli import main
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
 from pipeline.jetstream.client import ConnectOptions
+from pipeline.jetstream.placement import RestoreTarget
 from pipeline.ops.listing import list_backups
 from sinks import Retention, SinkOptions
 from sinks.s3 import S3Sink
@@ -234,7 +235,7 @@ def test_restore_from_s3_into_a_cluster(nats_server, two_clusters, keyring, moto
     _backup(nats_server, url, keyring, moto, stream="S3DR")
     west = two_clusters["west"]
     try:
-        r = _restore(west[0], url, keyring, moto, stream="S3DR", cluster="west", replicas=3)
+        r = _restore(west[0], url, keyring, moto, stream="S3DR", target=RestoreTarget(cluster="west", replicas=3))
         assert r.cluster == "west" and r.leader in {s.spec.name for s in west} and len(r.replicas) == 2
         after = wait_consumers_settled(west[1].url, "S3DR", before)
         keys = ("messages", "first_seq", "last_seq", "num_deleted", "num_subjects", "consumers")
