@@ -101,7 +101,8 @@ async def fill(url: str, target_bytes: int) -> dict:
     return {"messages": info.state.messages, "bytes": info.state.bytes, "seconds": round(time.time() - t0, 1)}
 
 
-async def raw_snapshot(url: str, out: Path | None) -> dict:
+async def raw_snapshot(url: str, out: Path | None, **opts: int | None) -> dict:
+    """``opts`` go to JetStream.snapshot (chunk_size, window_size: bench_wan compares natscli's with the best)."""
     async with await connect(ConnectOptions(servers=url)) as js:
         f = open(out, "wb") if out else None  # noqa: SIM115
         n = 0
@@ -113,7 +114,7 @@ async def raw_snapshot(url: str, out: Path | None) -> dict:
                 f.write(chunk)
 
         t = time.monotonic()
-        await js.snapshot(STREAM, sink)
+        await js.snapshot(STREAM, sink, **opts)
         wall = time.monotonic() - t
         if f:
             f.close()
