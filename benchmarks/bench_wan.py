@@ -18,7 +18,9 @@ without it, benchmarks/relay.py, a userspace relay on loopback that delays every
 slow start, congestion control or loss (the window is open from the first byte), and its CPU is spent on the same
 cores as what it measures.
 
-Usage: python benchmarks/bench_wan.py [--rtt 50] [--rtt 25,50,100] [--mib 64] [--link-mbit 1000] [--window-mib 8]
+--rtt 0 is the relay without delay: with it in the list, every phase also shows how many round trips it waited for.
+
+Usage: python benchmarks/bench_wan.py [--rtt 50] [--rtt 0,25,50,100] [--mib 64] [--link-mbit 1000] [--window-mib 8]
                                       [--link auto|relay|netem] [--loss PCT] [--json out.json] [--no-s3]
 Exit codes: 2 bad option (--loss without netem), 3 --link netem where netem or network namespaces are unavailable.
 Everything it starts (servers, relay, namespace, qdisc) is stopped by PID or deleted on exit, also on SIGTERM.
@@ -264,6 +266,13 @@ def one_rtt(ctx: dict, rtt: float, args: argparse.Namespace) -> dict:
     }
 
 
+def startup_seconds() -> float:
+    """Wall time of `jsarchive --help`: what every whole-process figure pays before its first byte."""
+    t = time.monotonic()
+    subprocess.run([sys.executable, "-m", "pipeline.entry.cli", "--help"], check=True, capture_output=True, timeout=60)
+    return round(time.monotonic() - t, 3)
+
+
 def bench(args: argparse.Namespace, workdir: Path) -> dict:
     srv = EmbeddedServer(ServerSpec(name="bench", max_file_store="64GB"), workdir=workdir / "nats")
     moto = None
@@ -288,11 +297,19 @@ def bench(args: argparse.Namespace, workdir: Path) -> dict:
             "workdir": workdir,
         }
         results = [one_rtt(ctx, rtt, args) for rtt in args.rtt]
+        # With a 0 ms setting in the run (the relay, no delay), (wall - wall at 0 ms) / RTT is how many round
+        # trips a phase waited for: what the link, not the work, costs it.
+        base = next((res["phases"] for res in results if res["rtt_ms"] == 0), None)
+        for res in results:
+            for name, p in res["phases"].items() if base and res["rtt_ms"] else ():
+                p["extra_round_trips"] = round((p["seconds"] - base[name]["seconds"]) / (res["rtt_ms"] / 1000), 1)
+        startup = min(startup_seconds() for _ in range(3))
         return {
             "mib": args.mib,
             "server": srv.varz()["version"],
             "stream": filled,
             "snapshot_bytes": snap.stat().st_size,
+            "jsarchive_startup_seconds": startup,
             "link": {
                 "kind": args.link,
                 "limits": NETEM_LIMITS if args.link == "netem" else RELAY_LIMITS,
@@ -323,7 +340,8 @@ def report(r: dict) -> None:
         f"window {ln['window_mib'] or 'kernel'} MiB, loss {ln['loss_pct']} %"
     )
     print(f"link model: {ln['limits']}")
-    head = ("wall s", "MB/s", "server", "client", "moto", "relay", "srv cores", "RSS MiB")
+    print(f"jsarchive start-up (--help, no link): {r['jsarchive_startup_seconds']} s, in every whole-process figure")
+    head = ("wall s", "MB/s", "server", "client", "moto", "relay", "srv cores", "RSS MiB", "+RTTs")
     for res in r["results"]:
         k = res["link"]
         print(
@@ -341,6 +359,7 @@ def report(r: dict) -> None:
                 p["relay_cpu"],
                 p["server_cores"],
                 p.get("peak_rss_mib", "-"),
+                p.get("extra_round_trips", "-"),
             )
             print(f"  {name:28} " + " ".join(f"{v:>9}" for v in row))
         ratios = res["ratios"]
