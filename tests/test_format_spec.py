@@ -25,6 +25,7 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline.base.transfer import TransferConfig
 from pipeline.flows.backup import BackupOptions, BackupResult, backup_stream
 from pipeline.jetstream.client import ConnectOptions
 from pipeline.keys.keyring import KeyRing
@@ -341,7 +342,11 @@ def first_s2_literal(stream: bytes) -> bytes:
 def _backup(url: str, archive: Path, **opts: object) -> BackupResult:
     return backup_stream(
         BackupOptions(
-            stream="ORDERS", url=str(archive), connect=ConnectOptions(servers=url), block_size=64 * 1024, **opts
+            stream="ORDERS",
+            url=str(archive),
+            connect=ConnectOptions(servers=url),
+            transfer=TransferConfig(block_size=64 * 1024),
+            **opts,
         )
     )
 

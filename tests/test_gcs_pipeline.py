@@ -7,6 +7,7 @@ import json
 
 from click.testing import CliRunner
 
+from pipeline.base.transfer import TransferConfig
 from pipeline.entry.cli import main
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
@@ -28,7 +29,7 @@ def test_round_trip_through_gcs(nats_server, second_server, keyring, gcs_emulato
             url=url,
             connect=ConnectOptions(servers=nats_server.url),
             keys=keyring,
-            block_size=64 * 1024,
+            transfer=TransferConfig(block_size=64 * 1024),
             storage_class="NEARLINE",
         )
     )

@@ -28,6 +28,7 @@ from pipeline.archive.runs import seal_run_in
 from pipeline.archive.sets import list_sets
 from pipeline.archive.verify import VerifyOptions, verify_archive
 from pipeline.base.errors import IntegrityError
+from pipeline.base.transfer import TransferConfig
 from pipeline.entry.cli import main
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.format import objects
@@ -80,7 +81,7 @@ def build_world(base: Path) -> World:
                 connect=ConnectOptions(servers=srv.url),
                 keys=keys,
                 encrypt=encrypt,
-                block_size=8 * 1024,
+                transfer=TransferConfig(block_size=8 * 1024),
             )
             ids[name] = backup_stream(opts).manifest_id
     with make_server("2.14.6", base / "v1") as srv:

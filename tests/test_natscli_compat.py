@@ -19,6 +19,7 @@ import nats
 import pytest
 
 from pipeline.archive.repository import Repository
+from pipeline.base.transfer import TransferConfig
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
 from pipeline.jetstream import client as jsmod
@@ -169,7 +170,7 @@ def exported(nats_server, tmp_path, keyring, monkeypatch):
             url=str(archive),
             connect=ConnectOptions(servers=nats_server.url),
             keys=keyring,
-            block_size=64 * 1024,
+            transfer=TransferConfig(block_size=64 * 1024),
         )
     )
     _release_snapshots(monkeypatch)

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.archive.inspect import iter_messages
 from pipeline.base.errors import ConflictError, ServerRefused, UsageError
+from pipeline.base.transfer import TransferConfig
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
 from pipeline.format.natsarc import encode_entry, iter_entries
@@ -61,7 +62,11 @@ def _backup(url: str, archive: Path, keyring: KeyRing) -> str:
     asyncio.run(fill_stream(url, messages=N, deletes=(7, 8, 1000)))
     res = backup_stream(
         BackupOptions(
-            stream="ORDERS", url=str(archive), connect=ConnectOptions(servers=url), keys=keyring, block_size=64 * 1024
+            stream="ORDERS",
+            url=str(archive),
+            connect=ConnectOptions(servers=url),
+            keys=keyring,
+            transfer=TransferConfig(block_size=64 * 1024),
         )
     )
     return res.manifest_id

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.base.transfer import TransferConfig
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
 from pipeline.jetstream.client import ConnectOptions, connect
@@ -32,7 +33,11 @@ def _roundtrip(url: str, archive: Path, keyring: KeyRing, messages: int, expect_
 
     res = backup_stream(
         BackupOptions(
-            stream="ORDERS", url=str(archive), connect=ConnectOptions(servers=url), keys=keyring, block_size=64 * 1024
+            stream="ORDERS",
+            url=str(archive),
+            connect=ConnectOptions(servers=url),
+            keys=keyring,
+            transfer=TransferConfig(block_size=64 * 1024),
         )
     )
     assert res.snapshot_format == expect_format

@@ -11,6 +11,7 @@ from botocore.exceptions import ConnectionClosedError
 from click.testing import CliRunner
 
 from pipeline.base.errors import ColdStorage, PermissionDenied
+from pipeline.base.transfer import TransferConfig
 from pipeline.entry.cli import main
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
@@ -45,7 +46,7 @@ def _backup(server, url, keyring, moto, stream: str = "ORDERS", **kw) -> object:
             url=url,
             connect=ConnectOptions(servers=server.url),
             keys=keyring,
-            block_size=64 * 1024,
+            transfer=TransferConfig(block_size=64 * 1024),
             sink=SinkOptions(endpoint_url=moto.endpoint),
             **kw,
         )

@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.archive.repository import Repository
 from pipeline.base.errors import IntegrityError
+from pipeline.base.transfer import TransferConfig
 from pipeline.flows.replace import PRE_RESTORE, replace_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
 from pipeline.format import marks
@@ -168,8 +169,7 @@ def test_a_restore_failing_after_the_delete_names_the_safety_backup(
         backup=mid,
         connect=ConnectOptions(servers=nats_server.url),
         keys=keyring,
-        prefetch=1,
-        workers=1,
+        transfer=TransferConfig(prefetch=1, workers=1),
     )
     with pytest.raises(IntegrityError) as err:
         asyncio.run(replace_stream(opts, progress=_CorruptWhenAccepted(data)))

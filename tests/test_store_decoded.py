@@ -24,6 +24,7 @@ from pipeline.archive.reader import BlockReader
 from pipeline.archive.repository import Repository
 from pipeline.archive.verify import VerifyOptions, verify_archive
 from pipeline.base.errors import IntegrityError
+from pipeline.base.transfer import TransferConfig
 from pipeline.entry.cli import main
 from pipeline.flows.backup import BackupOptions, BackupResult, backup_stream
 from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_stream
@@ -42,7 +43,9 @@ N = 3000
 
 def _backup(url: str, archive: Path, keys: KeyRing, store: str, **kw: object) -> BackupResult:
     """A backup of ORDERS in 64 KiB blocks (several blocks even for small streams), unless ``kw`` says otherwise."""
-    opts = BackupOptions(stream="ORDERS", url=str(archive), keys=keys, block_size=64 * 1024, store=store)
+    opts = BackupOptions(
+        stream="ORDERS", url=str(archive), keys=keys, transfer=TransferConfig(block_size=64 * 1024), store=store
+    )
     opts.connect = ConnectOptions(servers=url)
     for name, value in kw.items():
         setattr(opts, name, value)

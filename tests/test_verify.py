@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from pipeline.archive.repository import Repository, ref_time
 from pipeline.archive.verify import FAILED, OK, UNVERIFIED, VerifyOptions, verify_archive
+from pipeline.base.transfer import TransferConfig
 from pipeline.entry.cli import main
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.jetstream.client import ConnectOptions
@@ -76,7 +77,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Real:
                     url=str(archive),
                     connect=ConnectOptions(servers=srv.url),
                     keys=keys,
-                    block_size=16 * 1024,
+                    transfer=TransferConfig(block_size=16 * 1024),
                 )
             ).manifest_id
     return Real(archive, key, keys, ids["V2"], ids["V1"], states["V2"], states["V1"])

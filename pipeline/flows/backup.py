@@ -25,14 +25,13 @@ from pipeline.base.errors import (
     UsageError,
 )
 from pipeline.base.progress import NoProgress, Progress
+from pipeline.base.transfer import TransferConfig
 from pipeline.format import payload
 from pipeline.format.blocks import choose_block_size
 from pipeline.format.census import Census, Held
 from pipeline.format.compress import Compression
 from pipeline.format.snapshot import V2
 from pipeline.jetstream.client import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_WINDOW_SIZE,
     ConnectOptions,
     JetStream,
     ServerInfo,
@@ -53,12 +52,7 @@ class BackupOptions:
     compression: Compression = field(default_factory=Compression)
     consumers: bool = True
     check: bool = False
-    chunk_size: int | None = DEFAULT_CHUNK_SIZE
-    window_size: int | None = DEFAULT_WINDOW_SIZE
-    block_size: int | None = None  # None: 8 MiB, grown so no backup needs more than 10,000 blocks
-    workers: int = 2
-    buffer_blocks: int = 2
-    stall_budget: float = 4.0
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     storage_class: str | None = None  # data object only; manifests and refs stay STANDARD
     retention: Retention | None = None  # Object Lock on data, manifest and ref
     sink: SinkOptions = field(default_factory=SinkOptions)
@@ -194,7 +188,7 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
             server.api_level = await js.api_level()
         except JsArchiveError:
             server.api_level = None
-        block_size = opts.block_size or choose_block_size(int((info.get("state") or {}).get("bytes", 0)))
+        block_size = opts.transfer.block_size or choose_block_size(int((info.get("state") or {}).get("bytes", 0)))
         return await _run(opts, repo, js, server, consumers, block_size, progress)
 
 
@@ -213,9 +207,9 @@ async def _run(
     v2 = server.snapshot_format == V2
     settings = WriteSettings(
         compression=opts.compression,
-        workers=opts.workers,
-        buffer_blocks=opts.buffer_blocks,
-        stall_budget=opts.stall_budget,
+        workers=opts.transfer.workers,
+        buffer_blocks=opts.transfer.buffer_blocks,
+        stall_budget=opts.transfer.stall_budget,
         storage_class=opts.storage_class,
         retention=opts.retention,
         inner_encoding=payload.store_encoding(opts.store),
@@ -239,8 +233,8 @@ async def _run(
                     on_chunk,
                     no_consumers=not opts.consumers,
                     jsck=opts.check,
-                    chunk_size=opts.chunk_size,
-                    window_size=opts.window_size,
+                    chunk_size=opts.transfer.snapshot_chunk,
+                    window_size=opts.transfer.snapshot_window,
                     on_start=lambda _resp: progress.start(f"backup {opts.stream}", None),
                 )
                 held = await census.finish()
@@ -280,8 +274,8 @@ async def _run(
         include_consumers=opts.consumers,
         snapshot={
             "jsck": opts.check,
-            "chunk_size": opts.chunk_size,
-            "window_size": opts.window_size,
+            "chunk_size": opts.transfer.snapshot_chunk,
+            "window_size": opts.transfer.snapshot_window,
             "chunks": snap.chunks,
         },
         snapshot_format=w.snapshot_format or server.snapshot_format,

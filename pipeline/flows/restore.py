@@ -37,10 +37,11 @@ from pipeline.base.errors import (
     UsageError,
 )
 from pipeline.base.progress import NoProgress, Progress
+from pipeline.base.transfer import TransferConfig
 from pipeline.format import marks, payload
 from pipeline.format.rewrite import RewritePlan, RewriteSpec, SubjectMap, filters_overlap, plan_rewrite, rewrite_archive
 from pipeline.format.snapshot import V2, format_for_version
-from pipeline.jetstream.client import RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT, ConnectOptions, JetStream, connect
+from pipeline.jetstream.client import ConnectOptions, JetStream, connect
 from pipeline.jetstream.placement import RestoreTarget
 from pipeline.jetstream.preflight import preflight_target
 from pipeline.keys.keyring import KeyRing
@@ -55,10 +56,7 @@ class RestoreOptions:
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     keys: KeyRing = field(default_factory=KeyRing)
     target: RestoreTarget = field(default_factory=lambda: RestoreTarget())
-    chunk_size: int = RESTORE_CHUNK_SIZE
-    in_flight: int = RESTORE_IN_FLIGHT
-    prefetch: int = 4
-    workers: int = 2
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     wait: float = 120.0  # how long the restored stream may take to become healthy
     sink: SinkOptions = field(default_factory=SinkOptions)
     # Rewrite mode (V2 backups onto servers >= 2.15; see pipeline/format/rewrite.py): any of these set turns it on.
@@ -131,7 +129,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         )
     if opts.trust is not None:
         opts.trust.check_manifest(repo, m)  # before a key is asked or a byte is read
-    opened = open_manifest(repo, m, opts.keys, prefetch=opts.prefetch, workers=opts.workers)
+    opened = open_manifest(repo, m, opts.keys, prefetch=opts.transfer.prefetch, workers=opts.transfer.workers)
     warnings = skipped + (
         [] if m.encrypted else [f"backup {mid[:12]} is not encrypted (it was made with --no-encrypt)"]
     )
@@ -188,14 +186,14 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
                 if plan is not None:
                     chunks = _rewritten_chunks(reader, encoding, plan, opts)
                 elif encoding == payload.S2_STREAM:
-                    chunks = reader.chunks(opts.chunk_size)  # the stored bytes are what the server reads
+                    chunks = reader.chunks(opts.transfer.restore_chunk)  # the stored bytes are what the server reads
                 else:
                     chunks = _reframed_chunks(reader, encoding, opts)
                 await js.restore(
                     target,
                     {"config": config, "state": state},
                     chunks,
-                    in_flight=opts.in_flight,
+                    in_flight=opts.transfer.in_flight,
                     on_sent=progress.advance,
                     on_accepted=on_accepted,
                 )
@@ -298,23 +296,23 @@ _END = object()
 async def _rewritten_chunks(
     reader: BlockReader, encoding: str, plan: RewritePlan, opts: RestoreOptions
 ) -> AsyncIterator[bytes]:
-    """Pass 2 (in a thread): blocks → decoded archive → rewrite → Snappy framing → chunks of ``opts.chunk_size``."""
+    """Pass 2 (in a thread): blocks → decoded archive → rewrite → Snappy framing → restore chunks."""
 
     def produce() -> Iterator[bytes]:
         archive = rewrite_archive(payload.decoded(reader.blocks(), encoding), plan)
-        return payload.rechunk(payload.server_stream(archive, payload.NATSARC), opts.chunk_size)
+        return payload.rechunk(payload.server_stream(archive, payload.NATSARC), opts.transfer.restore_chunk)
 
-    async for chunk in _threaded(produce, max(2, opts.in_flight * 2)):
+    async for chunk in _threaded(produce, max(2, opts.transfer.in_flight * 2)):
         yield chunk
 
 
 async def _reframed_chunks(reader: BlockReader, encoding: str, opts: RestoreOptions) -> AsyncIterator[bytes]:
-    """A backup stored decoded (in a thread): blocks → Snappy framing → chunks of ``opts.chunk_size``."""
+    """A backup stored decoded (in a thread): blocks → Snappy framing → restore chunks."""
 
     def produce() -> Iterator[bytes]:
-        return payload.rechunk(payload.server_stream(reader.blocks(), encoding), opts.chunk_size)
+        return payload.rechunk(payload.server_stream(reader.blocks(), encoding), opts.transfer.restore_chunk)
 
-    async for chunk in _threaded(produce, max(2, opts.in_flight * 2)):
+    async for chunk in _threaded(produce, max(2, opts.transfer.in_flight * 2)):
         yield chunk
 
 

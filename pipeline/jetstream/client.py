@@ -39,13 +39,9 @@ from pipeline.base.errors import (
     TransferFailed,
     UsageError,
 )
+from pipeline.base.transfer import RESTORE_IN_FLIGHT, SNAPSHOT_CHUNK, SNAPSHOT_WINDOW, MiB
 from pipeline.format.snapshot import format_for_version
 
-MiB = 1024 * 1024
-DEFAULT_CHUNK_SIZE = 256 * 1024  # measured best on 2.15 (protocol reference, section 6)
-DEFAULT_WINDOW_SIZE = 16 * MiB
-RESTORE_CHUNK_SIZE = MiB
-RESTORE_IN_FLIGHT = 4
 API_TIMEOUT = 10.0
 SNAPSHOT_IDLE_TIMEOUT = 10.0  # the server gives up after 5 s without acks; 10 s of silence means it is gone
 RESTORE_INIT_TIMEOUT = 30.0  # clustered: the meta leader places the stream and the new leader answers
@@ -698,8 +694,8 @@ class JetStream:
         *,
         no_consumers: bool = False,
         jsck: bool = False,
-        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
-        window_size: int | None = DEFAULT_WINDOW_SIZE,
+        chunk_size: int | None = SNAPSHOT_CHUNK,
+        window_size: int | None = SNAPSHOT_WINDOW,
         idle_timeout: float = SNAPSHOT_IDLE_TIMEOUT,
         on_start: Callable[[dict], None] | None = None,
     ) -> SnapshotResult:

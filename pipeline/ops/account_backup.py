@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from pipeline.archive.repository import Repository, storage_error
 from pipeline.archive.runs import (
@@ -38,28 +38,22 @@ from pipeline.base.errors import (
 )
 from pipeline.base.progress import NoProgress, Progress, SharedProgress
 from pipeline.flows.backup import BackupOptions, BackupResult, backup_stream_async, check_store, check_writable
-from pipeline.format.compress import Compression
 from pipeline.format.sets import build_set, select_streams, set_entry
 from pipeline.format.snapshot import V2, format_for_version
 from pipeline.jetstream.account import PlannedStream, account_identity, list_account
 from pipeline.jetstream.client import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_WINDOW_SIZE,
-    ConnectOptions,
     ServerInfo,
     connect,
 )
-from pipeline.keys.keyring import KeyRing
-from sinks import Retention, SinkError, SinkOptions
+from sinks import Retention, SinkError
 
 
 @dataclass
 class AccountBackupOptions:
-    url: str
-    connect: ConnectOptions = field(default_factory=ConnectOptions)
-    keys: KeyRing = field(default_factory=KeyRing)
-    consumers: bool = True
-    check: bool = False
+    """Which of an account's streams to back up and how the run is split; ``each`` is what every stream's backup
+    is taken with (connection, keys, archive, transfer knobs), its ``stream`` filled in per stream."""
+
+    each: BackupOptions
     force: bool = False  # back up what can be listed even if some streams are offline or missing
     critical_warnings: bool = False  # warnings (memory streams on old servers, skipped streams) fail the run
     include: list[str] = field(default_factory=list)
@@ -67,43 +61,9 @@ class AccountBackupOptions:
     parallel: int = 2  # streams backed up at once
     shard: Shard | None = None
     run: str | None = None  # required when sharded; shards of one run share it
-    # passed to every stream's BackupOptions
-    encrypt: bool = True
-    compression: Compression = field(default_factory=Compression)
-    store: str = "snapshot"  # or "decoded" (V2 servers): see BackupOptions.store
-    chunk_size: int | None = DEFAULT_CHUNK_SIZE
-    window_size: int | None = DEFAULT_WINDOW_SIZE
-    block_size: int | None = None
-    workers: int = 2
-    buffer_blocks: int = 2
-    storage_class: str | None = None
-    retention: Retention | None = None
-    sink: SinkOptions = field(default_factory=SinkOptions)
-    sign_key: object | None = (
-        None  # Ed25519 private key (pipeline.archive.signing): signs every manifest (the CLI the set)
-    )
 
     def stream_options(self, stream: str) -> BackupOptions:
-        return BackupOptions(
-            stream=stream,
-            url=self.url,
-            connect=self.connect,
-            keys=self.keys,
-            encrypt=self.encrypt,
-            compression=self.compression,
-            store=self.store,
-            consumers=self.consumers,
-            check=self.check,
-            chunk_size=self.chunk_size,
-            window_size=self.window_size,
-            block_size=self.block_size,
-            workers=self.workers,
-            buffer_blocks=self.buffer_blocks,
-            storage_class=self.storage_class,
-            retention=self.retention,
-            sink=self.sink,
-            sign_key=self.sign_key,
-        )
+        return replace(self.each, stream=stream)
 
 
 @dataclass
@@ -215,19 +175,19 @@ async def backup_account_async(
     if opts.parallel < 1:
         raise UsageError(f"--parallel must be at least 1, not {opts.parallel}")
     run, shard = _run_and_shard(opts, deferring=admit is not None)
-    repo = Repository.open(opts.url, opts.sink)
-    check_writable(repo, opts.encrypt, opts.keys, opts.retention)
+    repo = Repository.open(opts.each.url, opts.each.sink)
+    check_writable(repo, opts.each.encrypt, opts.each.keys, opts.each.retention)
     plan, server, listed, warnings = await _plan(opts, repo, run, shard)
     options = {
-        "consumers": opts.consumers,
-        "check": opts.check,
+        "consumers": opts.each.consumers,
+        "check": opts.each.check,
         "include": list(opts.include),
         "exclude": list(opts.exclude),
     }
     done_before: dict[str, dict] = {}
     if shard is not None:
         assert run is not None
-        warnings = _claim_shard(repo, plan, run, shard, options, warnings, opts.retention)
+        warnings = _claim_shard(repo, plan, run, shard, options, warnings, opts.each.retention)
         done_before = done_records(repo, run)
     if on_plan is not None:
         on_plan(plan)
@@ -238,7 +198,7 @@ async def backup_account_async(
         outcomes[o.stream] = o
         if run is not None and shard is not None:
             # Off the event loop: a slow store must not delay the acks of snapshots still running.
-            await asyncio.to_thread(record_outcome, repo, run, shard, o, opts.critical_warnings, opts.retention)
+            await asyncio.to_thread(record_outcome, repo, run, shard, o, opts.critical_warnings, opts.each.retention)
         if on_stream is not None:
             on_stream(o)
 
@@ -286,12 +246,12 @@ async def backup_account_async(
     )
     _raise_if_failed(result, plan.missing, opts.critical_warnings, t0)
     if run is None:
-        result.set_id = _write_set(repo, result, plan.missing, options, opts.retention)
+        result.set_id = _write_set(repo, result, plan.missing, options, opts.each.retention)
     else:
         # The last shard to finish finds the run complete and seals it; the others leave it to that one (or to
         # `jsarchive account seal`). This shard's own work is done either way, so sealing trouble is a warning.
         try:
-            result.set_id = seal_run_in(repo, run, opts.retention).set_id
+            result.set_id = seal_run_in(repo, run, opts.each.retention).set_id
         except RunIncomplete as e:
             result.pending = e.missing
         except JsArchiveError as e:
@@ -323,11 +283,11 @@ async def _plan(
 ) -> tuple[AccountPlan, ServerInfo, list[PlannedStream], list[str]]:
     """List the account and choose its streams (before anything is written): the plan, the server, every stream
     listed, the warnings."""
-    js = await connect(opts.connect)
+    js = await connect(opts.each.connect)
     async with js:
         server = js.server_info()
-        check_store(opts.store, server)  # before a plan or any backup is written
-        account = await account_identity(js, opts.connect.resolved())
+        check_store(opts.each.store, server)  # before a plan or any backup is written
+        account = await account_identity(js, opts.each.connect.resolved())
         listed, missing = await list_account(js)
     names = [p.name for p in listed]
     selected = select_streams(names + missing, opts.include, opts.exclude)
@@ -347,7 +307,7 @@ async def _plan(
     planned = [by_name[n] for n in selected if n in by_name]
     if not planned:
         raise NotFoundError(
-            f"the account has no streams to back up ({redact_servers(opts.connect.resolved().servers)})"
+            f"the account has no streams to back up ({redact_servers(opts.each.connect.resolved().servers)})"
         )
     plan = AccountPlan(
         url=repo.url,

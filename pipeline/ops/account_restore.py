@@ -24,12 +24,13 @@ from pipeline.base.errors import (
     common_exit_code,
 )
 from pipeline.base.progress import NoProgress, Progress, SharedProgress
+from pipeline.base.transfer import TransferConfig
 from pipeline.flows.replace import replace_stream
 from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_stream_async
 from pipeline.format.manifest import Manifest
 from pipeline.format.sets import select_streams
 from pipeline.format.snapshot import V2, format_for_version
-from pipeline.jetstream.client import RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT, ConnectOptions, connect
+from pipeline.jetstream.client import ConnectOptions, connect
 from pipeline.jetstream.placement import RestoreTarget
 from pipeline.keys.keyring import KeyRing
 from sinks import SinkOptions
@@ -51,8 +52,7 @@ class AccountRestoreOptions:
     sign_key: object | None = None  # signs the safety backups (pipeline.archive.signing)
     trust: TrustPolicy | None = None  # what each backup must prove before it is restored (pipeline/archive/trust.py)
     parallel: int = 2
-    chunk_size: int = RESTORE_CHUNK_SIZE
-    in_flight: int = RESTORE_IN_FLIGHT
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     wait: float = 120.0
     sink: SinkOptions = field(default_factory=SinkOptions)
 
@@ -165,8 +165,7 @@ async def restore_account_async(
                 connect=opts.connect,
                 keys=opts.keys,
                 target=opts.target,
-                chunk_size=opts.chunk_size,
-                in_flight=opts.in_flight,
+                transfer=opts.transfer,
                 wait=opts.wait,
                 sink=opts.sink,
                 trust=opts.trust,

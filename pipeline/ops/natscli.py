@@ -47,6 +47,7 @@ from pipeline.archive.repository import Repository, storage_error
 from pipeline.archive.writer import BackupWriter, WriteSettings
 from pipeline.base.errors import ConflictError, IntegrityError, NotFoundError, UsageError
 from pipeline.base.progress import NoProgress, Progress
+from pipeline.base.transfer import TransferConfig
 from pipeline.flows.backup import BackupResult, check_writable
 from pipeline.format import natsarc, objects, payload, s2
 from pipeline.format.blocks import choose_block_size
@@ -243,8 +244,7 @@ class ExportOptions:
     backup: str  # a backup (manifest) id or an account set id, full or a unique prefix of >= 6 hex digits
     directory: str  # must not exist, or be empty
     keys: KeyRing = field(default_factory=KeyRing)
-    prefetch: int = 4
-    workers: int = 2
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # prefetch and workers of the read
     sink: SinkOptions = field(default_factory=SinkOptions)
 
 
@@ -400,7 +400,9 @@ async def export_backup_async(opts: ExportOptions, progress: Progress | None = N
     for sub, m in members:  # every key and body before any byte is written
         if sub and m.stream != sub:
             raise IntegrityError(f"set {ident[:12]} lists backup {m.id[:12]} as {sub!r}, but it is of {m.stream!r}")
-        opened.append((sub, open_manifest(repo, m, opts.keys, prefetch=opts.prefetch, workers=opts.workers)))
+        opened.append(
+            (sub, open_manifest(repo, m, opts.keys, prefetch=opts.transfer.prefetch, workers=opts.transfer.workers))
+        )
     warnings = [w for _, o in opened for w in natscli_warnings(o.manifest.stream, o.body.get("config") or {})]
     target, tmp = _prepare_target(opts.directory)
     out: list[ExportedStream] = []
@@ -479,8 +481,7 @@ class ImportOptions:
     # Whether the natscli backup included consumers is read from the snapshot itself. None: take that; True or
     # False: also check it (the old --consumers/--no-consumers flags), refusing a directory that disagrees.
     consumers: bool | None = None
-    block_size: int | None = None
-    workers: int = 2
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # block size and workers of the write
     storage_class: str | None = None
     retention: Retention | None = None
     sink: SinkOptions = field(default_factory=SinkOptions)
@@ -886,12 +887,14 @@ async def _import_one_async(
 ) -> BackupResult:
     settings = WriteSettings(
         compression=opts.compression,
-        workers=opts.workers,
+        workers=opts.transfer.workers,
         storage_class=opts.storage_class,
         retention=opts.retention,
         stall_budget=3600.0,  # reading a file: no server is waiting for acks
     )
-    w = BackupWriter(repo, src.name, opts.keys, opts.encrypt, settings, opts.block_size or choose_block_size(src.size))
+    w = BackupWriter(
+        repo, src.name, opts.keys, opts.encrypt, settings, opts.transfer.block_size or choose_block_size(src.size)
+    )
     await w.start()
     progress.start(f"import {src.name}", src.size)
     try:

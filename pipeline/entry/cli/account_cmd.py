@@ -11,7 +11,6 @@ from pipeline.archive.sets import list_sets
 from pipeline.base.errors import AccountRunFailed, JsArchiveError, UsageError
 from pipeline.base.units import human_bytes
 from pipeline.entry.cli.common import (
-    SIZE,
     archive_options,
     cell,
     connect_options,
@@ -35,10 +34,14 @@ from pipeline.entry.cli.common import (
     trust_options,
     trust_policy,
 )
+from pipeline.entry.cli.data_options import (
+    backup_options,
+    backup_options_of,
+    restore_transfer,
+    restore_transfer_options,
+)
 from pipeline.entry.metrics import RunObserver, account_report
-from pipeline.format.compress import Compression
 from pipeline.jetstream.account import connection_account
-from pipeline.jetstream.client import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW_SIZE, RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT
 from pipeline.jetstream.placement import RestoreTarget
 from pipeline.ops.account_backup import AccountBackupOptions, AccountPlan, backup_account
 from pipeline.ops.account_restore import ON_EXISTS, AccountRestoreOptions, restore_account
@@ -89,8 +92,6 @@ def _print_outcome(o: StreamOutcome) -> None:
 
 @account_group.command("backup")
 @click.argument("url")
-@click.option("--consumers/--no-consumers", default=True, show_default=True, help="include consumers and their state")
-@click.option("--check", is_flag=True, help="have the server check message checksums first (V1 servers)")
 @click.option("-f", "--force", is_flag=True, help="back up what can be listed even if some streams are offline")
 @click.option("-w", "--critical-warnings", is_flag=True, help="warnings (e.g. memory streams on old servers) fail")
 @click.option("--include", multiple=True, metavar="GLOB", help="only streams matching this glob (repeatable)")
@@ -114,20 +115,7 @@ def _print_outcome(o: StreamOutcome) -> None:
     metavar="RUN-ID",
     help="id shared by all shards of one run [$JSARCHIVE_RUN, Cloud Run execution, AWS Batch array job]",
 )
-@click.option("--compression", default="zstd:3", show_default=True, help="zstd, zstd:LEVEL (1-22) or none")
-@click.option(
-    "--store",
-    type=click.Choice(["snapshot", "decoded"]),
-    default="snapshot",
-    show_default=True,
-    help="keep each snapshot as sent (S2) or its decoded NATSARC1 archive (smaller; nats-server >= 2.15)",
-)
-@click.option("--no-encrypt", is_flag=True, help="store the backups unencrypted (recorded in the manifests)")
-@click.option("--chunk-size", type=SIZE, default=DEFAULT_CHUNK_SIZE, show_default=True, help="snapshot chunk size")
-@click.option("--window-size", type=SIZE, default=DEFAULT_WINDOW_SIZE, show_default=True, help="snapshot window")
-@click.option("--block-size", type=SIZE, default=None, help="archive block size [8MiB, grown for large streams]")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="seal threads per stream")
-@click.option("--buffer-blocks", type=click.IntRange(0, 64), default=2, show_default=True, help="blocks buffered")
+@backup_options
 @click.option(
     "--metrics-push",
     metavar="URL",
@@ -144,8 +132,6 @@ def _print_outcome(o: StreamOutcome) -> None:
 @handle_errors
 def backup_cmd(
     url: str,
-    consumers: bool,
-    check: bool,
     force: bool,
     critical_warnings: bool,
     include: tuple[str, ...],
@@ -154,18 +140,8 @@ def backup_cmd(
     shard: str | None,
     shard_count: int | None,
     run_id: str | None,
-    compression: str,
-    store: str,
-    no_encrypt: bool,
-    chunk_size: int,
-    window_size: int,
-    block_size: int | None,
-    workers: int,
-    buffer_blocks: int,
     metrics_push: str | None,
     log_json: bool,
-    storage_class: str | None,
-    sse_kms_key: str | None,
     no_progress: bool,
     as_json: bool,
     **kw: object,
@@ -179,11 +155,7 @@ def backup_cmd(
     shard_ = resolve_shard(shard, shard_count)
     sharded = shard_ is not None and shard_.count > 1
     opts = AccountBackupOptions(
-        url=url,
-        connect=connect_options(kw),
-        keys=key_ring(kw),
-        consumers=consumers,
-        check=check,
+        each=backup_options_of(kw, "", url),
         force=force,
         critical_warnings=critical_warnings,
         include=list(include),
@@ -192,18 +164,6 @@ def backup_cmd(
         shard=shard_ if sharded or run_id else None,
         # Unsharded, the platform's execution id is not a reason to leave the sealing for later.
         run=resolve_run(run_id, platform=sharded),
-        encrypt=not no_encrypt,
-        compression=Compression.parse(compression),
-        store=store,
-        chunk_size=chunk_size,
-        window_size=window_size,
-        block_size=block_size,
-        workers=workers,
-        buffer_blocks=buffer_blocks,
-        storage_class=storage_class.upper() if storage_class else None,
-        retention=retention(kw),
-        sink=sink_options(kw, sse_kms_key, url=url),
-        sign_key=sign_key(kw),
     )
     if log_json and as_json:
         raise UsageError("--log-json and --json both write to stdout: choose one")
@@ -224,7 +184,7 @@ def backup_cmd(
     except JsArchiveError as e:
         observer.failed(e)
         raise
-    signed = _sign_set(url, res.set_id, opts.sign_key, opts.sink, opts.retention)
+    signed = _sign_set(url, res.set_id, opts.each.sign_key, opts.each.sink, opts.each.retention)
     observer.finish(account_report(res.to_json(), ok=True, started=observer.started))
     if log_json:
         return  # the summary line says it all
@@ -245,8 +205,8 @@ def backup_cmd(
             f"{len(res.pending)} stream(s) of the run still pending. The last shard seals the run, or: "
             f"jsarchive account seal {url} --run {res.run}"
         )
-    if opts.sign_key is not None:
-        echo(f"  manifests{' and set' if signed else ''} signed by key {signer_fingerprint(opts.sign_key)[:16]}")
+    if opts.each.sign_key is not None:
+        echo(f"  manifests{' and set' if signed else ''} signed by key {signer_fingerprint(opts.each.sign_key)[:16]}")
     for w in res.warnings:
         echo(f"  warning: {w}", err=True)
 
@@ -284,10 +244,7 @@ def _sign_set(url: str, set_id: str | None, key: object, sink: object, retention
 )
 @sign_key_option
 @click.option("--parallel", type=click.IntRange(1, 64), default=2, show_default=True, help="streams at once")
-@click.option("--chunk-size", type=SIZE, default=RESTORE_CHUNK_SIZE, show_default=True, help="restore chunk size")
-@click.option(
-    "--in-flight", type=click.IntRange(1, 64), default=RESTORE_IN_FLIGHT, show_default=True, help="chunks in flight"
-)
+@restore_transfer_options
 @click.option("--wait", type=float, default=120.0, show_default=True, help="seconds each stream may take to be healthy")
 @click.option(
     "--allow-other-account",
@@ -312,8 +269,6 @@ def restore_cmd(
     on_exists: str,
     no_safety_backup: bool,
     parallel: int,
-    chunk_size: int,
-    in_flight: int,
     wait: float,
     allow_other_account: bool,
     no_progress: bool,
@@ -359,8 +314,7 @@ def restore_cmd(
         safety_backup=not no_safety_backup,
         sign_key=sign_key(kw),
         parallel=parallel,
-        chunk_size=chunk_size,
-        in_flight=in_flight,
+        transfer=restore_transfer(kw),
         wait=wait,
         sink=sink,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from pipeline.base.transfer import TransferConfig
 from pipeline.base.units import human_bytes
 from pipeline.entry.cli.common import (
     SIZE,
@@ -110,8 +111,7 @@ def import_cmd(
             encrypt=not no_encrypt,
             compression=Compression.parse(compression),
             consumers=consumers,
-            block_size=block_size,
-            workers=workers,
+            transfer=TransferConfig(block_size=block_size, workers=workers),
             storage_class=storage_class.upper() if storage_class else None,
             retention=lock,
             sink=sink,

@@ -7,7 +7,6 @@ import click
 from pipeline.base.errors import JsArchiveError
 from pipeline.base.units import human_bytes
 from pipeline.entry.cli.common import (
-    SIZE,
     archive_options,
     connect_options,
     connection_options,
@@ -19,8 +18,7 @@ from pipeline.entry.cli.common import (
     make_progress,
     output_options,
     push_warning,
-    retention,
-    sign_key,
+    restore_target,
     sign_key_option,
     signer_fingerprint,
     sink_options,
@@ -28,12 +26,15 @@ from pipeline.entry.cli.common import (
     trust_options,
     trust_policy,
 )
+from pipeline.entry.cli.data_options import (
+    backup_options,
+    backup_options_of,
+    restore_transfer,
+    restore_transfer_options,
+)
 from pipeline.entry.metrics import RunObserver, stream_report
-from pipeline.flows.backup import BackupOptions, backup_stream
+from pipeline.flows.backup import backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
-from pipeline.format.compress import Compression
-from pipeline.jetstream.client import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW_SIZE, RESTORE_CHUNK_SIZE, RESTORE_IN_FLIGHT
-from pipeline.jetstream.placement import RestoreTarget
 
 
 @click.group("stream")
@@ -44,41 +45,7 @@ def stream_group() -> None:
 @stream_group.command("backup")
 @click.argument("stream")
 @click.argument("url")
-@click.option("--consumers/--no-consumers", default=True, show_default=True, help="include consumers and their state")
-@click.option("--check", is_flag=True, help="have the server check message checksums first (V1 servers)")
-@click.option(
-    "--chunk-size",
-    type=SIZE,
-    default=DEFAULT_CHUNK_SIZE,
-    show_default=True,
-    help="snapshot chunk size the server sends (1KiB–1MiB)",
-)
-@click.option(
-    "--window-size",
-    type=SIZE,
-    default=DEFAULT_WINDOW_SIZE,
-    show_default=True,
-    help="bytes the server may have unacknowledged (servers >= 2.12.5)",
-)
-@click.option("--compression", default="zstd:3", show_default=True, help="zstd, zstd:LEVEL (1-22) or none")
-@click.option(
-    "--store",
-    type=click.Choice(["snapshot", "decoded"]),
-    default="snapshot",
-    show_default=True,
-    help="keep the snapshot as the server sent it (S2), or its decoded NATSARC1 archive: smaller under zstd, "
-    "re-framed on restore; needs nats-server >= 2.15",
-)
-@click.option("--no-encrypt", is_flag=True, help="store the backup unencrypted (recorded in the manifest)")
-@click.option("--block-size", type=SIZE, default=None, help="archive block size [8MiB, grown for large streams]")
-@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="compress/seal threads")
-@click.option(
-    "--buffer-blocks",
-    type=click.IntRange(0, 64),
-    default=2,
-    show_default=True,
-    help="blocks buffered between NATS and the archive (memory ≈ (workers + buffer) × block size)",
-)
+@backup_options
 @click.option(
     "--metrics-push",
     metavar="URL",
@@ -95,44 +62,13 @@ def stream_group() -> None:
 def backup_cmd(
     stream: str,
     url: str,
-    consumers: bool,
-    check: bool,
-    chunk_size: int,
-    window_size: int,
-    compression: str,
-    store: str,
-    no_encrypt: bool,
-    block_size: int | None,
-    workers: int,
-    buffer_blocks: int,
     metrics_push: str | None,
-    storage_class: str | None,
-    sse_kms_key: str | None,
     no_progress: bool,
     as_json: bool,
     **kw: object,
 ) -> None:
     """Back up STREAM into the archive at URL (a directory, file://, s3:// or gs://)."""
-    opts = BackupOptions(
-        stream=stream,
-        url=url,
-        connect=connect_options(kw),
-        keys=key_ring(kw),
-        encrypt=not no_encrypt,
-        compression=Compression.parse(compression),
-        store=store,
-        consumers=consumers,
-        check=check,
-        chunk_size=chunk_size,
-        window_size=window_size,
-        block_size=block_size,
-        workers=workers,
-        buffer_blocks=buffer_blocks,
-        storage_class=storage_class.upper() if storage_class else None,
-        retention=retention(kw),
-        sink=sink_options(kw, sse_kms_key, url=url),
-        sign_key=sign_key(kw),
-    )
+    opts = backup_options_of(kw, stream, url)
     observer = RunObserver("stream-backup", url, push_to=metrics_push, grouping={"stream": stream}, warn=push_warning)
     try:
         res = backup_stream(opts, make_progress(no_progress, as_json))
@@ -160,7 +96,7 @@ def backup_cmd(
         f"  stored {human_bytes(res.stored_bytes)} in {res.blocks} block(s){ratio}; "
         f"{res.consumers} consumer(s); {res.seconds:.2f} s"
     )
-    if store == "decoded":
+    if opts.store == "decoded":
         echo(f"  stored decoded: the snapshot's NATSARC1 archive, {human_bytes(res.snapshot_bytes)} before zstd")
     echo("  encrypted for " + "; ".join(res.key_slots) if res.encrypted else "  NOT encrypted (--no-encrypt)")
     if opts.sign_key is not None:
@@ -174,20 +110,7 @@ def backup_cmd(
 @click.option("--cluster", help="place the stream in this cluster (replaces the backed-up placement)")
 @click.option("--tag", "tags", multiple=True, help="place the stream on servers with this tag (repeatable)")
 @click.option("--replicas", type=click.IntRange(1, 5), help="number of replicas [as backed up]")
-@click.option(
-    "--chunk-size",
-    type=SIZE,
-    default=RESTORE_CHUNK_SIZE,
-    show_default=True,
-    help="restore chunk size (at most the server's max_payload)",
-)
-@click.option(
-    "--in-flight",
-    type=click.IntRange(1, 64),
-    default=RESTORE_IN_FLIGHT,
-    show_default=True,
-    help="restore chunks sent before waiting for acknowledgements",
-)
+@restore_transfer_options
 @click.option(
     "--wait",
     "wait",
@@ -225,11 +148,6 @@ def restore_cmd(
     url: str,
     stream: str,
     backup_id: str | None,
-    cluster: str | None,
-    tags: tuple[str, ...],
-    replicas: int | None,
-    chunk_size: int,
-    in_flight: int,
     wait: float,
     new_name: str | None,
     subject_map: tuple[str, ...],
@@ -259,9 +177,8 @@ def restore_cmd(
         connect=connect_options(kw),
         keys=keys,
         trust=trust_policy(kw, keys),
-        target=RestoreTarget(cluster, tuple(tags), replicas),
-        chunk_size=chunk_size,
-        in_flight=in_flight,
+        target=restore_target(kw),
+        transfer=restore_transfer(kw),
         wait=wait,
         sink=sink_options(kw, url=url),
         new_name=new_name,
