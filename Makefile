@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
 	# S3 over a shaped link (network namespace + tc; needs root): exits 3 and measures nothing without them
 	$(BIN)/python benchmarks/bench_s3_link.py --gib 0.5 --link-mbit 400
+	$(BIN)/python benchmarks/bench_wan.py --rtt 0,25,50,100 --mib 64 --link-mbit 1000
 
 # terraform fmt/init/validate (AWS, offline from the provider mirror), python-hcl2 + checkov (GCP): needs terraform;
 # its Python tools go into their own venvs under .cache/tfcheck, not into .venv.

@@ -3,7 +3,8 @@
 A sink stores immutable objects under string keys. It knows nothing of NATS or of the archive format; the
 pipeline reaches it only through :func:`open_sink` and the :class:`Sink` / :class:`ObjectWriter` protocols, and asks
 what a store can do through :class:`Capabilities` and :func:`require`. :func:`open_sink` returns the adapter inside
-:class:`~sinks.retry.RetryingSink`.
+:class:`~sinks.retry.RetryingSink`, and inside :class:`~sinks.limits.LimitedSink` too when
+:class:`SinkOptions` sets a bandwidth limit.
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ def open_sink(url: str, options: SinkOptions | None = None) -> Sink:
     Cloud SDKs are imported only here, when such a URL is opened, so a local-only install needs none of them.
     """
     options = options or SinkOptions()
-    return RetryingSink(_adapter(url, options), RetryPolicy.from_options(options))
+    sink = _adapter(url, options)
+    if options.limit_upload or options.limit_download:
+        # Inside the retries: an attempt that is tried again sends its bytes again.
+        from sinks.limits import limited
+
+        sink = limited(sink, options)
+    return RetryingSink(sink, RetryPolicy.from_options(options))
 
 
 def _adapter(url: str, options: SinkOptions) -> Sink:

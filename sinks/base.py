@@ -73,6 +73,9 @@ class SinkOptions:
     # The longest one call may spend retrying transient errors (throttling, 5xx, resets). The pipeline relies on
     # this staying under ~4 s so a slow store never stalls the NATS side into its 5 s timeout.
     retry_budget: float = 3.5
+    # Bandwidth limits in bytes per second for the whole process (sinks.limits); None or 0: unlimited.
+    limit_upload: int | None = None
+    limit_download: int | None = None
 
 
 @dataclass(frozen=True)

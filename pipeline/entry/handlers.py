@@ -353,6 +353,8 @@ def _sink(env: Mapping[str, str], url: str) -> Any:
     return SinkOptions(
         endpoint_url=(env.get("AWS_ENDPOINT_URL_S3") or None) if url.startswith("s3://") else None,
         sse_kms_key=env.get("JSARCHIVE_SSE_KMS_KEY") or None,
+        limit_upload=_size(env, "JSARCHIVE_LIMIT_UPLOAD", 0) or None,  # bytes per second; unset: no limit
+        limit_download=_size(env, "JSARCHIVE_LIMIT_DOWNLOAD", 0) or None,
     )
 
 

@@ -36,6 +36,24 @@ class SizeType(click.ParamType):
 SIZE = SizeType()
 
 
+class RateType(click.ParamType):
+    """Bytes per second as a size (``10MiB``, ``512KiB``, plain bytes), ``/s`` optional; 0 is no limit."""
+
+    name = "RATE"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        try:
+            return parse_size(text[:-2] if text.lower().endswith("/s") else text)
+        except UsageError:
+            self.fail(f"{value!r} is not a rate (bytes per second, e.g. 10MiB, 512KiB, 0 for no limit)", param, ctx)
+
+
+RATE = RateType()
+
+
 class DurationType(click.ParamType):
     """natscli's durations: ``5s``, ``500ms``, ``1m30s``, ``1h``, or plain seconds."""
 
@@ -293,6 +311,18 @@ def archive_options(f: Callable) -> Callable:
         click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL [$AWS_ENDPOINT_URL]"),
         click.option("--region", help="object store region [SDK default]"),
         click.option("--profile", envvar="AWS_PROFILE", help="AWS profile [$AWS_PROFILE]"),
+        click.option(
+            "--limit-upload",
+            type=RATE,
+            envvar="JSARCHIVE_LIMIT_UPLOAD",
+            help="at most this many bytes per second written to the archive, e.g. 10MiB [$JSARCHIVE_LIMIT_UPLOAD]",
+        ),
+        click.option(
+            "--limit-download",
+            type=RATE,
+            envvar="JSARCHIVE_LIMIT_DOWNLOAD",
+            help="at most this many bytes per second read from the archive, e.g. 10MiB [$JSARCHIVE_LIMIT_DOWNLOAD]",
+        ),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -307,6 +337,8 @@ def sink_options(kw: dict, sse_kms_key: str | None = None, *, url: str) -> SinkO
         region=kw.pop("region", None),
         profile=kw.pop("profile", None),
         sse_kms_key=sse_kms_key,
+        limit_upload=kw.pop("limit_upload", None) or None,
+        limit_download=kw.pop("limit_download", None) or None,
     )
 
 
