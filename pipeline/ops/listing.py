@@ -4,119 +4,25 @@ from __future__ import annotations
 
 import base64
 import binascii
-import concurrent.futures
-import datetime as dt
 from dataclasses import asdict, dataclass, field
 
+from pipeline.archive.catalog import BackupEntry, backup_entries
 from pipeline.archive.reader import unwrap_data_key
-from pipeline.archive.repository import Ref, Repository, storage_error
-from pipeline.archive.retention import parse_created
+from pipeline.archive.repository import Repository, storage_error
 from pipeline.base.errors import JsArchiveError
 from pipeline.format.manifest import Manifest
 from pipeline.format.sets import parse_set
 from pipeline.keys.keyring import KeyRing
 from sinks import ObjectInfo, SinkError, SinkOptions
 
-LIST_WORKERS = 8  # refs, manifests and HEADs read at once
-
-
-@dataclass
-class BackupEntry:
-    manifest_id: str
-    stream: str
-    created: str
-    messages: int = 0
-    bytes: int = 0
-    stored_bytes: int = 0
-    snapshot_format: str = ""
-    server_version: str = ""
-    encrypted: bool = True
-    key_slots: int = 0
-    problem: str | None = None  # a ref whose manifest is missing or invalid, or a missing data object
-    backup_id: str = ""
-    origin: str | None = None  # the manifest's clear origin type: "natscli" (import), "pre-restore" (safety backup)
-    # from a HEAD of the data object (None when it could not be read)
-    storage_class: str | None = None
-    lock_mode: str | None = None  # GOVERNANCE | COMPLIANCE | BUCKET (GCS retention policy) | "" (legal hold only)
-    retain_until: str | None = None
-    legal_hold: bool = False
-
-    @property
-    def ratio(self) -> float:
-        return self.bytes / self.stored_bytes if self.stored_bytes else 0.0
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["ratio"] = round(self.ratio, 3)
-        return d
-
-
-def _entry(repo: Repository, ref: Ref, head: bool) -> BackupEntry:
-    try:
-        m = repo.load_ref(ref)
-    except JsArchiveError as e:
-        return BackupEntry(
-            manifest_id=ref.backup_id, stream=ref.stream, created=ref.time, problem=str(e), backup_id=ref.backup_id
-        )
-    s = m.summary
-    entry = BackupEntry(
-        manifest_id=m.id,
-        stream=m.stream,
-        created=m.created,
-        messages=int(s.get("messages", 0)),
-        bytes=int(s.get("bytes", 0)),
-        stored_bytes=m.data_size,
-        snapshot_format=m.snapshot_format,
-        server_version=str(m.server.get("version", "")),
-        encrypted=m.encrypted,
-        key_slots=len(m.key_slots),
-        backup_id=m.backup_id,
-        origin=_origin_type(m.envelope.get("origin")),
-    )
-    if head:
-        try:
-            info = repo.sink.head(m.data_object)
-        except SinkError:
-            return entry  # not allowed to look (or a hiccup): the listing itself is still right
-        if info is None:
-            entry.problem = f"the data object {m.data_object} is missing"
-        else:
-            _apply_head(entry, info)
-    return entry
-
-
-def _origin_type(origin: object) -> str | None:
-    kind = origin.get("type") if isinstance(origin, dict) else None
-    return kind if isinstance(kind, str) else None
-
-
-def _apply_head(entry: BackupEntry, info: ObjectInfo) -> None:
-    entry.storage_class = info.storage_class
-    if info.retention is not None:
-        entry.lock_mode = info.retention.mode
-        entry.retain_until = info.retention.until.isoformat() if info.retention.mode else None
-        entry.legal_hold = info.retention.legal_hold
+__all__ = ["BackupDetails", "BackupEntry", "list_backups", "public_slot", "show_backup"]
 
 
 def list_backups(
     url: str, stream: str | None = None, sink: SinkOptions | None = None, *, head: bool = True
 ) -> list[BackupEntry]:
-    """Every backup with a ref, newest ``created`` first; ``head`` also reads the data object's storage class and
-    lock. A ref name's time is only what its writer said, so the order is the manifest's (a ref whose manifest
-    cannot be read is placed by its name, the only time it has)."""
-    repo = Repository.open(url, sink)
-    refs = repo.refs(stream)
-    with concurrent.futures.ThreadPoolExecutor(LIST_WORKERS, thread_name_prefix="ls") as pool:
-        entries = list(pool.map(lambda r: _entry(repo, r, head), refs))
-    entries.sort(key=lambda e: (_created_at(e), e.stream, e.manifest_id), reverse=True)
-    return entries
-
-
-def _created_at(e: BackupEntry) -> dt.datetime:
-    try:
-        return parse_created(e.created)  # also reads a ref name's basic ISO 8601 time (20261201T192045.123456Z)
-    except (ValueError, OverflowError):
-        return dt.datetime.min.replace(tzinfo=dt.timezone.utc)  # no time at all: last
+    """Every backup with a ref, newest first (:func:`pipeline.archive.catalog.backup_entries`)."""
+    return backup_entries(Repository.open(url, sink), stream, head=head)
 
 
 # -- show -----------------------------------------------------------------------------------------------------------

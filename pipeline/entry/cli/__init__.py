@@ -34,6 +34,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "ls_cmd",
         "List the backups in the archive at URL, newest first, with the storage class and Object...",
     ),
+    "stats": (
+        "stats_cmd",
+        "stats_cmd",
+        "Sum up the archive at URL: backups, streams, logical and stored bytes, the oldest and...",
+    ),
     "show": (
         "show_cmd",
         "show_cmd",
