@@ -41,6 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.archive.repository import Repository
 from pipeline.archive.runs import shard_of
 from pipeline.archive.verify import VerifyOptions, verify_archive
+from pipeline.base.errors import UsageError
 from pipeline.entry import handlers, metrics
 from pipeline.format.sets import parse_set
 from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
@@ -569,6 +570,27 @@ def test_lambda_bad_configuration_is_a_clear_error(
     assert summary["ok"] is False and summary["severity"] == "ERROR" and summary["message"] == message
     assert summary["error"] == {"kind": "config", "exit_code": 2}
     assert _check_emf(next(ln for ln in lines if "_aws" in ln))["Success"] == 0
+
+
+def test_library_errors_name_the_variables_not_the_flags(
+    lambda_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A message from the library names a setting through pipeline.base.errors.setting; a function's user is told
+    the environment variable to change, never a command-line flag they could not have passed."""
+    _, recipient = generate_identity()
+    env = {"JSARCHIVE_URL": str(tmp_path / "a"), "NATS_URL": "nats://127.0.0.1:1", "JSARCHIVE_RECIPIENTS": recipient}
+    for k, v in {**env, "JSARCHIVE_COMPRESSION": "zstd:99"}.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(UsageError) as info:
+        handlers.lambda_handler({}, Context(900))
+    message = str(info.value)
+    assert "$JSARCHIVE_COMPRESSION 'zstd:99'" in message and "--" not in message, message
+    (summary,) = _events(_lines(capsys.readouterr().out), "jsarchive.run")
+    assert summary["message"] == message
+    # A setting the functions have no variable for says so, rather than naming a flag as if it could be set.
+    assert handlers.env_spelling("as", None) == "the command line's --as (no variable for it)"
+    assert handlers.env_spelling("store", "decoded") == "the command line's --store decoded (no variable for it)"
+    assert handlers.env_spelling("consumers", None) == "$JSARCHIVE_CONSUMERS=true"
 
 
 def test_secret_formats_and_errors_never_quote_the_secret() -> None:

@@ -28,6 +28,7 @@ from pipeline.base.errors import (
     NotFoundError,
     PermissionDenied,
     UsageError,
+    setting,
 )
 from pipeline.format import manifest as mf
 from pipeline.format import objects
@@ -478,7 +479,7 @@ class Repository:
             if skipped is not None:
                 skipped.extend(notes)
         scanned = min(len(refs), LATEST_SCAN)
-        more = f" (of {len(refs)}; give --backup ID for an older one)" if len(refs) > LATEST_SCAN else ""
+        more = f" (of {len(refs)}; give {setting('backup')} ID for an older one)" if len(refs) > LATEST_SCAN else ""
         raise IntegrityError(
             f"no backup of stream {stream!r} in {self.url} can be used (the newest {scanned} refs{more} were read); "
             f"the newest: {notes[0]}" + (f" (and {len(notes) - 1} more skipped)" if len(notes) > 1 else "")

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pipeline import __version__
 from pipeline.archive.repository import RUNS, Repository, storage_error
 from pipeline.archive.sets import load_member
-from pipeline.base.errors import IntegrityError, NotFoundError, UsageError
+from pipeline.base.errors import IntegrityError, NotFoundError, UsageError, setting
 from pipeline.format import manifest as mf
 from pipeline.format import objects
 from pipeline.format.sets import build_set, set_entry
@@ -126,7 +126,7 @@ def resolve_shard(
     if shard:
         parsed = Shard.parse(shard)
         if shard_count is not None and shard_count != parsed.count:
-            raise UsageError(f"--shard {shard} and --shard-count {shard_count} disagree")
+            raise UsageError(f"{setting('shard')} {shard} and {setting('shard-count')} {shard_count} disagree")
         return parsed
     count = shard_count if shard_count is not None else _env_int(env, SHARD_COUNT_ENV)
     for index_var, count_var in (
@@ -140,12 +140,15 @@ def resolve_shard(
         n = count if count is not None else (_env_int(env, count_var) if count_var else None)
         if n is None:
             raise UsageError(
-                f"${index_var} is set but the number of shards is not: pass --shard-count N or set "
-                f"${SHARD_COUNT_ENV} (or --shard INDEX/COUNT)"
+                f"${index_var} is set but the number of shards is not: pass {setting('shard-count')} N or set "
+                f"${SHARD_COUNT_ENV} (or {setting('shard')} INDEX/COUNT)"
             )
         return Shard(index, n, f"${index_var}")
     if count is not None:
-        raise UsageError("--shard-count needs a shard index: --shard INDEX/COUNT or a job engine's index variable")
+        raise UsageError(
+            f"{setting('shard-count')} needs a shard index: "
+            f"{setting('shard')} INDEX/COUNT or a job engine's index variable"
+        )
     return None
 
 
@@ -243,7 +246,7 @@ def record_plan(
         if m and int(m.group(2)) != shard.count:
             raise UsageError(
                 f"run {run} was started with {m.group(2)} shards ({key}); this shard says {shard.label}. Use the "
-                "same shard count on every shard, or a new --run"
+                f"same shard count on every shard, or a new {setting('run')}"
             )
     key = plan_key(run, shard)
     existing = get_json(repo, key)

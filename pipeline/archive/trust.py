@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pipeline.archive import signing
 from pipeline.archive.repository import Repository
 from pipeline.archive.sets import list_sets_in, load_member, load_set
-from pipeline.base.errors import IntegrityError, NotFoundError, UsageError
+from pipeline.base.errors import IntegrityError, NotFoundError, UsageError, setting
 from pipeline.format.manifest import Manifest
 from pipeline.format.sets import BackupSet, select_streams
 from pipeline.keys.keyring import KeyRing
@@ -124,7 +124,7 @@ def check_account(recorded: str | None, here: str | None, allow_other: bool, set
     if not allow_other:
         raise UsageError(
             f"set {set_id[:12]} was backed up from account {recorded!r}, but this connection is in account "
-            f"{here!r}; nothing was restored (give --allow-other-account to restore it into {here!r})"
+            f"{here!r}; nothing was restored (give {setting('allow-other-account')} to restore it into {here!r})"
         )
     return [f"set {set_id[:12]} was backed up from account {recorded!r}; restoring it into account {here!r}"]
 

@@ -52,7 +52,7 @@ from pipeline.archive.repository import (
     ref_disagreement,
     storage_error,
 )
-from pipeline.base.errors import IntegrityError, JsArchiveError, KeyUnavailable, NotFoundError, UsageError
+from pipeline.base.errors import IntegrityError, JsArchiveError, KeyUnavailable, NotFoundError, UsageError, setting
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.format import manifest as mf
 from pipeline.format import natsarc, objects, payload, s2
@@ -245,7 +245,7 @@ def verify_archive(opts: VerifyOptions, progress: Progress | None = None) -> Ver
     finds, only for what stops it from looking (bad arguments, an unreachable or missing archive)."""
     progress = progress or NoProgress()
     if sum(bool(x) for x in (opts.backup, opts.latest, opts.all)) > 1:
-        raise UsageError("give one of a backup ID, --latest or --all")
+        raise UsageError(f"give one of a backup ID, {setting('latest')} or {setting('all')}")
     selection = "backup" if opts.backup else "latest" if opts.latest else "all"
     started = time.monotonic()
     repo = Repository.open(opts.url, opts.sink)

@@ -1,13 +1,69 @@
-"""One exception family, each kind with the exit code a scheduler can act on (documented in the README)."""
+"""One exception family, each kind with the exit code a scheduler can act on (documented in the README).
+
+Errors are structured: a ``kind`` and exit code, an optional ``subject`` (the stream, backup or object it is about)
+and a message in which every user setting is a :func:`setting` reference rather than a spelled-out flag. Each front
+end phrases those references in its own terms (:meth:`JsArchiveError.phrased`): the CLI as ``--force``, the cloud
+functions as ``$JSARCHIVE_FORCE``. ``str(err)`` is the CLI's phrasing, the project's documented vocabulary.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
+_SETTING = re.compile("\x1f([a-z0-9-]+)(?:=([^\x1f]*))?\x1f")
+
+Spelling = Callable[[str, "str | None"], str]
+
+
+def setting(name: str, value: object = None) -> str:
+    """A reference to a user setting inside an error message, by its CLI name without dashes (``"force"``,
+    ``"store"`` with value ``"decoded"``); :meth:`JsArchiveError.phrased` spells it for the reader's front end."""
+    return f"\x1f{name}={value}\x1f" if value is not None else f"\x1f{name}\x1f"
+
+
+def cli_spelling(name: str, value: str | None) -> str:
+    return f"--{name} {value}" if value is not None else f"--{name}"
+
+
+def phrase(text: str, spell: Spelling = cli_spelling) -> str:
+    """``text`` with its setting references spelled by ``spell``."""
+    return _SETTING.sub(lambda m: spell(m.group(1), m.group(2)), text)
+
+
+def settings_named(text: str) -> list[str]:
+    """The settings a message refers to, in order (CLI names without dashes)."""
+    return [m.group(1) for m in _SETTING.finditer(text)]
+
 
 class JsArchiveError(Exception):
-    """Base class: ``str(err)`` is the one message shown to the user."""
+    """Base class: ``str(err)`` is the one message shown to the user (settings spelled as CLI flags)."""
 
     exit_code = 1
     kind = "error"
+
+    def __init__(self, message: str = "", *, subject: str | None = None) -> None:
+        super().__init__(message)
+        self.subject = subject
+
+    @property
+    def template(self) -> str:
+        """The message with its setting references unspelled."""
+        return str(self.args[0]) if self.args else ""
+
+    def phrased(self, spell: Spelling) -> str:
+        return phrase(self.template, spell)
+
+    def __str__(self) -> str:
+        return self.phrased(cli_spelling)
+
+    def to_json(self, spell: Spelling = cli_spelling) -> dict:
+        doc: dict = {"kind": self.kind, "exit_code": self.exit_code, "message": self.phrased(spell)}
+        if self.subject is not None:
+            doc["subject"] = self.subject
+        if names := settings_named(self.template):
+            doc["settings"] = names
+        return doc
 
 
 class UsageError(JsArchiveError):

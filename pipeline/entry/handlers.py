@@ -54,6 +54,57 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+# How the settings a library message names (pipeline.base.errors.setting: CLI names without dashes) are spelled
+# here: the environment variables docs/cloud.md lists. A setting with no variable says so instead of naming a flag
+# nobody could pass to a function.
+_ENV_SETTINGS: dict[str, str] = {
+    "force": "$JSARCHIVE_FORCE=true",
+    "no-encrypt": "$JSARCHIVE_NO_ENCRYPT=true",
+    "compression": "$JSARCHIVE_COMPRESSION",
+    "consumers": "$JSARCHIVE_CONSUMERS=true",
+    "no-consumers": "$JSARCHIVE_CONSUMERS=false",
+    "storage-class": "$JSARCHIVE_STORAGE_CLASS",
+    "lock-mode": "$JSARCHIVE_LOCK_MODE",
+    "retain-days": "$JSARCHIVE_RETAIN_DAYS",
+    "include": "$JSARCHIVE_INCLUDE",
+    "exclude": "$JSARCHIVE_EXCLUDE",
+    "parallel": "$JSARCHIVE_PARALLEL",
+    "run": "the event's run field",
+    "recipient": "$JSARCHIVE_RECIPIENTS",
+    "identity": "$JSARCHIVE_KEY",
+    "key-file": "$JSARCHIVE_KEY",
+    "kms-key": "$JSARCHIVE_KMS_KEY",
+    "gcp-kms-key": "$JSARCHIVE_GCP_KMS_KEY",
+    "use-kms-slots": "$JSARCHIVE_USE_KMS_SLOTS=true",
+    "sse-kms-key": "$JSARCHIVE_SSE_KMS_KEY",
+    "limit-upload": "$JSARCHIVE_LIMIT_UPLOAD",
+    "limit-download": "$JSARCHIVE_LIMIT_DOWNLOAD",
+    "deep": "$JSARCHIVE_VERIFY_DEEP=true",
+    "cluster": "$JSARCHIVE_DRILL_CLUSTER",
+    "tag": "$JSARCHIVE_DRILL_TAGS",
+    "prefix": "$JSARCHIVE_DRILL_PREFIX",
+    "creds": "$JSARCHIVE_NATS_SECRET / $JSARCHIVE_NATS_PARAMETER / $JSARCHIVE_NATS_CREDENTIALS",
+    "js-domain": "$JSARCHIVE_JS_DOMAIN",
+}
+
+
+def env_spelling(name: str, value: str | None) -> str:
+    """A setting named in an error message, as the cloud functions' environment spells it."""
+    var = _ENV_SETTINGS.get(name)
+    if var is None:
+        return f"the command line's --{name}" + (f" {value}" if value is not None else "") + " (no variable for it)"
+    if value is not None and not var.endswith(("=true", "=false")) and var.startswith("$"):
+        return f"{var}={value}"
+    return var
+
+
+def phrased(e: JsArchiveError) -> JsArchiveError:
+    """``e`` with its message spelled for this front end (once, where it is caught): what is logged, reported and
+    raised to the platform names environment variables, not flags."""
+    e.args = (e.phrased(env_spelling), *e.args[1:])
+    return e
+
+
 class ConfigError(UsageError):
     """The handler's configuration (environment variables, event, secret) is missing or wrong (exit code 2)."""
 
@@ -374,6 +425,26 @@ def _retention(env: Mapping[str, str]) -> Any:
     return Retention(mode=mode, until=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days))
 
 
+def _backup_options(env: Mapping[str, str], stream: str, url: str, connect: Any) -> Any:
+    """The BackupOptions of a scheduled backup (for an account backup, those of every stream: ``stream`` is
+    filled in per stream), from the environment as the CLI builds them from its flags."""
+    from pipeline.flows.backup import BackupOptions
+    from pipeline.format.compress import Compression
+
+    return BackupOptions(
+        stream=stream,
+        url=url,
+        connect=connect,
+        keys=key_ring(env, write=True),
+        encrypt=not _flag(env, "JSARCHIVE_NO_ENCRYPT"),
+        compression=Compression.parse(env.get("JSARCHIVE_COMPRESSION") or "zstd:3"),
+        consumers=_flag(env, "JSARCHIVE_CONSUMERS", True),
+        storage_class=(env.get("JSARCHIVE_STORAGE_CLASS") or "").upper() or None,
+        retention=_retention(env),
+        sink=_sink(env, url),
+    )
+
+
 # -- the time budget -------------------------------------------------------------------------------------------
 
 
@@ -437,26 +508,17 @@ class Outcome:
 def _account_backup(cfg: HandlerConfig, budget: TimeBudget, emit: Callable[[dict], None], run: str) -> Outcome:
     from pipeline.archive.runs import StreamOutcome
     from pipeline.base.errors import AccountRunFailed
-    from pipeline.format.compress import Compression
     from pipeline.jetstream.account import PlannedStream
     from pipeline.ops.account_backup import AccountBackupOptions, backup_account
 
     env = cfg.env
     opts = AccountBackupOptions(
-        url=cfg.url,
-        connect=connect_options(env),
-        keys=key_ring(env, write=True),
-        consumers=_flag(env, "JSARCHIVE_CONSUMERS", True),
+        each=_backup_options(env, "", cfg.url, connect_options(env)),
         force=_flag(env, "JSARCHIVE_FORCE"),
         include=cfg.include,
         exclude=cfg.exclude,
         parallel=max(1, _int(env, "JSARCHIVE_PARALLEL", 2)),
         run=run,
-        encrypt=not _flag(env, "JSARCHIVE_NO_ENCRYPT"),
-        compression=Compression.parse(env.get("JSARCHIVE_COMPRESSION") or "zstd:3"),
-        storage_class=(env.get("JSARCHIVE_STORAGE_CLASS") or "").upper() or None,
-        retention=_retention(env),
-        sink=_sink(env, cfg.url),
     )
     started = time.time()
 
@@ -472,7 +534,7 @@ def _account_backup(cfg: HandlerConfig, budget: TimeBudget, emit: Callable[[dict
         doc, error = backup_account(opts, on_stream=on_stream, admit=admit).to_json(), None
     except AccountRunFailed as e:
         # Reported like a success, with the failed streams; run_scheduled raises once the metrics are out.
-        doc, error = e.result.to_json(), str(e)  # type: ignore[attr-defined]
+        doc, error = e.result.to_json(), str(phrased(e))  # type: ignore[attr-defined]
     report = metrics.account_report(doc, ok=error is None, started=started, error=error)
     owed = sorted(set(doc.get("pending") or []) | set(doc.get("deferred") or []) | set(doc.get("failed") or []))
     result = {
@@ -514,8 +576,7 @@ async def _stream_size(opts: ConnectOptions, stream: str) -> int:
 
 
 def _stream_backup(cfg: HandlerConfig, budget: TimeBudget, emit: Callable[[dict], None], run: str) -> Outcome:
-    from pipeline.flows.backup import BackupOptions, backup_stream
-    from pipeline.format.compress import Compression
+    from pipeline.flows.backup import backup_stream
 
     env = cfg.env
     assert cfg.stream is not None
@@ -541,20 +602,7 @@ def _stream_backup(cfg: HandlerConfig, budget: TimeBudget, emit: Callable[[dict]
             "resume": {"command": report.details["resume"], "why": "run it where the time is not limited"},
         }
         return Outcome(report, result)
-    res = backup_stream(
-        BackupOptions(
-            stream=cfg.stream,
-            url=cfg.url,
-            connect=connect,
-            keys=key_ring(env, write=True),
-            encrypt=not _flag(env, "JSARCHIVE_NO_ENCRYPT"),
-            compression=Compression.parse(env.get("JSARCHIVE_COMPRESSION") or "zstd:3"),
-            consumers=_flag(env, "JSARCHIVE_CONSUMERS", True),
-            storage_class=(env.get("JSARCHIVE_STORAGE_CLASS") or "").upper() or None,
-            retention=_retention(env),
-            sink=_sink(env, cfg.url),
-        )
-    )
+    res = backup_stream(_backup_options(env, cfg.stream, cfg.url, connect))
     line = {**res.to_json(), "status": "backed_up"}
     emit(metrics.stream_line(cfg.operation, cfg.url, line, run=run))
     report = metrics.RunReport(
@@ -736,7 +784,7 @@ def _drill(cfg: HandlerConfig, emit: Callable[[dict], None]) -> Outcome:
         res = run_drill(opts)
         error = None
     except DrillFailed as e:
-        res, error = e.result, str(e)
+        res, error = e.result, str(phrased(e))
     rep = res.report
     for st in rep["streams"]:
         emit(
@@ -820,7 +868,7 @@ def run_scheduled(
         else:
             outcome = _verify(cfg, emit)
     except JsArchiveError as e:
-        _report(metrics.failure_report(operation, archive, started, e), env, emf, emit)
+        _report(metrics.failure_report(operation, archive, started, phrased(e)), env, emf, emit)
         raise
     if cfg.operation.endswith("backup"):
         outcome.report.run = outcome.report.run or run

@@ -23,6 +23,7 @@ from pipeline.base.errors import (
     ServerRefused,
     TransferFailed,
     UsageError,
+    setting,
 )
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.base.transfer import TransferConfig
@@ -126,8 +127,9 @@ def check_store(store: str, server: ServerInfo) -> str:
     encoding = payload.store_encoding(store)
     if encoding == payload.NATSARC and server.snapshot_format != V2:
         raise ServerRefused(
-            f"--store decoded keeps the decoded NATSARC1 archive, which only snapshot format V2 has (nats-server "
-            f"2.15 or later); nats-server {server.version} sends V1 (a tar). Use --store snapshot"
+            f"{setting('store')} decoded keeps the decoded NATSARC1 "
+            "archive, which only snapshot format V2 has (nats-server "
+            f"2.15 or later); nats-server {server.version} sends V1 (a tar). Use {setting('store')} snapshot"
         )
     return encoding
 
@@ -137,8 +139,10 @@ def check_writable(repo: Repository, encrypt: bool, keys: KeyRing, retention: Re
     if encrypt and not keys.can_write:
         raise KeyUnavailable(
             "backups are encrypted and no key is configured. Create one with `jsarchive keygen -o backup.key` and "
-            "pass --identity backup.key (or only its public --recipient age1… on hosts that must not read "
-            "backups), or use --key-file / $JSARCHIVE_KEY / --kms-key; --no-encrypt stores the backup in the clear"
+            f"pass {setting('identity')} backup.key (or only its public "
+            f"{setting('recipient')} age1… on hosts that must not read "
+            f"backups), or use {setting('key-file')} / $JSARCHIVE_KEY / "
+            f"{setting('kms-key')}; {setting('no-encrypt')} stores the backup in the clear"
         )
     if retention is not None:
         try:
@@ -152,8 +156,10 @@ def check_writable(repo: Repository, encrypt: bool, keys: KeyRing, retention: Re
             raise storage_error(e, f"cannot check whether {repo.url} can lock backups") from None
         if why:
             raise UsageError(
-                f"--lock-mode {retention.mode}: {why}, so {repo.url} cannot lock backups; nothing was written "
-                "(create the bucket with Object Lock, or with object retention on GCS, or leave out --lock-mode)"
+                f"{setting('lock-mode')} {retention.mode}: {why}, so "
+                f"{repo.url} cannot lock backups; nothing was written "
+                "(create the bucket with Object Lock, or with object "
+                f"retention on GCS, or leave out {setting('lock-mode')})"
             )
 
 

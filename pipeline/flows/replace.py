@@ -39,6 +39,7 @@ from pipeline.base.errors import (
     PermissionDenied,
     TransferFailed,
     UsageError,
+    setting,
 )
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.flows.backup import BackupOptions, backup_stream_async
@@ -96,7 +97,8 @@ async def safety_backup(
     if encrypt and not keys.can_write:
         raise UsageError(
             f"a safety backup of live stream {stream!r} is taken before it is replaced, and no key is configured "
-            "to encrypt it: pass --identity/--recipient (or --key-file), or --no-safety-backup to go without"
+            f"to encrypt it: pass {setting('identity')}/{setting('recipient')} (or "
+            f"{setting('key-file')}), or {setting('no-safety-backup')} to go without"
         )
     res = await backup_stream_async(
         BackupOptions(
@@ -170,7 +172,7 @@ async def replace_stream(
         # preflighted above, before the delete: once more now would prove nothing new
         result = await restore_stream_async(dataclasses.replace(restore, preflight=False), progress)
     except JsArchiveError as e:
-        raise type(e)(f"{e}{_bring_back(restore, saved)}") from None
+        raise type(e)(f"{e.template}{_bring_back(restore, saved)}") from None
     return ReplaceOutcome(result, saved, notes)
 
 

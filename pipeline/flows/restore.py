@@ -35,6 +35,7 @@ from pipeline.base.errors import (
     ServerRefused,
     TransferFailed,
     UsageError,
+    setting,
 )
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.base.transfer import TransferConfig
@@ -125,7 +126,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     if m.stream != opts.stream:
         raise UsageError(
             f"backup {mid[:12]} is of stream {m.stream!r}, not {opts.stream!r}; to restore it under "
-            "another name, give its own stream name and --as NEWNAME"
+            f"another name, give its own stream name and {setting('as')} NEWNAME"
         )
     if opts.trust is not None:
         opts.trust.check_manifest(repo, m)  # before a key is asked or a byte is read
@@ -143,8 +144,9 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     plan: RewritePlan | None = None
     if spec.active and m.snapshot_format != V2:
         raise UsageError(
-            f"backup {mid[:12]} is in snapshot format {m.snapshot_format}: --as, --subject-map, --subject, "
-            "--until-seq and --until need a V2 backup (taken from nats-server 2.15 or later)"
+            f"backup {mid[:12]} is in snapshot format {m.snapshot_format}: "
+            f"{setting('as')}, {setting('subject-map')}, {setting('subject')}, "
+            f"{setting('until-seq')} and {setting('until')} need a V2 backup (taken from nats-server 2.15 or later)"
         )
 
     js = await connect(opts.connect)
@@ -212,7 +214,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             if accepted:
                 note = await _remove_partial(js, target, restore_id)
                 if isinstance(e, JsArchiveError):
-                    raise type(e)(f"{e}; {note}") from None
+                    raise type(e)(f"{e.template}; {note}") from None
             raise
         warnings += await _mark_complete(js, target, info, restore_id)
     st = info.get("state") or {}
@@ -283,7 +285,9 @@ async def _check_subjects_free(js: JetStream, target: str, original: str, plan: 
         theirs = list(((info or {}).get("config") or {}).get("subjects") or [])
         clash = next(((a, b) for a in mine for b in theirs if filters_overlap(a, b)), None)
         if clash:
-            hint = " (map them with --subject-map, e.g. 'ORDERS.>=DRILL.ORDERS.>')" if name == original else ""
+            hint = (
+                f" (map them with {setting('subject-map')}, e.g. 'ORDERS.>=DRILL.ORDERS.>')" if name == original else ""
+            )
             raise ConflictError(
                 f"stream {target!r} would listen on {clash[0]!r}, which overlaps {clash[1]!r} of existing stream "
                 f"{name!r}{hint}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import zstandard
 
-from pipeline.base.errors import IntegrityError, UsageError
+from pipeline.base.errors import IntegrityError, UsageError, setting
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,8 @@ class Compression:
                 n = 0
             if 1 <= n <= 22:
                 return cls("zstd", n)
-            raise UsageError(f"invalid zstd level {level!r} in --compression {spec!r}: use 1–22")
-        raise UsageError(f"invalid --compression {spec!r}: use zstd, zstd:LEVEL (1–22) or none")
+            raise UsageError(f"invalid zstd level {level!r} in {setting('compression')} {spec!r}: use 1–22")
+        raise UsageError(f"invalid {setting('compression')} {spec!r}: use zstd, zstd:LEVEL (1–22) or none")
 
     def to_json(self) -> dict:
         return {"algorithm": self.algorithm, "level": self.level}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from pipeline.base.errors import IntegrityError, ServerRefused, UsageError
+from pipeline.base.errors import IntegrityError, ServerRefused, UsageError, setting
 from pipeline.format import s2
 from pipeline.format.natsarc import END_MARKER, MAGIC
 
@@ -41,7 +41,7 @@ def store_encoding(store: str) -> str:
     try:
         return STORE_MODES[store]
     except KeyError:
-        raise UsageError(f"--store {store!r}: use one of {', '.join(STORE_MODES)}") from None
+        raise UsageError(f"{setting('store')} {store!r}: use one of {', '.join(STORE_MODES)}") from None
 
 
 def inner_encoding(body: dict, snapshot_format: str, backup: str = "") -> str:
@@ -154,8 +154,9 @@ class StoredForm:
                 self._head += block[: len(MAGIC) - len(self._head)]
                 if len(self._head) == len(MAGIC) and self._head != MAGIC:
                     raise ServerRefused(
-                        "the server sent a V1 (tar) snapshot, not a NATSARC1 archive: --store decoded needs "
-                        "snapshot format V2 (nats-server 2.15 or later); use --store snapshot"
+                        "the server sent a V1 (tar) snapshot, not a NATSARC1 "
+                        f"archive: {setting('store')} decoded needs "
+                        f"snapshot format V2 (nats-server 2.15 or later); use {setting('store')} snapshot"
                     )
             if self.open_end:  # hand on all but the last five bytes seen: they may be the end marker
                 n = len(END_MARKER)
@@ -234,6 +235,7 @@ class StoredForm:
             self._decoder.finish()
         if self._decoder is not None and self._head != MAGIC:
             raise ServerRefused(
-                f"the decoded snapshot ({self.stored} bytes) is not a NATSARC1 archive: --store decoded needs "
+                f"the decoded snapshot ({self.stored} bytes) is not a "
+                f"NATSARC1 archive: {setting('store')} decoded needs "
                 "snapshot format V2 (nats-server 2.15 or later)"
             )

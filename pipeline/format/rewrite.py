@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from pipeline.base.errors import UsageError
+from pipeline.base.errors import UsageError, setting
 from pipeline.format.natsarc import (
     CONSUMER_PREFIX,
     END_MARKER,
@@ -48,11 +48,12 @@ class SubjectMapping:
     def parse(cls, text: str) -> SubjectMapping:
         src, sep, dst = text.partition("=")
         if not sep:
-            raise UsageError(f"--subject-map {text!r}: use SRC=DST, e.g. 'ORDERS.>=DRILL.ORDERS.>'")
+            raise UsageError(f"{setting('subject-map')} {text!r}: use SRC=DST, e.g. 'ORDERS.>=DRILL.ORDERS.>'")
         s, d = check_subject_filter(src.strip()), check_subject_filter(dst.strip())
         if [t for t in s if t in ("*", ">")] != [t for t in d if t in ("*", ">")]:
             raise UsageError(
-                f"--subject-map {text!r}: the destination must have the same wildcards ('*', '>') in the same order "
+                f"{setting('subject-map')} {text!r}: the destination must "
+                "have the same wildcards ('*', '>') in the same order "
                 "as the source"
             )
         return cls(tuple(s), tuple(d))
@@ -152,7 +153,7 @@ class RewriteSpec:
 
     def __post_init__(self) -> None:
         if self.until_seq is not None and self.until_seq < 1:
-            raise UsageError(f"--until-seq must be at least 1, not {self.until_seq}")
+            raise UsageError(f"{setting('until-seq')} must be at least 1, not {self.until_seq}")
         self._filter = MessageFilter(subjects=tuple(self.subjects))
 
     @property
@@ -208,7 +209,8 @@ def _mapped(smap: SubjectMap, subject: str, what: str) -> str:
     out = smap.map(subject)
     if out is None:
         raise UsageError(
-            f"{what} {subject!r} is not covered by any --subject-map ({smap.describe()}); every message subject, "
+            f"{what} {subject!r} is not covered by any {setting('subject-map')} "
+            f"({smap.describe()}); every message subject, "
             "stream subject and consumer filter must map"
         )
     return out

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from pipeline import __version__
-from pipeline.base.errors import IntegrityError, UsageError
+from pipeline.base.errors import IntegrityError, UsageError, setting
 from pipeline.format import manifest as mf
 from pipeline.format import objects
 from pipeline.format.manifest import Manifest
@@ -30,11 +30,13 @@ def select_streams(names: list[str], include: list[str], exclude: list[str], *, 
     """
     for pattern in include:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-            raise UsageError(f"--include {pattern!r} matches none of the {len(names)} streams of the {what}")
+            raise UsageError(f"{setting('include')} {pattern!r} matches none of the {len(names)} streams of the {what}")
     chosen = [n for n in names if not include or any(fnmatch.fnmatchcase(n, p) for p in include)]
     chosen = [n for n in chosen if not any(fnmatch.fnmatchcase(n, p) for p in exclude)]
     if not chosen and names:
-        raise UsageError(f"--include/--exclude leave none of the {len(names)} streams of the {what}")
+        raise UsageError(
+            f"{setting('include')}/{setting('exclude')} leave none of the {len(names)} streams of the {what}"
+        )
     return sorted(chosen)
 
 

@@ -38,6 +38,7 @@ from pipeline.base.errors import (
     ServerRefused,
     TransferFailed,
     UsageError,
+    setting,
 )
 from pipeline.base.transfer import RESTORE_IN_FLIGHT, SNAPSHOT_CHUNK, SNAPSHOT_WINDOW, MiB
 from pipeline.format.snapshot import format_for_version
@@ -66,7 +67,8 @@ _ERRORS: dict[int, tuple[type[JsArchiveError], str]] = {
     ),
     10005: (
         ServerRefused,
-        "the target cannot place stream {stream!r}: {desc}. Check --cluster, --tag and --replicas against the "
+        f"the target cannot place stream {{stream!r}}: {{desc}}. Check "
+        f"{setting('cluster')}, {setting('tag')} and {setting('replicas')} against the "
         "target's cluster names, server tags and number of servers",
     ),
     10056: (UsageError, "the stream name in the restore request does not match its config: {desc}"),
@@ -234,11 +236,11 @@ def _check_context_fields(ctx: dict, name: str | None) -> None:
         if key in _CONTEXT_UNSUPPORTED:
             raise UsageError(
                 f"{which} sets {key!r}: jsarchive cannot connect through {_CONTEXT_UNSUPPORTED[key]}; "
-                "use a context without it (or --no-context and flags)"
+                f"use a context without it (or {setting('no-context')} and flags)"
             )
         raise UsageError(
             f"{which} sets {key!r}, which jsarchive does not know: it may change how natscli connects, so "
-            "jsarchive will not connect without it (remove it, or use --no-context and flags)"
+            f"jsarchive will not connect without it (remove it, or use {setting('no-context')} and flags)"
         )
 
 
@@ -318,13 +320,15 @@ def _tls_context(opts: ConnectOptions) -> ssl.SSLContext | None:
     if not (opts.tls_ca or opts.tls_cert or opts.tls_key or (opts.servers or "").startswith("tls://")):
         return None
     if bool(opts.tls_cert) != bool(opts.tls_key):
-        raise UsageError("--tlscert and --tlskey must be given together")
+        raise UsageError(f"{setting('tlscert')} and {setting('tlskey')} must be given together")
     try:
         ctx = ssl.create_default_context(cafile=opts.tls_ca) if opts.tls_ca else ssl.create_default_context()
         if opts.tls_cert and opts.tls_key:
             ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
     except (OSError, ssl.SSLError) as e:
-        raise UsageError(f"cannot load the TLS files (--tlsca/--tlscert/--tlskey): {e}") from None
+        raise UsageError(
+            f"cannot load the TLS files ({setting('tlsca')}/{setting('tlscert')}/{setting('tlskey')}): {e}"
+        ) from None
     return ctx
 
 
@@ -351,19 +355,21 @@ def _jwt_credentials(opts: ConnectOptions) -> RawCredentials | None:
     if not (opts.user_jwt or opts.user_seed):
         return None
     if not (opts.user_jwt and opts.user_seed):
-        raise UsageError("--jwt and --seed ($NATS_JWT, $NATS_SEED, context user_jwt/user_seed) go together")
+        raise UsageError(
+            f"{setting('jwt')} and {setting('seed')} ($NATS_JWT, $NATS_SEED, context user_jwt/user_seed) go together"
+        )
     if opts.creds or opts.creds_data:
-        raise UsageError("give --creds or --jwt with --seed, not both")
+        raise UsageError(f"give {setting('creds')} or {setting('jwt')} with {setting('seed')}, not both")
     jwt = _secret_value(opts.user_jwt, "user JWT")
     seed = _secret_value(opts.user_seed, "user seed")
     if not seed.startswith("SU"):
-        raise UsageError("--seed is not a user nkey seed (it starts with SU)")
+        raise UsageError(f"{setting('seed')} is not a user nkey seed (it starts with SU)")
     try:
         import nkeys
 
         nkeys.from_seed(bytearray(seed.encode())).wipe()
     except Exception:
-        raise UsageError("--seed is not a valid nkey seed") from None
+        raise UsageError(f"{setting('seed')} is not a valid nkey seed") from None
     return RawCredentials(
         f"-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n"
         f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
@@ -460,11 +466,11 @@ def _credentials_used(opts: ConnectOptions) -> str:
     used = [
         flag
         for flag, value in (
-            ("--user/--password", opts.user),
-            ("--token", opts.token),
-            ("--creds", opts.creds or opts.creds_data),
-            ("--nkey", opts.nkey or opts.nkey_seed),
-            ("--jwt/--seed", opts.user_jwt),
+            (f"{setting('user')}/{setting('password')}", opts.user),
+            (f"{setting('token')}", opts.token),
+            (f"{setting('creds')}", opts.creds or opts.creds_data),
+            (f"{setting('nkey')}", opts.nkey or opts.nkey_seed),
+            (f"{setting('jwt')}/{setting('seed')}", opts.user_jwt),
         )
         if value
     ]
@@ -596,7 +602,7 @@ class JetStream:
                 _trace("<<<", subject, "(no responders)")
             raise ServerRefused(
                 f"no JetStream responder for {subject}: JetStream is not enabled for this account, or the "
-                "--js-domain / --js-api-prefix is wrong"
+                f"{setting('js-domain')} / {setting('js-api-prefix')} is wrong"
             ) from None
         except nats.errors.TimeoutError:
             if self.trace:
@@ -898,7 +904,7 @@ def _snapshot_eof_error(stream: str, status: str, desc: str, nbytes: int) -> JsA
         return TransferFailed(
             f"snapshot of stream {stream!r} was aborted by the server after {nbytes} bytes: chunks were not "
             "acknowledged within 5 s (408 No Flow Response). The archive could not keep up; raise the buffer "
-            "(--buffer-blocks) or check the archive's health"
+            f"({setting('buffer-blocks')}) or check the archive's health"
         )
     if status == "408":
         return TransferFailed(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.base.errors import UsageError
+from pipeline.base.errors import UsageError, setting
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,6 @@ class RestoreTarget:
             cfg["placement"] = placement
         if self.replicas is not None:
             if self.replicas < 1:
-                raise UsageError(f"--replicas must be at least 1, not {self.replicas}")
+                raise UsageError(f"{setting('replicas')} must be at least 1, not {self.replicas}")
             cfg["num_replicas"] = self.replicas
         return cfg

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 
-from pipeline.base.errors import JsArchiveError, ServerRefused
+from pipeline.base.errors import JsArchiveError, ServerRefused, setting
 from pipeline.jetstream.client import JetStream
 
 PLACEHOLDER_PREFIX = "JSARCHIVE_PREFLIGHT_"
@@ -54,7 +54,7 @@ async def preflight_target(js: JetStream, stream: str, config: dict, state: dict
         raise ServerRefused(
             f"the target refused a stream placed like the restore of {stream!r} ({asked}): {e}; "
             + (f"live stream {stream!r} was not touched" if live else "nothing was sent")
-            + " (check --cluster, --tag and --replicas)"
+            + f" (check {setting('cluster')}, {setting('tag')} and {setting('replicas')})"
         ) from None
     finally:
         # the placeholder is ours (its name is random): delete it whatever happened

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pyrage
 
-from pipeline.base.errors import ConnectionFailed, IntegrityError, KeyUnavailable, UsageError
+from pipeline.base.errors import ConnectionFailed, IntegrityError, KeyUnavailable, UsageError, setting
 from pipeline.keys import crypto, kms
 
 KEY_ENV = "JSARCHIVE_KEY"
@@ -346,8 +346,9 @@ class KeyRing:
         given = (
             ", ".join(have)
             if have
-            else "no key (use --identity FILE, --key-file FILE, $JSARCHIVE_KEY, --kms-key, --gcp-kms-key or "
-            "--use-kms-slots)"
+            else f"no key (use {setting('identity')} FILE, {setting('key-file')} FILE, "
+            f"$JSARCHIVE_KEY, {setting('kms-key')}, {setting('gcp-kms-key')} or "
+            f"{setting('use-kms-slots')})"
         )
         why = f". KMS said: {'; '.join(problems)}" if problems else ""
         raise KeyUnavailable(

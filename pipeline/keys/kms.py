@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.base.errors import UsageError
+from pipeline.base.errors import UsageError, setting
 from pipeline.keys import crypto
 
 AWS_SLOT = "aws-kms"
@@ -84,14 +84,15 @@ class AwsKey:
         if m:
             region, _acct, kind, rest = m.groups()
             if kind == "key" and not _AWS_KEY_ID.fullmatch(rest):
-                raise UsageError(f"--kms-key {text!r}: the ARN does not end in key/<key id>")
+                raise UsageError(f"{setting('kms-key')} {text!r}: the ARN does not end in key/<key id>")
             return cls(spec, region=region, key_id=rest if kind == "key" else None, alias=kind == "alias")
         if _AWS_KEY_ID.fullmatch(spec):
             return cls(spec, key_id=spec)
         if _AWS_ALIAS.fullmatch(spec):
             return cls(spec, alias=True)
         raise UsageError(
-            f"--kms-key {text!r} is not an AWS KMS key: give a key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), a key id, "
+            f"{setting('kms-key')} {text!r} is not an AWS KMS key: give "
+            "a key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), a key id, "
             "an alias (alias/NAME) or an alias ARN"
         )
 
@@ -130,7 +131,7 @@ class GcpKey:
             name = name[len("//cloudkms.googleapis.com/") :]
         if not _GCP_KEY.fullmatch(name):
             raise UsageError(
-                f"--gcp-kms-key {text!r} is not a Cloud KMS CryptoKey: give "
+                f"{setting('gcp-kms-key')} {text!r} is not a Cloud KMS CryptoKey: give "
                 "projects/PROJECT/locations/LOCATION/keyRings/RING/cryptoKeys/KEY (not a key version)"
             )
         return cls(name)

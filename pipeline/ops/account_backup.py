@@ -35,6 +35,7 @@ from pipeline.base.errors import (
     ServerRefused,
     UsageError,
     common_exit_code,
+    setting,
 )
 from pipeline.base.progress import NoProgress, Progress, SharedProgress
 from pipeline.flows.backup import BackupOptions, BackupResult, backup_stream_async, check_store, check_writable
@@ -173,7 +174,7 @@ async def backup_account_async(
     t0 = time.monotonic()
     started = now()
     if opts.parallel < 1:
-        raise UsageError(f"--parallel must be at least 1, not {opts.parallel}")
+        raise UsageError(f"{setting('parallel')} must be at least 1, not {opts.parallel}")
     run, shard = _run_and_shard(opts, deferring=admit is not None)
     repo = Repository.open(opts.each.url, opts.each.sink)
     check_writable(repo, opts.each.encrypt, opts.each.keys, opts.each.retention)
@@ -266,7 +267,7 @@ def _run_and_shard(opts: AccountBackupOptions, *, deferring: bool) -> tuple[str 
     shard = opts.shard
     if shard is not None and shard.count > 1 and run is None:
         raise UsageError(
-            f"shard {shard.label} needs a run id shared by all shards of the run: pass --run RUN-ID (or set "
+            f"shard {shard.label} needs a run id shared by all shards of the run: pass {setting('run')} RUN-ID (or set "
             f"${RUN_ENV}); on Cloud Run and AWS Batch it is taken from the execution / array job id"
         )
     if run is None and shard is not None and shard.count == 1:
@@ -298,7 +299,7 @@ async def _plan(
         if not opts.force:
             raise ServerRefused(
                 f"the server lists stream(s) {listing} but cannot give their information (offline or without a "
-                "quorum); nothing was backed up. --force backs up the others and records these as skipped"
+                f"quorum); nothing was backed up. {setting('force')} backs up the others and records these as skipped"
             )
         warnings += [
             f"stream {n!r} was offline or missing when the account was listed; not backed up" for n in chosen_missing
@@ -405,9 +406,13 @@ def _raise_if_failed(result: AccountBackupResult, missing: list[str], critical: 
     names = ", ".join(sorted({n for n, _ in failed}))
     raise AccountRunFailed(
         f"backup of {len(failed)} of {len(ordered) + len(missing)} stream(s) failed"
-        + (" (warnings count as failures with --critical-warnings)" if critical else "")
+        + (f" (warnings count as failures with {setting('critical-warnings')})" if critical else "")
         + f": {names}; "
-        + (f"re-run the shard with the same --run {result.run} to retry them" if result.run else "no set was written"),
+        + (
+            f"re-run the shard with the same {setting('run')} {result.run} to retry them"
+            if result.run
+            else "no set was written"
+        ),
         result,
         common_exit_code([c for _, c in failed]),
     )

@@ -22,6 +22,7 @@ from pipeline.base.errors import (
     ServerRefused,
     UsageError,
     common_exit_code,
+    setting,
 )
 from pipeline.base.progress import NoProgress, Progress, SharedProgress
 from pipeline.base.transfer import TransferConfig
@@ -106,11 +107,11 @@ async def restore_account_async(
     progress = progress or NoProgress()
     t0 = time.monotonic()
     if opts.on_exists not in ON_EXISTS:
-        raise UsageError(f"--on-exists must be one of {', '.join(ON_EXISTS)}, not {opts.on_exists!r}")
+        raise UsageError(f"{setting('on-exists')} must be one of {', '.join(ON_EXISTS)}, not {opts.on_exists!r}")
     if opts.parallel < 1:
-        raise UsageError(f"--parallel must be at least 1, not {opts.parallel}")
+        raise UsageError(f"{setting('parallel')} must be at least 1, not {opts.parallel}")
     if opts.target.replicas is not None and opts.target.replicas < 1:
-        raise UsageError(f"--replicas must be at least 1, not {opts.target.replicas}")
+        raise UsageError(f"{setting('replicas')} must be at least 1, not {opts.target.replicas}")
     repo = Repository.open(opts.url, opts.sink)
     bset = load_set(repo, opts.set_id)
     label = f"set {bset.id[:12]}"
@@ -137,8 +138,9 @@ async def restore_account_async(
     skipped: list[dict] = []
     if clash and opts.on_exists == "fail":
         raise ConflictError(
-            f"stream(s) {', '.join(clash)} already exist on the target; nothing was restored (--on-exists skip "
-            "leaves them and restores the rest, --on-exists replace deletes and restores them)"
+            f"stream(s) {', '.join(clash)} already exist on the target; "
+            f"nothing was restored ({setting('on-exists')} skip "
+            f"leaves them and restores the rest, {setting('on-exists')} replace deletes and restores them)"
         )
     if opts.on_exists == "skip":
         skipped = [{"stream": n, "reason": "exists on the target"} for n in clash]

@@ -34,6 +34,7 @@ from pipeline.base.errors import (
     JsArchiveError,
     NotFoundError,
     UsageError,
+    setting,
 )
 from pipeline.flows.restore import RestoreOptions, compare_state, restore_stream_async
 from pipeline.format import manifest as mf
@@ -245,12 +246,15 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
     started = _now()
     t0 = time.monotonic()
     if not _NAME_PREFIX.fullmatch(opts.prefix):
-        raise UsageError(f"--prefix {opts.prefix!r}: 1-32 letters, digits, '_' or '-'")
+        raise UsageError(f"{setting('prefix')} {opts.prefix!r}: 1-32 letters, digits, '_' or '-'")
     under = opts.subjects_under()
     if not _SUBJECT_PREFIX.fullmatch(under):
-        raise UsageError(f"--subject-prefix {under!r}: dot-separated tokens of letters, digits, '_' or '-'")
+        raise UsageError(f"{setting('subject-prefix')} {under!r}: dot-separated tokens of letters, digits, '_' or '-'")
     if not opts.target.moves:
-        raise UsageError("a drill needs a target: --cluster NAME or --tag TAG (it never defaults to production's)")
+        raise UsageError(
+            f"a drill needs a target: {setting('cluster')} NAME or "
+            f"{setting('tag')} TAG (it never defaults to production's)"
+        )
     sign_key = _load_sign_key(opts.sign_key) if opts.sign_key else None
 
     repo = Repository.open(opts.url, opts.sink)
@@ -276,8 +280,9 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
         if clash:
             if rename:
                 raise ConflictError(
-                    f"drill stream(s) {', '.join(clash)} already exist on the target (left by a drill with --keep?); "
-                    "delete them or pick another --prefix"
+                    f"drill stream(s) {', '.join(clash)} already exist on "
+                    f"the target (left by a drill with {setting('keep')}?); "
+                    f"delete them or pick another {setting('prefix')}"
                 )
             raise ConflictError(
                 f"nats-server {server.version} (or V1 backups) cannot take renamed streams, so the drill restores "

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from pipeline.archive.repository import Repository
-from pipeline.base.errors import JsArchiveError, UsageError
+from pipeline.base.errors import JsArchiveError, UsageError, setting
 from pipeline.format.manifest import Manifest
 from pipeline.keys.keyring import KeyRing, KeySlot
 from sinks import SinkOptions
@@ -123,14 +123,16 @@ def add_slots(opts: AddSlotOptions) -> AddSlotsResult:
     """
     if not opts.new.can_write:
         raise UsageError(
-            "name the key to add a slot for: --recipient/-R, --key-file, --kms-key or --gcp-kms-key "
-            "(the keys that open the backup are -i/--identity, --unlock-key-file, --unlock-kms-key, "
-            "--unlock-gcp-kms-key, --use-kms-slots or $JSARCHIVE_KEY)"
+            f"name the key to add a slot for: {setting('recipient')}/-R, "
+            f"{setting('key-file')}, {setting('kms-key')} or {setting('gcp-kms-key')} "
+            f"(the keys that open the backup are -i/{setting('identity')}, "
+            f"{setting('unlock-key-file')}, {setting('unlock-kms-key')}, "
+            f"{setting('unlock-gcp-kms-key')}, {setting('use-kms-slots')} or $JSARCHIVE_KEY)"
         )
     if opts.all == bool(opts.backups):
-        raise UsageError("give either backup ids or --all")
+        raise UsageError(f"give either backup ids or {setting('all')}")
     if opts.streams and not opts.all:
-        raise UsageError("--stream selects backups for --all; it does not go with backup ids")
+        raise UsageError(f"{setting('stream')} selects backups for {setting('all')}; it does not go with backup ids")
     repo = Repository.open(opts.url, opts.sink)
     if not opts.all:
         return AddSlotsResult([_add_one(repo, repo.load_manifest(repo.resolve(b)), opts) for b in opts.backups])
@@ -153,7 +155,9 @@ def _add_one(repo: Repository, m: Manifest, opts: AddSlotOptions) -> BackupSlots
     res = BackupSlots(m.id, m.backup_id, m.stream, m.created)
     if not m.encrypted:
         if not opts.all:
-            raise UsageError(f"backup {m.id[:12]} is not encrypted (made with --no-encrypt): it has no key to share")
+            raise UsageError(
+                f"backup {m.id[:12]} is not encrypted (made with {setting('no-encrypt')}): it has no key to share"
+            )
         res.skipped = "not encrypted"
         return res
     existing = repo.key_slots(m)

@@ -45,7 +45,7 @@ from typing import Any
 from pipeline.archive.reader import OpenedBackup, open_manifest
 from pipeline.archive.repository import Repository, storage_error
 from pipeline.archive.writer import BackupWriter, WriteSettings
-from pipeline.base.errors import ConflictError, IntegrityError, NotFoundError, UsageError
+from pipeline.base.errors import ConflictError, IntegrityError, NotFoundError, UsageError, setting
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.base.transfer import TransferConfig
 from pipeline.flows.backup import BackupResult, check_writable
@@ -867,13 +867,16 @@ def _check_consumers_flag(src: NatscliStream, consumers: bool) -> None:
     where = f"{src.data} (stream {src.name!r})"
     if not consumers and src.snapshot_consumers:
         raise UsageError(
-            f"--no-consumers, but {where} holds {src.snapshot_consumers} consumer(s): the backup was made with "
+            f"{setting('no-consumers')}, but {where} holds "
+            f"{src.snapshot_consumers} consumer(s): the backup was made with "
             "consumers; leave the flag out (import reads this from the snapshot)"
         )
     if consumers and src.no_consumers:
         raise UsageError(
-            f"--consumers, but {where} holds no consumers while {BACKUP_JSON} counts {src.declared_consumers}: "
-            "the backup was made with --no-consumers; leave the flag out (import reads this from the snapshot)"
+            f"{setting('consumers')}, but {where} holds no consumers "
+            f"while {BACKUP_JSON} counts {src.declared_consumers}: "
+            f"the backup was made with {setting('no-consumers')}; "
+            "leave the flag out (import reads this from the snapshot)"
         )
 
 

@@ -528,7 +528,9 @@ def handle_errors(f: Callable) -> Callable:
 
 def error_document(err: JsArchiveError) -> dict:
     """The ``error`` object of a failed command's JSON output, its message without credentials."""
-    return {"kind": err.kind, "exit_code": err.exit_code, "message": redact_text(str(err))}
+    doc = err.to_json()  # kind, exit_code, message (settings spelled as flags), subject and settings if any
+    doc["message"] = redact_text(doc["message"])
+    return doc
 
 
 def error_exit(err: JsArchiveError, as_json: bool, document: dict | None = None) -> NoReturn:
