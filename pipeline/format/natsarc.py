@@ -26,6 +26,7 @@ blocks (``msgs/<N>.blk``) is not supported: their records only make sense togeth
 from __future__ import annotations
 
 import itertools
+import json
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -191,6 +192,23 @@ def encode_entry(name: str, timestamp: int, sequence: int, header: bytes, payloa
 
 #: The entry that ends an archive: an empty name and every field 0.
 END_MARKER = b"\x00" * 5
+
+
+def encode_head(state: dict, consumers: Iterable[Consumer], timestamp: int = 0) -> bytes:
+    """The magic, the ``state.json`` entry and one ``consumers/<name>`` entry per consumer: what precedes the
+    messages of an archive a client writes.
+
+    ``consumer_count`` is set to the number of consumer entries: a 2.15 restore reads exactly that many before it
+    takes the next entries for messages (``stream_backup.go`` ``RestoreStreamV2``).
+    """
+    consumers = list(consumers)
+    st = dict(state)
+    st["consumer_count"] = len(consumers)
+    parts = [MAGIC, encode_entry(STATE_ENTRY, timestamp, 0, b"", json.dumps(st).encode())]
+    for c in consumers:
+        body = json.dumps({"config": c.config, "state": c.state}).encode()
+        parts.append(encode_entry(CONSUMER_PREFIX + c.name, timestamp, 0, b"", body))
+    return b"".join(parts)
 
 
 def _truncated(at: int) -> ArchiveTruncated:
