@@ -120,8 +120,11 @@ def test_bad_targets_are_usage_errors():
 def test_inconsistent_points_are_refused():
     with pytest.raises(ChainInconsistent, match="listed twice"):
         plan_chain([BASE, BASE])
-    with pytest.raises(ChainInconsistent, match="names chain"):
-        plan_chain([pt("b", None, 1, 5, 1, chain="zz")])
+    with pytest.raises(ChainInconsistent, match="names no chain"):
+        plan_chain([RestorePoint("b", None, "", "ORDERS", "c1", 1, 5, S)])
+    with pytest.raises(ChainHole) as e:  # a delta must carry its parent's chain id
+        plan_chain([BASE, pt("d1", "b", 101, 150, 20, chain="other")])
+    assert e.value.brk.reason == "chain"
     with pytest.raises(ChainInconsistent, match="not a range"):
         plan_chain([BASE, pt("d1", "b", 101, 50, 20)])
     # only empty captures at one time can link in a circle (ranges rise along every other link)

@@ -32,7 +32,7 @@ class RestorePoint:
 
     id: str  # the manifest id
     parent: str | None  # the previous capture of the chain; None for a base (a full backup)
-    chain: str  # the id of the chain's base (a base's own id)
+    chain: str  # the chain's id: its base's backup_id (a manifest id cannot name itself), carried by every delta
     stream: str
     stream_created: str  # the stream's identity: its ``created`` time (a re-created stream has another)
     first_seq: int  # the captured range; a base's first_seq is the stream's first sequence when it was taken
@@ -106,10 +106,9 @@ class NoRestorePoint(NotFoundError):
 def _check_point(p: RestorePoint) -> None:
     if p.last_seq < 0 or p.first_seq < 0:
         raise ChainInconsistent(f"restore point {p.id[:12]}: negative sequence range", subject=p.stream)
-    if p.is_base:
-        if p.chain != p.id:
-            raise ChainInconsistent(f"full backup {p.id[:12]} names chain {p.chain[:12]}, not itself", subject=p.stream)
-    elif p.first_seq < 1 or p.last_seq < p.first_seq - 1:
+    if not p.chain:
+        raise ChainInconsistent(f"restore point {p.id[:12]} names no chain", subject=p.stream)
+    if not p.is_base and (p.first_seq < 1 or p.last_seq < p.first_seq - 1):
         raise ChainInconsistent(
             f"delta {p.id[:12]}: its range {p.first_seq}-{p.last_seq} is not a range of sequences", subject=p.stream
         )
