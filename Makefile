@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml setup.py pipeline/format/_s2block.c
 demo: $(STAMP)
 	$(BIN)/jsarchive demo --dir jsarchive-demo
 
+# Four workers even on two cores: the suite mostly waits on the servers it starts (19 min in one process, 8 in four).
+TEST_WORKERS ?= 4
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS)
 
 # Hypothesis against every parser of archive bytes and every command that reads an archive (tests/test_fuzz.py):
 # random (not the suite's fixed examples) and JSARCHIVE_FUZZ_EXAMPLES per target. Prints examples/s per target.

@@ -28,6 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from pipeline.archive.repository import Repository
 from pipeline.archive.verify import VerifyOptions, verify_archive
 from pipeline.base.errors import TransferFailed
+from pipeline.base.transfer import TransferConfig
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
 from pipeline.jetstream.client import ConnectOptions, connect
@@ -37,7 +38,7 @@ from tests.streams import read_messages
 
 pytestmark = pytest.mark.timeout(400)
 
-SLOW = {"chunk_size": 1024, "window_size": 1024}
+SLOW = TransferConfig(snapshot_chunk=1024, snapshot_window=1024)
 
 
 async def _during_snapshot(url: str, stream: str, work, backup) -> object:
@@ -79,7 +80,7 @@ async def _during_snapshot(url: str, stream: str, work, backup) -> object:
 
 def _backup(url: str, archive: Path, keyring: KeyRing, stream: str):
     return lambda: backup_stream(
-        BackupOptions(stream=stream, url=str(archive), connect=ConnectOptions(servers=url), keys=keyring, **SLOW)
+        BackupOptions(stream=stream, url=str(archive), connect=ConnectOptions(servers=url), keys=keyring, transfer=SLOW)
     )
 
 
