@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
 from pipeline.jetstream.client import ConnectOptions, connect
+from tests.settle import eventually
 
 SUBJECTS = ("orders.eu.new", "orders.eu.paid", "orders.us.new", "orders.us.paid", "orders.ap.new", "audit.log")
 
@@ -148,12 +148,9 @@ async def read_messages(url: str, name: str) -> list[tuple[int, str, dict | None
 def wait_consumers_settled(url: str, name: str, expected: dict, deadline_s: float = 15.0) -> dict:
     """Stream state once the consumers match ``expected`` (a clustered restore reports num_pending transiently wrong
     for a moment, gotcha G7); after the deadline, whatever the server says, for the caller's assertion to show."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        state = asyncio.run(stream_state(url, name))
-        if state["consumers"] == expected["consumers"] or time.monotonic() >= deadline:
-            return state
-        time.sleep(0.2)
+    return eventually(
+        lambda: asyncio.run(stream_state(url, name)), lambda s: s["consumers"] == expected["consumers"], deadline_s
+    )
 
 
 def comparable(state: dict) -> dict:

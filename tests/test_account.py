@@ -31,7 +31,8 @@ from pipeline.format.sets import parse_set, select_streams
 from pipeline.jetstream.client import ConnectOptions, connect
 from pipeline.jetstream.embedded import EmbeddedServer
 from tests.conftest import make_server
-from tests.streams import comparable, read_messages, stream_state
+from tests.settle import eventually_async
+from tests.streams import comparable, read_messages, stream_state, wait_consumers_settled
 from tests.test_bad_input import Run, archive_state, assert_archive_untouched, cli_env, jsarchive
 
 pytestmark = pytest.mark.timeout(420)
@@ -183,17 +184,16 @@ async def _delete_until_gone(url: str, names: list[str], deadline_s: float = 30.
 
 async def _wait_leader(js, name: str, deadline_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     """A new clustered stream takes a moment to elect its leader; until then publishes find no responder."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            info = await js.stream_info(name)
-            if info.cluster is None or info.cluster.leader:
-                return
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.APIError):
-            pass
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"stream {name} has no leader after {deadline_s:g} s")
-        await asyncio.sleep(0.1)
+    info = await eventually_async(
+        lambda: js.stream_info(name),
+        lambda i: i.cluster is None or bool(i.cluster.leader),
+        deadline_s,
+        every=0.1,
+        transient=(nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.APIError),
+    )
+    assert info is not None and (info.cluster is None or info.cluster.leader), (
+        f"stream {name} has no leader after {deadline_s:g} s"
+    )
 
 
 async def _read(url: str, name: str, attempts: int = 3) -> list:
@@ -356,14 +356,7 @@ def _restore(a: Account, *extra: str, set_id: str | None = None) -> Run:
     )
 
 
-def _settled(url: str, name: str, expected: dict, deadline_s: float = 15.0) -> dict:
-    """Stream state once consumer positions match (they may lag for a moment after a restore)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        state = asyncio.run(stream_state(url, name))
-        if state["consumers"] == expected["consumers"] or time.monotonic() >= deadline:
-            return state
-        time.sleep(0.2)
+_settled = wait_consumers_settled  # stream state once consumer positions match (they lag a moment after a restore)
 
 
 # -- backup and restore of the whole account ----------------------------------------------------------------------

@@ -37,6 +37,7 @@ from pipeline.ops.dr import (
     judge,
     plan_recovery,
 )
+from tests.settle import until
 from tests.test_cluster import JSARCHIVE
 
 pytestmark = pytest.mark.timeout(400)
@@ -243,15 +244,12 @@ async def _stream_info(url: str, name: str, timeout: float = 3.0) -> dict | None
 
 
 def _wait_current(url: str, name: str, replicas: int, deadline_s: float = 30.0) -> dict:
-    deadline = time.monotonic() + deadline_s
-    while True:
-        info = asyncio.run(_stream_info(url, name))
+    def current(info: dict | None) -> bool:
         cl = (info or {}).get("cluster") or {}
         reps = cl.get("replicas") or []
-        if cl.get("leader") and len(reps) == replicas - 1 and all(r.get("current") for r in reps):
-            return info  # type: ignore[return-value]
-        assert time.monotonic() < deadline, f"{name} not current after {deadline_s:g} s: {cl}"
-        time.sleep(0.2)
+        return bool(cl.get("leader")) and len(reps) == replicas - 1 and all(r.get("current") for r in reps)
+
+    return until(lambda: asyncio.run(_stream_info(url, name)), current, f"{name} has all replicas current", deadline_s)
 
 
 def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

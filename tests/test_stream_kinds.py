@@ -31,6 +31,7 @@ from pipeline.flows.restore import RestoreOptions, RestoreResult, _await_healthy
 from pipeline.jetstream.client import ConnectOptions, connect
 from pipeline.keys.keyring import KeyRing
 from tests.conftest import make_server
+from tests.settle import eventually
 from tests.streams import comparable, read_messages, stream_state
 
 pytestmark = pytest.mark.timeout(120)  # every wait below has a deadline; a hang fails here with a traceback
@@ -105,14 +106,7 @@ def _restore(url: str, archive: Path, stream: str, keyring: KeyRing) -> RestoreR
     )
 
 
-def _eventually(probe: Callable[[], object], done: Callable[[object], bool], deadline_s: float = 20.0) -> object:
-    """``probe()`` once ``done`` holds for it; after the deadline, the last value, for the caller's assertion."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = probe()
-        if done(value) or time.monotonic() >= deadline:
-            return value
-        time.sleep(0.2)
+_eventually = eventually
 
 
 def _wait_messages(url: str, name: str, n: int) -> None:
