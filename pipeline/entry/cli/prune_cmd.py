@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from typing import Any
 
 import click
 
@@ -102,68 +103,80 @@ def _when(text: str | None) -> str:
 
 
 def _print(r: PruneReport) -> None:
-    echo = click.echo
-    echo(f"{r.url}: {r.policy} (per stream, UTC)")
+    """The plan per stream, then sets, leftover objects, locks, and the totals."""
+    click.echo(f"{r.url}: {r.policy} (per stream, UTC)")
     streams: dict[str, list] = {}
     for b in r.backups:
         streams.setdefault(b.stream, []).append(b)
     for stream, plans in streams.items():
-        n = {a: sum(1 for p in plans if p.action == a) for a in (KEEP, DELETE, LOCKED)}
-        echo(f"stream {stream}: {len(plans)} backup(s): keep {n[KEEP]}, delete {n[DELETE]}, locked {n[LOCKED]}")
-        for p in plans:
-            if p.action == KEEP:
-                why = "kept by " + ", ".join(p.reasons)
-            elif p.action == LOCKED:
-                why = "the policy drops it, but it is locked: " + "; ".join(lk.describe() for lk in p.locks)
-            else:
-                why = f"{human_bytes(p.stored_bytes)}{' in ' + p.storage_class if p.storage_class else ''}"
-                if p.deleted:
-                    why += ": deleted"
-            if p.error:
-                why += f" -- FAILED: {p.error}"
-            echo(f"  {p.action:<7} {p.manifest_id[:12]}  {_when(p.created)}  {why}")
-            for w in p.warnings:
-                echo(f"          warning: {w}")
+        _print_stream(stream, plans)
     for s in r.sets:
-        if s.action == KEEP and not s.pruned_members:
-            continue
-        if s.action == LOCKED:
-            why = "locked, so its members stay: " + "; ".join(lk.describe() for lk in s.locks)
-        else:
-            why = f"{len(s.pruned_members)} of its {s.members} backups go" + (": deleted" if s.deleted else "")
-        echo(
-            f"set {s.set_id[:12]} ({_when(s.finished)}): {s.action}, {why}{' -- FAILED: ' + s.error if s.error else ''}"
-        )
+        if s.action != KEEP or s.pruned_members:
+            click.echo(_set_line(s))
     for o in r.objects:
-        size = f", {human_bytes(o.size)}" if o.size is not None else ""
-        state = o.action
-        if o.action == LOCKED:
-            state += ": " + "; ".join(lk.describe() for lk in o.locks)
-        elif o.action == KEEP:
-            state += f" ({o.reason})"
-        elif o.deleted:
-            state += "d"
-        echo(f"{o.kind} {o.key} ({_when(o.modified)}{size}): {state}{' -- FAILED: ' + o.error if o.error else ''}")
+        click.echo(_object_line(o))
         for w in o.warnings:
-            echo(f"  warning: {w}")
-    locked = r.locked
-    if locked:
-        echo(f"{len(locked)} object(s) under retention or legal hold were left alone:")
-        for lk in locked:
-            echo(f"  {lk.describe()}")
+            click.echo(f"  warning: {w}")
+    if r.locked:
+        click.echo(f"{len(r.locked)} object(s) under retention or legal hold were left alone:")
+        for lk in r.locked:
+            click.echo(f"  {lk.describe()}")
     for w in r.warnings:
-        echo(f"warning: {w}", err=True)
+        click.echo(f"warning: {w}", err=True)
+    click.echo(_totals(r))
+
+
+def _failed(error: str | None) -> str:
+    return f" -- FAILED: {error}" if error else ""
+
+
+def _print_stream(stream: str, plans: list) -> None:
+    n = {a: sum(1 for p in plans if p.action == a) for a in (KEEP, DELETE, LOCKED)}
+    click.echo(f"stream {stream}: {len(plans)} backup(s): keep {n[KEEP]}, delete {n[DELETE]}, locked {n[LOCKED]}")
+    for p in plans:
+        if p.action == KEEP:
+            why = "kept by " + ", ".join(p.reasons)
+        elif p.action == LOCKED:
+            why = "the policy drops it, but it is locked: " + "; ".join(lk.describe() for lk in p.locks)
+        else:
+            why = f"{human_bytes(p.stored_bytes)}{' in ' + p.storage_class if p.storage_class else ''}"
+            why += ": deleted" if p.deleted else ""
+        click.echo(f"  {p.action:<7} {p.manifest_id[:12]}  {_when(p.created)}  {why}{_failed(p.error)}")
+        for w in p.warnings:
+            click.echo(f"          warning: {w}")
+
+
+def _set_line(s: Any) -> str:
+    if s.action == LOCKED:
+        why = "locked, so its members stay: " + "; ".join(lk.describe() for lk in s.locks)
+    else:
+        why = f"{len(s.pruned_members)} of its {s.members} backups go" + (": deleted" if s.deleted else "")
+    return f"set {s.set_id[:12]} ({_when(s.finished)}): {s.action}, {why}{_failed(s.error)}"
+
+
+def _object_line(o: Any) -> str:
+    size = f", {human_bytes(o.size)}" if o.size is not None else ""
+    state = o.action
+    if o.action == LOCKED:
+        state += ": " + "; ".join(lk.describe() for lk in o.locks)
+    elif o.action == KEEP:
+        state += f" ({o.reason})"
+    elif o.deleted:
+        state += "d"
+    return f"{o.kind} {o.key} ({_when(o.modified)}{size}): {state}{_failed(o.error)}"
+
+
+def _totals(r: PruneReport) -> str:
     n, nbytes = r.to_delete()
-    leftovers = sum(1 for o in r.objects if o.action == DELETE)
     if r.dry_run:
-        echo(
+        leftovers = sum(1 for o in r.objects if o.action == DELETE)
+        return (
             f"dry run: nothing was deleted; --confirm would delete {n} backup(s) ({human_bytes(nbytes)}), "
             f"{sum(1 for s in r.sets if s.action == DELETE)} set(s) and {leftovers} leftover(s)"
         )
-    else:
-        done = sum(1 for b in r.backups if b.deleted)
-        echo(
-            f"deleted {done} backup(s), {sum(1 for s in r.sets if s.deleted)} set(s) and "
-            f"{sum(1 for o in r.objects if o.deleted)} leftover(s) in {r.seconds:.1f} s"
-            + (f"; {len(r.errors)} error(s)" if r.errors else "")
-        )
+    done = sum(1 for b in r.backups if b.deleted)
+    return (
+        f"deleted {done} backup(s), {sum(1 for s in r.sets if s.deleted)} set(s) and "
+        f"{sum(1 for o in r.objects if o.deleted)} leftover(s) in {r.seconds:.1f} s"
+        + (f"; {len(r.errors)} error(s)" if r.errors else "")
+    )

@@ -42,55 +42,12 @@ def show_cmd(url: str, backup_id: str, show_blocks: bool, as_json: bool, **kw: o
 
 
 def _print(d: BackupDetails, show_blocks: bool) -> None:
-    env = d.envelope
-    s = env.get("summary") or {}
-    srv = env.get("server") or {}
-    data = env.get("data") or {}
+    """The backup as sections: the clear envelope, its data object, key slots, refs and sets, the sealed body."""
     echo(f"Backup {d.manifest_id}")
-    echo(f"  backup id      {env.get('backup_id')}")
-    echo(f"  stream         {env.get('stream')}")
-    echo(f"  created        {env.get('created')}")
-    tool = env.get("tool") or {}
-    echo(f"  written by     {tool.get('name', '?')} {tool.get('version', '?')} (format v{env.get('version')})")
-    where = ", ".join(x for x in (srv.get("name"), f"cluster {srv['cluster']}" if srv.get("cluster") else None) if x)
-    echo(
-        f"  server         nats-server {srv.get('version') or '?'}{f' ({where})' if where else ''}, "
-        f"API level {srv.get('api_level') if srv.get('api_level') is not None else '?'}"
-    )
-    echo(f"  snapshot       {env.get('snapshot_format')}, {human_bytes(int(s.get('snapshot_bytes', 0)))}")
-    echo(
-        f"  stream state   {int(s.get('messages', 0)):,} messages, {human_bytes(int(s.get('bytes', 0)))}, sequences "
-        f"{s.get('first_seq', '?')}–{s.get('last_seq', '?')}, {s.get('consumers', 0)} consumer(s), "
-        f"{s.get('storage', '?')} storage, R{s.get('replicas', '?')}"
-    )
-    blocks = env.get("blocks") or []
-    echo(
-        f"  data           {data.get('key')}: {human_bytes(int(data.get('size', 0)))} in {len(blocks)} block(s) "
-        f"of {human_bytes(int(data.get('block_size', 0)))}"
-    )
-    obj = d.data_object
-    if obj is None:
-        echo("                 MISSING from the archive")
-    else:
-        lock = ""
-        if obj["lock_mode"] or obj["legal_hold"]:
-            lock = f", {obj['lock_mode'] or ''}{' until ' + obj['retain_until'] if obj['retain_until'] else ''}"
-            lock += " + legal hold" if obj["legal_hold"] else ""
-        cold = " (archived: thaw before reading)" if obj["archived"] else ""
-        echo(f"                 {obj['storage_class'] or '?'}{cold}, {human_bytes(obj['size'])} stored{lock}")
-    enc = env.get("encryption") or {}
-    if enc.get("scheme") == "none":
-        echo("  encryption     NONE")
-    else:
-        echo(f"  encryption     {enc.get('scheme')}, {len(d.key_slots)} key slot(s):")
-        for slot in d.key_slots:
-            named = {k: v for k, v in slot.items() if k not in ("type", "wrapped_bytes")}
-            label = ", ".join(f"{k} {v}" for k, v in named.items()) or "-"
-            echo(f"                 {slot.get('type')}: {label}")
-    for extra in d.added_slots:
-        named = {k: v for k, v in extra.items() if k not in ("type", "object")}
-        label = ", ".join(f"{k} {v}" for k, v in named.items()) or "-"
-        echo(f"                 {extra.get('type', 'INVALID')}: {label} (added: {extra['object']})")
+    _print_identity(d.envelope)
+    _print_data(d)
+    _print_encryption(d)
+    env = d.envelope
     if env.get("origin"):
         echo(f"  origin         {json.dumps(env['origin'], sort_keys=True)}")
     echo(f"  refs           {', '.join(d.refs) if d.refs else 'none (not listed by `jsarchive ls`)'}")
@@ -98,14 +55,75 @@ def _print(d: BackupDetails, show_blocks: bool) -> None:
         echo(f"  in sets        {', '.join(x[:12] for x in d.sets)}")
     if show_blocks:
         echo("  blocks         offset, length, sha256")
-        for off, n, sha in blocks:
+        for off, n, sha in env.get("blocks") or []:
             echo(f"                 {off:>12} {n:>10} {sha}")
     if d.body is None:
         echo(f"  body           {d.body_note}")
         return
-    b = d.body
     if d.body_note:
         echo(f"  note           {d.body_note}")
+    _print_body(d.body)
+
+
+def _print_identity(env: dict) -> None:
+    s = env.get("summary") or {}
+    srv = env.get("server") or {}
+    echo(f"  backup id      {env.get('backup_id')}")
+    echo(f"  stream         {env.get('stream')}")
+    echo(f"  created        {env.get('created')}")
+    tool = env.get("tool") or {}
+    echo(f"  written by     {tool.get('name', '?')} {tool.get('version', '?')} (format v{env.get('version')})")
+    where = ", ".join(x for x in (srv.get("name"), f"cluster {srv['cluster']}" if srv.get("cluster") else None) if x)
+    level = srv.get("api_level")
+    echo(
+        f"  server         nats-server {srv.get('version') or '?'}{f' ({where})' if where else ''}, "
+        f"API level {level if level is not None else '?'}"
+    )
+    echo(f"  snapshot       {env.get('snapshot_format')}, {human_bytes(int(s.get('snapshot_bytes', 0)))}")
+    echo(
+        f"  stream state   {int(s.get('messages', 0)):,} messages, {human_bytes(int(s.get('bytes', 0)))}, sequences "
+        f"{s.get('first_seq', '?')}–{s.get('last_seq', '?')}, {s.get('consumers', 0)} consumer(s), "
+        f"{s.get('storage', '?')} storage, R{s.get('replicas', '?')}"
+    )
+
+
+def _print_data(d: BackupDetails) -> None:
+    data = d.envelope.get("data") or {}
+    blocks = d.envelope.get("blocks") or []
+    echo(
+        f"  data           {data.get('key')}: {human_bytes(int(data.get('size', 0)))} in {len(blocks)} block(s) "
+        f"of {human_bytes(int(data.get('block_size', 0)))}"
+    )
+    obj = d.data_object
+    if obj is None:
+        echo("                 MISSING from the archive")
+        return
+    lock = ""
+    if obj["lock_mode"] or obj["legal_hold"]:
+        lock = f", {obj['lock_mode'] or ''}{' until ' + obj['retain_until'] if obj['retain_until'] else ''}"
+        lock += " + legal hold" if obj["legal_hold"] else ""
+    cold = " (archived: thaw before reading)" if obj["archived"] else ""
+    echo(f"                 {obj['storage_class'] or '?'}{cold}, {human_bytes(obj['size'])} stored{lock}")
+
+
+def _slot_label(slot: dict, hidden: tuple[str, ...]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in slot.items() if k not in hidden) or "-"
+
+
+def _print_encryption(d: BackupDetails) -> None:
+    enc = d.envelope.get("encryption") or {}
+    if enc.get("scheme") == "none":
+        echo("  encryption     NONE")
+    else:
+        echo(f"  encryption     {enc.get('scheme')}, {len(d.key_slots)} key slot(s):")
+        for slot in d.key_slots:
+            echo(f"                 {slot.get('type')}: {_slot_label(slot, ('type', 'wrapped_bytes'))}")
+    for extra in d.added_slots:
+        label = _slot_label(extra, ("type", "object"))
+        echo(f"                 {extra.get('type', 'INVALID')}: {label} (added: {extra['object']})")
+
+
+def _print_body(b: dict) -> None:
     comp = b.get("compression") or {}
     snap = b.get("snapshot") or {}
     timings = b.get("timings") or {}
