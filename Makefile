@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean check-terraform
+.PHONY: demo test test-unit lint bench clean check-terraform
 
 $(STAMP): pyproject.toml setup.py pipeline/format/_s2block.c
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,8 @@ demo: $(STAMP)
 TEST_WORKERS ?= 4
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS)
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q -ra -m unit
 
 # Hypothesis against every parser of archive bytes and every command that reads an archive (tests/test_fuzz.py):
 # random (not the suite's fixed examples) and JSARCHIVE_FUZZ_EXAMPLES per target. Prints examples/s per target.

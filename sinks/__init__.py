@@ -75,6 +75,10 @@ def _adapter(url: str, options: SinkOptions) -> Sink:
         except ImportError as e:
             raise SinkError(f"s3:// archives need boto3: pip install 'jsarchive[s3]' ({e})") from None
         return S3Sink.from_url(url, options)
+    if scheme == "mem":  # this process's memory, one store per name (tests; see sinks/memory.py)
+        from sinks.memory import MemorySink
+
+        return MemorySink.from_url(url)
     if scheme == "gs":
         try:
             from sinks.gcs import GCSSink

@@ -1,13 +1,15 @@
-"""One contract for every sink: a local directory, S3 (moto) and GCS (fake-gcs-server and gcp-storage-emulator).
+"""One contract for every sink: a local directory, memory, S3 (moto) and GCS (fake-gcs-server and gcp-storage-emulator).
 
 Each test runs against each store as :func:`sinks.open_sink` returns it (the adapter inside RetryingSink), so what the
 pipeline relies on holds the same everywhere. Capabilities are part of the contract: what a sink declares is
 exercised, and what it does not declare must be refused cleanly. Adapter details (S3 part coalescing and Object
-Lock, GCS resumable sessions and CRC32C, local symlink hardening) stay in the adapters' own test modules.
+Lock, GCS resumable sessions and CRC32C, local symlink hardening, the memory store registry) stay in the adapters' own
+test modules.
 
 What the emulators cannot show: neither GCS emulator has buckets with object retention enabled or enforces a lock
 (gcp-storage-emulator even drops the retention fields), so for GCS the declaration, the request being accepted and the
-pipeline's per-bucket check are tested, not that a locked object resists deletion. moto applies S3 Object Lock.
+pipeline's per-bucket check are tested, not that a locked object resists deletion. moto applies S3 Object Lock, and
+the memory store enforces retention on stores created with ``object_lock``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from sinks import (
     require,
 )
 from sinks.local import LocalSink
+from sinks.memory import MemorySink
 from sinks.parts import OrderedParts
 from tests.gcs_fixtures import FAKE_GCS, GCP_EMULATOR, Emulator
 
@@ -56,6 +59,7 @@ pytestmark = pytest.mark.timeout(180)  # a stuck writer fails its test instead o
 
 EXPECTED = {
     "local": Capabilities(incomplete_uploads=True),
+    "memory": Capabilities(retention_lock=True, incomplete_uploads=True),
     "s3": Capabilities(retention_lock=True, cold_storage=True, versions=True, incomplete_uploads=True),
     "gcs": Capabilities(retention_lock=True),
 }
@@ -65,17 +69,33 @@ EXPECTED = {
 class Store:
     """A sink under test plus what the test needs to look behind it."""
 
-    kind: str  # local | s3 | gcs
-    name: str  # the parameter: local, s3, fake-gcs-server, gcp-storage-emulator
+    kind: str  # local | memory | s3 | gcs
+    name: str  # the parameter: local, memory, s3, fake-gcs-server, gcp-storage-emulator
     sink: Sink
     sibling: Sink  # the same bucket (or parent directory) under a neighbouring prefix: "arch2" next to "arch"
     locked: Callable[[], Sink] | None  # a store configured for retention (S3: an Object Lock bucket)
     versions: Callable[[str], list[str]] | None = None  # version ids of an object of ``locked()`` (S3)
     keeps_retention: bool = True  # whether the store reports the retention it was sent (gcp-storage-emulator: no)
+    enforces_lock: bool = False  # whether ``locked()`` refuses to destroy a locked object (S3 on moto, memory)
 
 
 def _local(tmp_path: Path) -> Store:
     return Store("local", "local", open_sink(str(tmp_path / "arch")), open_sink(str(tmp_path / "arch2")), None)
+
+
+def _memory(request: pytest.FixtureRequest) -> Store:
+    plain = MemorySink.create()
+    lock = MemorySink.create(object_lock=True)
+    for url in (plain, lock):
+        request.addfinalizer(lambda url=url: MemorySink.forget(url.removeprefix("mem://")))
+    return Store(
+        "memory",
+        "memory",
+        open_sink(f"{plain}/arch"),
+        open_sink(f"{plain}/arch2"),
+        lambda: open_sink(f"{lock}/arch"),
+        enforces_lock=True,
+    )
 
 
 def _s3(request: pytest.FixtureRequest) -> Store:
@@ -98,6 +118,7 @@ def _s3(request: pytest.FixtureRequest) -> Store:
         open_sink(f"s3://{plain}/arch2", options),
         lambda: open_sink(f"s3://{lock}/arch", options),
         versions,
+        enforces_lock=True,
     )
 
 
@@ -116,10 +137,12 @@ def _gcs(request: pytest.FixtureRequest, which: str) -> Store:
     )
 
 
-@pytest.fixture(params=["local", "s3", FAKE_GCS, GCP_EMULATOR])
+@pytest.fixture(params=["local", "memory", "s3", FAKE_GCS, GCP_EMULATOR])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     if request.param == "local":
         return _local(tmp_path)
+    if request.param == "memory":
+        return _memory(request)
     if request.param == "s3":
         return _s3(request)
     return _gcs(request, request.param)
@@ -335,7 +358,7 @@ def test_incomplete_uploads_are_listed_and_aborted_as_declared(store: Store):
     if s.capabilities.incomplete_uploads:
         assert len(items) == 1 and items[0].key in ("data/left", "")  # a local temporary file has no key
         assert items[0].upload_id
-        if store.kind == "local":  # moto dates every multipart upload 2010-11-10, so only here is it recent
+        if store.kind in ("local", "memory"):  # moto dates every multipart upload 2010-11-10: only here is it recent
             assert s.list_incomplete(older_than=before) == []
         assert s.list_incomplete(older_than=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)) == items
         s.abort_incomplete(items[0])
@@ -399,9 +422,30 @@ def test_the_pipeline_asks_the_bucket_only_where_retention_is_declared(store: St
     if store.kind == "s3":
         assert "does not have Object Lock enabled" in message
         check_writable(Repository(store.locked()), False, keys, lock)  # an Object Lock bucket passes
+    elif store.kind == "memory":
+        assert "was created without object lock" in message
+        check_writable(Repository(store.locked()), False, keys, lock)  # a store created with object lock passes
     else:
         # The emulators report no object retention on their buckets, as a real bucket without it would.
         assert "has neither object retention enabled nor a retention policy" in message
+
+
+def test_a_locked_object_cannot_be_purged_before_it_expires(store: Store):
+    """Purge (the one call that destroys bytes on every store, versioned or not) is refused under retention."""
+    if not store.sink.capabilities.retention_lock:
+        pytest.skip(f"{store.name} declares no retention_lock (refusing it is tested above)")
+    if not store.enforces_lock:
+        pytest.skip(f"{store.name} does not enforce retention (see the module doc)")
+    assert store.locked is not None
+    sink = store.locked()
+    sink.put("refs/L/1", b"kept", retention=Retention("GOVERNANCE", _until()))
+    w = sink.open_writer("data/L", part_size=256 * KIB, retention=Retention("COMPLIANCE", _until()))
+    w.write_part(1, b"locked data", b"")
+    w.complete()
+    for key in ("refs/L/1", "data/L"):
+        with pytest.raises(AccessDenied, match="L"):
+            sink.purge(key)
+    assert sink.get("refs/L/1") == b"kept" and sink.get("data/L") == b"locked data"
 
 
 def test_cold_storage_as_declared(store: Store):
