@@ -15,11 +15,13 @@ recorded when the backup was taken.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from pipeline.archive.reader import open_backup
+from pipeline.archive.repository import Repository
 from pipeline.base.errors import UsageError
 from pipeline.format import natsarc, s2
 from pipeline.format.natsarc import ConsumerPosition, Message, TarMember
@@ -124,18 +126,22 @@ def inspect_backup(
     accelerated: bool | None = None,
     prefetch: int = 4,
     workers: int = 2,
+    at: dt.datetime | None = None,
 ) -> InspectResult:
-    """Read the whole backup ``backup`` (id or unique prefix) in the archive at ``url`` and summarize it.
+    """Read the whole backup ``backup`` (id or unique prefix) in the archive at ``url`` and summarize it; with
+    ``at``, ``backup`` is a stream name and its newest backup created at or before ``at`` is read.
 
     Every block is fetched and checked, and every S2 checksum verified, so a clean result also means the data is
     intact. Raises :class:`IntegrityError` (or a subclass such as :class:`pipeline.format.s2.S2Error`) if it is not.
     """
+    warnings: list[str] = []  # with ``at``: newer backups passed over, and why
+    if at is not None:
+        backup = Repository.open(url, sink).newest_at(backup, at, skipped=warnings).id
     opened = open_backup(url, backup, keys=keys, sink=sink, prefetch=prefetch, workers=workers)
     m, body = opened.manifest, opened.body
     blocks = _Counting(opened.decoded(accelerated=accelerated))
     first = blocks.peek()
     found = V2 if first.startswith(natsarc.MAGIC) else V1
-    warnings: list[str] = []
     if not m.encrypted:
         warnings.append(f"backup {m.id[:12]} is not encrypted (it was made with --no-encrypt)")
     if found != m.snapshot_format:

@@ -93,6 +93,12 @@ def ref_time(created: dt.datetime) -> str:
     return created.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
+def rfc3339(ref_name_time: str) -> str:
+    """A ref name's time (``20260102T030405.000006Z``) as RFC 3339 (``2026-01-02T03:04:05.000006Z``)."""
+    t = ref_name_time
+    return f"{t[0:4]}-{t[4:6]}-{t[6:8]}T{t[9:11]}:{t[11:13]}:{t[13:]}"
+
+
 @dataclass(frozen=True)
 class ExtraSlot:
     """A ``keyslots/<manifest-id>/<sha256>`` object: ``slot`` if it is valid for its backup, else ``problem``."""
@@ -451,13 +457,38 @@ class Repository:
         agrees is the newest backup: normally one manifest is read, as before. ``eligible(m)`` returns why a backup
         may not be used (a :class:`pipeline.archive.trust.TrustPolicy`), and then the next one is taken. What was
         skipped, and why, is appended to ``skipped``. At most LATEST_SCAN refs are read, so a flood of planted refs
-        costs a
-        bounded number of reads and ends in an IntegrityError instead of a restore of something older.
+        costs a bounded number of reads and ends in an IntegrityError instead of a restore of something older.
         """
+        return self.newest_at(stream, None, eligible, skipped, refs)
 
+    def newest_at(
+        self,
+        stream: str,
+        at: dt.datetime | None,
+        eligible: Callable[[mf.Manifest], str | None] | None = None,
+        skipped: list[str] | None = None,
+        refs: list[Ref] | None = None,
+    ) -> mf.Manifest:
+        """The newest backup of ``stream`` created at or before ``at`` (an aware datetime; None: :meth:`latest`).
+
+        The same reads and rules as :meth:`latest`, from the first ref named at or before ``at``: a ref only agrees
+        with its manifest when its name is the manifest's ``created``, so the backup found was created at or before
+        ``at`` whatever the names say, and a refused or broken one is passed over (and named in ``skipped``). None
+        at or before ``at``: NotFoundError naming when the oldest backup is from.
+        """
         refs = self.refs(stream) if refs is None else refs  # ``refs``: this stream's, newest first, listed once
         if not refs:
             raise NotFoundError(f"no backups of stream {stream!r} in {self.url}")
+        cut = ref_time(at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)) if at is not None else None
+        if cut is not None:
+            older = [r for r in refs if r.time <= cut]  # names are fixed-width UTC, so text order is time order
+            if not older:
+                raise NotFoundError(
+                    f"no backup of stream {stream!r} in {self.url} was created at or before {rfc3339(cut)} "
+                    f"({setting('at')}): the oldest is from {rfc3339(refs[-1].time)}",
+                    subject=stream,
+                )
+            refs = older
         notes: list[str] = []
         try:
             for ref in refs[:LATEST_SCAN]:
@@ -480,10 +511,28 @@ class Repository:
                 skipped.extend(notes)
         scanned = min(len(refs), LATEST_SCAN)
         more = f" (of {len(refs)}; give {setting('backup')} ID for an older one)" if len(refs) > LATEST_SCAN else ""
+        when = f" created at or before {rfc3339(cut)}" if cut is not None else ""
         raise IntegrityError(
-            f"no backup of stream {stream!r} in {self.url} can be used (the newest {scanned} refs{more} were read); "
-            f"the newest: {notes[0]}" + (f" (and {len(notes) - 1} more skipped)" if len(notes) > 1 else "")
+            f"no backup of stream {stream!r}{when} in {self.url} can be used (the newest {scanned} refs{more} were "
+            f"read); the newest: {notes[0]}" + (f" (and {len(notes) - 1} more skipped)" if len(notes) > 1 else "")
         )
+
+    def backup_for(
+        self,
+        stream: str,
+        backup: str | None = None,
+        at: dt.datetime | None = None,
+        eligible: Callable[[mf.Manifest], str | None] | None = None,
+        skipped: list[str] | None = None,
+    ) -> mf.Manifest:
+        """The backup a command names for ``stream``: ``backup`` (an id or prefix, :meth:`resolve`), else the newest
+        created at or before ``at`` (:meth:`newest_at`), else the newest (:meth:`latest`). Both given: UsageError.
+        ``eligible`` and ``skipped`` apply to the newest only: a backup named by its id is checked by the caller."""
+        if backup and at is not None:
+            raise UsageError(f"give {setting('backup')} ID or {setting('at')} TIME, not both")
+        if backup:
+            return self.load_manifest(self.resolve(backup))
+        return self.newest_at(stream, at, eligible, skipped)
 
 
 def ref_disagreement(ref: Ref, m: mf.Manifest) -> str | None:

@@ -15,13 +15,14 @@ before anything is sent to a server.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.archive import signing
 from pipeline.archive.repository import Repository
-from pipeline.archive.sets import list_sets_in, load_member, load_set
-from pipeline.base.errors import IntegrityError, NotFoundError, UsageError, setting
+from pipeline.archive.sets import load_member, load_set, sets_at
+from pipeline.base.errors import IntegrityError, UsageError, setting
 from pipeline.format.manifest import Manifest
 from pipeline.format.sets import BackupSet, select_streams
 from pipeline.keys.keyring import KeyRing
@@ -71,19 +72,19 @@ class TrustPolicy:
         return None
 
 
-def choose_set(repo: Repository, set_id: str | None, policy: TrustPolicy, notes: list[str]) -> BackupSet:
-    """The set to restore: the one named, or the newest (by ``finished``) that the policy accepts; newer ones it
-    does not accept are named in ``notes``. Raises IntegrityError if the chosen set is not acceptable."""
+def choose_set(
+    repo: Repository, set_id: str | None, policy: TrustPolicy, notes: list[str], at: dt.datetime | None = None
+) -> BackupSet:
+    """The set to restore: the one named, or the newest (by ``finished``; of those finished at or before ``at``
+    when given) that the policy accepts; newer ones it does not accept are named in ``notes``. Raises
+    IntegrityError if the chosen set is not acceptable."""
     if set_id:
-        bset = load_set(repo, set_id)
+        bset = load_set(repo, set_id, at)
         why = policy.set_problem(repo, bset.id)
         if why:
             raise IntegrityError(why)
         return bset
-    sets = list_sets_in(repo)
-    if not sets:
-        raise NotFoundError(f"no account backup sets in {repo.url}")
-    for bset in sets:
+    for bset in sets_at(repo, at):
         why = policy.set_problem(repo, bset.id)
         if why is None:
             return bset
@@ -138,13 +139,14 @@ def preflight_set(
     *,
     account_here: Callable[[], str | None] | None = None,
     allow_other_account: bool = False,
+    at: dt.datetime | None = None,
 ) -> tuple[BackupSet, list[str]]:
     """Before an account restore or a drill sends anything: the set to use (pinned by its full id, which names its
     members' manifests by their hashes), every selected member acceptable, and (with ``account_here``, which
     asks the server which account the connection is in: account restore) the account the set records. Returns the
-    set and the warnings to show."""
+    set and the warnings to show. ``at``: the newest set finished at or before it (:func:`choose_set`)."""
     notes: list[str] = []
-    bset = choose_set(repo, set_id, policy, notes)
+    bset = choose_set(repo, set_id, policy, notes, at)
     check_members(repo, bset, include, exclude, policy)
     if account_here is not None:
         notes += check_account(bset.account.get("name"), account_here(), allow_other_account, bset.id)

@@ -18,6 +18,7 @@ rewritten config and state in the request, and the final comparison uses the rew
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import queue
 import threading
@@ -54,6 +55,7 @@ class RestoreOptions:
     url: str
     stream: str
     backup: str | None = None  # manifest id or unique prefix; None: the newest backup of ``stream``
+    at: dt.datetime | None = None  # no backup named: the newest created at or before this (--at)
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     keys: KeyRing = field(default_factory=KeyRing)
     target: RestoreTarget = field(default_factory=lambda: RestoreTarget())
@@ -121,7 +123,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     repo = Repository.open(opts.url, opts.sink)
     skipped: list[str] = []  # newer backups "latest" passed over, and why: shown as warnings
     eligible = (lambda x: opts.trust.manifest_problem(repo, x)) if opts.trust else None
-    m = repo.load_manifest(repo.resolve(opts.backup)) if opts.backup else repo.latest(opts.stream, eligible, skipped)
+    m = repo.backup_for(opts.stream, opts.backup, opts.at, eligible, skipped)
     mid = m.id
     if m.stream != opts.stream:
         raise UsageError(

@@ -72,6 +72,15 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
     return secs * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
 
 
+def parse_datetime(text: str, now_ns: int | None = None) -> dt.datetime:
+    """:func:`parse_time` as an aware UTC datetime, to the microsecond (rounded down: archive times have no more)."""
+    ns = parse_time(text, now_ns)
+    try:
+        return _EPOCH + dt.timedelta(microseconds=ns // 1_000)
+    except OverflowError:
+        raise UsageError(f"{text!r} is not a valid time: out of range") from None
+
+
 def parse_seq_range(text: str) -> tuple[int | None, int | None]:
     """``A-B`` (inclusive), ``A-`` (from A), ``-B`` (up to B) or ``A`` (just A)."""
     m = re.fullmatch(r"\s*(\d*)\s*(-?)\s*(\d*)\s*", text or "")

@@ -7,6 +7,7 @@ As natscli's ``nats account restore``, every name is checked on the target befor
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from pipeline.base.errors import (
     common_exit_code,
     setting,
 )
-from pipeline.base.progress import NoProgress, Progress, SharedProgress
+from pipeline.base.progress import NoProgress, Progress
 from pipeline.base.transfer import TransferConfig
 from pipeline.flows.replace import replace_stream
 from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_stream_async
@@ -43,6 +44,7 @@ ON_EXISTS = ("fail", "skip", "replace")
 class AccountRestoreOptions:
     url: str
     set_id: str | None = None  # id or unique prefix; None: the newest set
+    at: dt.datetime | None = None  # no set named: the newest finished at or before this (--at)
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     keys: KeyRing = field(default_factory=KeyRing)
     target: RestoreTarget = field(default_factory=lambda: RestoreTarget())  # where the streams land
@@ -113,7 +115,7 @@ async def restore_account_async(
     if opts.target.replicas is not None and opts.target.replicas < 1:
         raise UsageError(f"{setting('replicas')} must be at least 1, not {opts.target.replicas}")
     repo = Repository.open(opts.url, opts.sink)
-    bset = load_set(repo, opts.set_id)
+    bset = load_set(repo, opts.set_id, opts.at)
     label = f"set {bset.id[:12]}"
     entries = {e["stream"]: e for e in bset.streams}
     chosen = select_streams(sorted(entries), opts.include, opts.exclude, what=label)
@@ -151,7 +153,6 @@ async def restore_account_async(
     failed: list[dict] = []
     replaced: list[str] = []
     sem = asyncio.Semaphore(opts.parallel)
-    share = SharedProgress(progress)
     for s in skipped:
         if on_stream is not None:
             on_stream(s["stream"], "skipped", s["reason"])
@@ -172,8 +173,8 @@ async def restore_account_async(
                 sink=opts.sink,
                 trust=opts.trust,
             )
+            share = progress.part()  # a bar of its own
             try:
-                progress.log(f"restore {name}: started")
                 if name in to_replace:
                     # verified, preflighted and saved before the live stream is deleted (pipeline/flows/replace.py)
                     out = await replace_stream(
@@ -185,7 +186,10 @@ async def restore_account_async(
                     r = out.restored
                 else:
                     r = await restore_stream_async(ropts, share)
-            except JsArchiveError as e:
+            except BaseException as e:
+                share.abort()  # however far it got (a no-op if the restore said so itself)
+                if not isinstance(e, JsArchiveError):
+                    raise
                 failed.append({"stream": name, "kind": e.kind, "exit_code": e.exit_code, "message": str(e)})
                 if on_stream is not None:
                     on_stream(name, "failed", str(e))
@@ -197,8 +201,10 @@ async def restore_account_async(
     progress.start(f"account restore ({len(todo)} streams)", None)
     try:
         await asyncio.gather(*(one(n) for n in todo))
-    finally:
-        progress.finish()
+    except BaseException:
+        progress.abort()
+        raise
+    progress.finish()
     result = AccountRestoreResult(
         set_id=bset.id,
         url=repo.url,

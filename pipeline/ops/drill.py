@@ -66,6 +66,7 @@ def _iso(t: dt.datetime) -> str:
 class DrillOptions:
     url: str
     set_id: str | None = None  # id or unique prefix; None: the newest set
+    at: dt.datetime | None = None  # no set named: the newest finished at or before this (--at)
     connect: ConnectOptions = field(default_factory=ConnectOptions)
     keys: KeyRing = field(default_factory=KeyRing)
     target: RestoreTarget = field(default_factory=lambda: RestoreTarget())  # where the streams land
@@ -258,7 +259,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
     sign_key = _load_sign_key(opts.sign_key) if opts.sign_key else None
 
     repo = Repository.open(opts.url, opts.sink)
-    bset = load_set(repo, opts.set_id)
+    bset = load_set(repo, opts.set_id, opts.at)
     label = f"set {bset.id[:12]}"
     entries = {e["stream"]: e for e in bset.streams}
     chosen = select_streams(sorted(entries), opts.include, opts.exclude, what=label)

@@ -243,6 +243,7 @@ class ExportOptions:
     url: str
     backup: str  # a backup (manifest) id or an account set id, full or a unique prefix of >= 6 hex digits
     directory: str  # must not exist, or be empty
+    at: dt.datetime | None = None  # given: ``backup`` is a stream name, and its newest backup at or before this
     keys: KeyRing = field(default_factory=KeyRing)
     transfer: TransferConfig = field(default_factory=TransferConfig)  # prefetch and workers of the read
     sink: SinkOptions = field(default_factory=SinkOptions)
@@ -382,7 +383,11 @@ async def export_backup_async(opts: ExportOptions, progress: Progress | None = N
     progress = progress or NoProgress()
     t0 = time.monotonic()
     repo = Repository.open(opts.url, opts.sink)
-    kind, ident = _resolve_any(repo, opts.backup)
+    skipped: list[str] = []  # newer backups --at passed over, and why
+    if opts.at is not None:
+        kind, ident = "manifest", repo.newest_at(opts.backup, opts.at, skipped=skipped).id
+    else:
+        kind, ident = _resolve_any(repo, opts.backup)
     if kind == "manifest":
         members = [("", repo.load_manifest(ident))]
     else:
@@ -403,7 +408,7 @@ async def export_backup_async(opts: ExportOptions, progress: Progress | None = N
         opened.append(
             (sub, open_manifest(repo, m, opts.keys, prefetch=opts.transfer.prefetch, workers=opts.transfer.workers))
         )
-    warnings = [w for _, o in opened for w in natscli_warnings(o.manifest.stream, o.body.get("config") or {})]
+    warnings = skipped + [w for _, o in opened for w in natscli_warnings(o.manifest.stream, o.body.get("config") or {})]
     target, tmp = _prepare_target(opts.directory)
     out: list[ExportedStream] = []
     try:

@@ -8,8 +8,9 @@ import click
 
 from pipeline.archive.runs import StreamOutcome, resolve_run, resolve_shard, seal_run
 from pipeline.archive.sets import list_sets
-from pipeline.base.errors import AccountRunFailed, JsArchiveError, UsageError
+from pipeline.base.errors import AccountRunFailed, JsArchiveError, UsageError, setting
 from pipeline.base.units import human_bytes
+from pipeline.entry.cli.at_option import at_option, exclusive, parse_at
 from pipeline.entry.cli.common import (
     archive_options,
     cell,
@@ -225,6 +226,7 @@ def _sign_set(url: str, set_id: str | None, key: object, sink: object, retention
 @click.argument("url")
 @click.argument("set_id", metavar="[SET-ID]", required=False)
 @click.option("--latest", is_flag=True, help="restore the newest set (the default without SET-ID)")
+@at_option("set")
 @click.option("--cluster", help="place every stream in this cluster (replaces the backed-up placement)")
 @click.option("--tag", "tags", multiple=True, help="place every stream on servers with this tag (repeatable)")
 @click.option("--replicas", type=click.IntRange(1, 5), help="number of replicas for every stream [as backed up]")
@@ -261,6 +263,7 @@ def restore_cmd(
     url: str,
     set_id: str | None,
     latest: bool,
+    at: str | None,
     cluster: str | None,
     tags: tuple[str, ...],
     replicas: int | None,
@@ -277,6 +280,8 @@ def restore_cmd(
 ) -> None:
     """Restore the streams of an account backup set (SET-ID, or the newest) into the connected cluster.
 
+    --at TIME restores the newest set finished at or before TIME instead (none: exit 3).
+
     \b
     Before anything is sent: with a key configured every selected backup must be encrypted (or
     --allow-unencrypted), with --trust-key the set and every backup must be signed by a trusted key (exit 4),
@@ -286,6 +291,9 @@ def restore_cmd(
 
     if set_id and latest:
         raise UsageError("give a SET-ID or --latest, not both")
+    exclusive(at, set_id, "a SET-ID")
+    exclusive(at, latest, setting("latest"))
+    when = parse_at(at)
     keys = key_ring(kw)
     policy = trust_policy(kw, keys)
     connect = connect_options(kw)
@@ -298,6 +306,7 @@ def restore_cmd(
         policy,
         account_here=lambda: asyncio.run(connection_account(connect)),
         allow_other_account=allow_other_account,
+        at=when,
     )
     for w in notes:
         echo(f"  warning: {w}", err=True)

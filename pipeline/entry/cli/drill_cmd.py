@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.base.errors import UsageError
+from pipeline.base.errors import UsageError, setting
+from pipeline.entry.cli.at_option import at_option, exclusive, parse_at
 from pipeline.entry.cli.common import (
     archive_options,
     connect_options,
@@ -28,6 +29,7 @@ from pipeline.ops.drill import DrillFailed, DrillOptions, DrillResult, list_repo
 @click.argument("url")
 @click.argument("set_id", required=False)
 @click.option("--latest", is_flag=True, help="the newest set (the default without SET_ID)")
+@at_option("set")
 @click.option("--cluster", help="target cluster")
 @click.option("--tag", "tags", multiple=True, help="target servers' tag (repeatable)")
 @click.option("--replicas", type=click.IntRange(1, 5), help="replicas of the drill streams [as backed up]")
@@ -45,11 +47,11 @@ from pipeline.ops.drill import DrillFailed, DrillOptions, DrillResult, list_repo
 @key_options(write=False)
 @archive_options
 @handle_errors
-def drill_cmd(url: str, set_id: str | None, latest: bool, as_json: bool, **kw: object) -> None:
+def drill_cmd(url: str, set_id: str | None, latest: bool, at: str | None, as_json: bool, **kw: object) -> None:
     """Restore account backup set SET_ID (default: the newest) from URL into a target cluster under prefixed names
     with rewritten subjects, check message counts, last sequences and consumer ack floors against the manifests,
     measure RTO and RPO, write an evidence report into the archive under drills/ (signed with --sign-key), and
-    remove the drill streams unless --keep.
+    remove the drill streams unless --keep. --at TIME drills the newest set finished at or before TIME.
 
     Servers before 2.15 cannot take renamed streams: there the drill restores under the original names and needs a
     target deployment where they are free.
@@ -61,12 +63,15 @@ def drill_cmd(url: str, set_id: str | None, latest: bool, as_json: bool, **kw: o
 
     if set_id and latest:
         raise UsageError("give a SET_ID or --latest, not both")
+    exclusive(at, set_id, "a SET_ID")
+    exclusive(at, latest, setting("latest"))
+    when = parse_at(at)
     keys = key_ring(kw)
     policy = trust_policy(kw, keys)
     sink = sink_options(kw, url=url)
     include, exclude = list(kw.pop("include")), list(kw.pop("exclude"))
     # A drill's evidence is only worth something if what it restored is what the policy accepts.
-    bset, notes = preflight_set(Repository.open(url, sink), set_id, include, exclude, policy)
+    bset, notes = preflight_set(Repository.open(url, sink), set_id, include, exclude, policy, at=when)
     for w in notes:
         echo(f"warning: {w}", err=True)
     opts = DrillOptions(

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from functools import partial
+
 import click
 
 from pipeline.base.transfer import TransferConfig
 from pipeline.base.units import human_bytes
+from pipeline.entry.cli.at_option import at_option, parse_at
 from pipeline.entry.cli.common import (
     SIZE,
     archive_options,
@@ -33,22 +37,28 @@ from pipeline.ops.natscli import ExportOptions, ImportOptions, export_backup, im
 @click.argument("url")
 @click.argument("backup_id", metavar="ID")
 @click.argument("directory", metavar="DIR")
+@at_option()
 @trust_options
 @key_options(write=False)
 @archive_options
 @output_options
 @handle_errors
-def export_cmd(url: str, backup_id: str, directory: str, no_progress: bool, as_json: bool, **kw: object) -> None:
+def export_cmd(
+    url: str, backup_id: str, directory: str, at: str | None, no_progress: bool, as_json: bool, **kw: object
+) -> None:
     """Write backup ID as a natscli backup directory DIR (backup.json + stream.tar.s2).
+
+    With --at TIME, ID is a stream name: its newest backup created at or before TIME is written (none: exit 3).
 
     ID may also be an account set: DIR then holds one such directory per stream, as `nats account backup`
     writes it. DIR must not exist (or be empty); nothing appears there unless the whole export succeeded.
     With a key configured an unencrypted backup is refused (--allow-unencrypted), with --trust-key anything not
     signed by a trusted key (exit 4).
     """
+    when = parse_at(at)
     keys = key_ring(kw)
     sink = sink_options(kw, url=url)
-    backup_id = _trusted_id(url, backup_id, sink, trust_policy(kw, keys))
+    backup_id = _trusted_id(url, backup_id, sink, trust_policy(kw, keys), when)
     res = export_backup(
         ExportOptions(url=url, backup=backup_id, directory=directory, keys=keys, sink=sink),
         make_progress(no_progress, as_json),
@@ -139,13 +149,20 @@ def import_cmd(
         echo(f"  signed by key {signer_fingerprint(key)[:16]}")
 
 
-def _trusted_id(url: str, ident: str, sink: object, policy: object) -> str:
-    """The full id of the backup or set to export, once the trust policy accepts it (and every member of a set)."""
+def _trusted_id(url: str, ident: str, sink: object, policy: object, at: dt.datetime | None = None) -> str:
+    """The full id of the backup or set to export, once the trust policy accepts it (and every member of a set);
+    with ``at``, ``ident`` is a stream and this is its newest backup at or before ``at`` the policy accepts."""
     from pipeline.archive.repository import Repository
     from pipeline.archive.trust import preflight_set
     from pipeline.ops.natscli import _resolve_any
 
     repo = Repository.open(url, sink)  # type: ignore[arg-type]
+    if at is not None:
+        skipped: list[str] = []
+        full = repo.newest_at(ident, at, partial(policy.manifest_problem, repo), skipped).id  # type: ignore[attr-defined]
+        for w in skipped:  # the refused newer ones, as restore names them
+            echo(f"warning: {w}", err=True)
+        return full
     kind, full = _resolve_any(repo, ident)
     if kind == "manifest":
         policy.check_manifest(repo, repo.load_manifest(full))  # type: ignore[attr-defined]

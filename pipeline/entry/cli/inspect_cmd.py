@@ -13,6 +13,7 @@ from pipeline.archive.inspect import InspectResult, inspect_backup, iter_message
 from pipeline.base.display import json_safe, safe
 from pipeline.base.errors import Interrupted, JsArchiveError, UsageError
 from pipeline.base.units import human_bytes
+from pipeline.entry.cli.at_option import at_option, parse_at
 from pipeline.entry.cli.common import (
     archive_options,
     echo,
@@ -41,14 +42,17 @@ def emit_json_line(obj: object) -> None:
     show_default=True,
     help="subjects to list, most messages first (0: all; --json always lists all)",
 )
+@at_option()
 @key_options(write=False)
 @archive_options
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 @handle_errors
-def inspect_cmd(url: str, backup_id: str, max_subjects: int, as_json: bool, **kw: object) -> None:
+def inspect_cmd(url: str, backup_id: str, max_subjects: int, at: str | None, as_json: bool, **kw: object) -> None:
     """Show what backup ID in the archive at URL holds: format, server version, messages, subjects, sequence
-    and time range, consumers. Reads and checks the whole backup; no NATS server is needed."""
-    res = inspect_backup(url, backup_id, keys=key_ring(kw), sink=sink_options(kw, url=url))
+    and time range, consumers. Reads and checks the whole backup; no NATS server is needed.
+
+    With --at TIME, ID is a stream name: its newest backup created at or before TIME is shown (none: exit 3)."""
+    res = inspect_backup(url, backup_id, keys=key_ring(kw), sink=sink_options(kw, url=url), at=parse_at(at))
     if as_json:
         emit_json({"ok": True, "inspect": res.to_json()})
         return

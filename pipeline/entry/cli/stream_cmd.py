@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from pipeline.base.errors import JsArchiveError
+from pipeline.base.errors import JsArchiveError, setting
 from pipeline.base.units import human_bytes
+from pipeline.entry.cli.at_option import at_option, exclusive, parse_at
 from pipeline.entry.cli.common import (
     archive_options,
     connect_options,
@@ -107,6 +108,7 @@ def backup_cmd(
 @click.argument("url")
 @click.argument("stream")
 @click.option("--backup", "backup_id", metavar="ID", help="backup id or unique prefix [newest backup of STREAM]")
+@at_option()
 @click.option("--cluster", help="place the stream in this cluster (replaces the backed-up placement)")
 @click.option("--tag", "tags", multiple=True, help="place the stream on servers with this tag (repeatable)")
 @click.option("--replicas", type=click.IntRange(1, 5), help="number of replicas [as backed up]")
@@ -148,6 +150,7 @@ def restore_cmd(
     url: str,
     stream: str,
     backup_id: str | None,
+    at: str | None,
     wait: float,
     new_name: str | None,
     subject_map: tuple[str, ...],
@@ -163,17 +166,20 @@ def restore_cmd(
     --as, --subject-map, --subject, --until-seq and --until restore a rewritten copy (V2 backups onto
     nats-server >= 2.15): renamed, with mapped subjects, filtered or cut. Sequences are kept.
 
-    Without --backup the newest backup by its manifest's created time is restored (ref names are only a hint).
-    With a key configured an unencrypted backup is refused (--allow-unencrypted), with --trust-key one not
-    signed by a trusted key (exit 4); "latest" passes over newer backups that are refused and says so.
+    Without --backup the newest backup by its manifest's created time is restored (ref names are only a hint),
+    with --at TIME the newest created at or before TIME (none: exit 3). With a key configured an unencrypted
+    backup is refused (--allow-unencrypted), with --trust-key one not signed by a trusted key (exit 4); "latest"
+    and --at pass over newer backups that are refused and say so.
     """
     from pipeline.format.selection import parse_time
 
+    exclusive(at, backup_id, f"{setting('backup')} ID")
     keys = key_ring(kw)
     opts = RestoreOptions(
         url=url,
         stream=stream,
         backup=backup_id,
+        at=parse_at(at),
         connect=connect_options(kw),
         keys=keys,
         trust=trust_policy(kw, keys),
