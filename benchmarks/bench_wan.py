@@ -222,6 +222,7 @@ def one_rtt(ctx: dict, rtt: float, args: argparse.Namespace) -> dict:
         measured("natscli restore 64K x1", lambda: asyncio.run(raw_restore(url, snap, 64 * 1024, 1, config)))
         r = measured("jsarchive restore", lambda: run_cli(["stream", "restore", str(archive), STREAM, *common], env))
         assert r["result"]["restore"]["messages"] == filled["messages"], (r["result"], filled)
+        phases["jsarchive restore"]["transfer"] = r["result"]["restore"].get("transfer")  # rtt_ms, in_flight chosen
         if moto is not None:
             asyncio.run(delete(srv.url))
             measured(
@@ -362,6 +363,8 @@ def report(r: dict) -> None:
                 p.get("extra_round_trips", "-"),
             )
             print(f"  {name:28} " + " ".join(f"{v:>9}" for v in row))
+        if tuned := res["phases"].get("jsarchive restore", {}).get("transfer"):
+            print(f"  jsarchive restore chose: {tuned}")
         ratios = res["ratios"]
         print("  " + ", ".join(f"{name} {v}" for name, v in ratios.items()))
         for name, limit, kind in TARGETS:

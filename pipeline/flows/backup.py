@@ -11,7 +11,7 @@ V2 snapshot, so servers before 2.15 are refused before anything is written.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from pipeline.archive.repository import Repository, storage_error
 from pipeline.archive.writer import BackupWriter, Committed, WriteSettings
@@ -26,7 +26,7 @@ from pipeline.base.errors import (
     setting,
 )
 from pipeline.base.progress import NoProgress, Progress
-from pipeline.base.transfer import TransferConfig
+from pipeline.base.transfer import TransferConfig, auto_snapshot_chunk, auto_snapshot_window
 from pipeline.format import payload
 from pipeline.format.blocks import choose_block_size
 from pipeline.format.census import Census, Held
@@ -177,7 +177,8 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
     async with js:
         server = js.server_info()
         check_store(opts.store, server)
-        info = await js.stream_info(opts.stream)
+        # the round trip is measured beside the first request, so it costs none of its own
+        info, rtt = await asyncio.gather(js.stream_info(opts.stream), js.rtt())
         if info is None:
             raise NotFoundError(
                 f"stream {opts.stream!r} does not exist on the server "
@@ -189,13 +190,27 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
                 f"stream {opts.stream!r} uses memory storage: backing it up needs nats-server 2.15 or later; "
                 f"nats-server {server.version} snapshots only file-storage streams (snapshot format V1)"
             )
-        consumers = await js.consumers(opts.stream) if opts.consumers else []
-        try:
-            server.api_level = await js.api_level()
-        except JsArchiveError:
-            server.api_level = None
+
+        async def api_level() -> int | None:
+            try:
+                return await js.api_level()
+            except JsArchiveError:
+                return None
+
+        consumers, server.api_level = await asyncio.gather(
+            js.consumers(opts.stream) if opts.consumers else asyncio.sleep(0, []), api_level()
+        )
         block_size = opts.transfer.block_size or choose_block_size(int((info.get("state") or {}).get("bytes", 0)))
-        return await _run(opts, repo, js, server, consumers, block_size, progress)
+        t = opts.transfer
+        opts = replace(
+            opts,
+            transfer=replace(
+                t,
+                snapshot_chunk=auto_snapshot_chunk(rtt) if t.snapshot_chunk is None else t.snapshot_chunk,
+                snapshot_window=auto_snapshot_window(rtt) if t.snapshot_window is None else t.snapshot_window,
+            ),
+        )
+        return await _run(opts, repo, js, server, consumers, block_size, progress, rtt=rtt)
 
 
 V1_ATTEMPTS = 3  # a V1 snapshot whose blocks lack messages its index claims is taken again, at most this often
@@ -209,6 +224,7 @@ async def _run(
     consumers: list[dict],
     block_size: int,
     progress: Progress,
+    rtt: float | None = None,
 ) -> BackupResult:
     v2 = server.snapshot_format == V2
     settings = WriteSettings(
@@ -280,8 +296,9 @@ async def _run(
         include_consumers=opts.consumers,
         snapshot={
             "jsck": opts.check,
-            "chunk_size": opts.transfer.snapshot_chunk,
-            "window_size": opts.transfer.snapshot_window,
+            "chunk_size": opts.transfer.snapshot_chunk or None,
+            "window_size": opts.transfer.snapshot_window or None,
+            "rtt_ms": round(rtt * 1000, 2) if rtt is not None else None,
             "chunks": snap.chunks,
         },
         snapshot_format=w.snapshot_format or server.snapshot_format,

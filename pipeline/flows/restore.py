@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from pipeline.archive.reader import BlockReader, open_manifest
 from pipeline.archive.repository import Repository
@@ -39,7 +39,7 @@ from pipeline.base.errors import (
     setting,
 )
 from pipeline.base.progress import NoProgress, Progress
-from pipeline.base.transfer import TransferConfig
+from pipeline.base.transfer import TransferConfig, auto_in_flight, auto_restore_chunk
 from pipeline.format import marks, payload
 from pipeline.format.rewrite import RewritePlan, RewriteSpec, SubjectMap, filters_overlap, plan_rewrite, rewrite_archive
 from pipeline.format.snapshot import V2, format_for_version
@@ -108,6 +108,8 @@ class RestoreResult:
     seconds: float
     warnings: list[str]
     restore_id: str = ""
+    # what moved the bytes: {"rtt_ms", "chunk_size", "in_flight", "auto": the knobs sized from the round trip}
+    transfer: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -163,16 +165,42 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             raise ServerRefused(
                 f"nats-server {server.version} cannot do a partial or renamed restore: it needs 2.15 or later"
             )
-        existing = await js.stream_info(target)
+        chunk = opts.transfer.restore_chunk or auto_restore_chunk(server.max_payload)
+        if chunk > server.max_payload:
+            raise UsageError(
+                f"{setting('chunk-size')} {chunk} is above the server's max_payload ({server.max_payload} bytes), "
+                "which it refuses to take in one message; give a smaller one or leave it out"
+            )
+        # The name check, the round-trip measurement and (for a plain restore) the server's preflight do not depend
+        # on each other: sent together they cost the round trips of the longest, not their sum. A name in use still
+        # wins over a refused preflight (the placeholder has a name of its own and is deleted either way).
+        early_preflight = opts.preflight and not spec.active
+        checks = [js.stream_info(target), js.rtt()]
+        if early_preflight:
+            checks.append(preflight_target(js, target, config, state))
+        got = await asyncio.gather(*checks, return_exceptions=True)
+        existing, rtt = got[0], got[1]
+        if isinstance(existing, BaseException):
+            raise existing
         if existing is not None:
             raise _exists_error(target, existing)
+        if early_preflight and isinstance(got[2], BaseException):
+            raise got[2]
+        in_flight = opts.transfer.in_flight or auto_in_flight(rtt, chunk)
+        tuned = {
+            "rtt_ms": round(rtt * 1000, 2) if isinstance(rtt, float) else None,
+            "chunk_size": chunk,
+            "in_flight": in_flight,
+            "auto": [k for k in ("restore_chunk", "in_flight") if not getattr(opts.transfer, k)],
+        }
+        opts = replace(opts, transfer=replace(opts.transfer, restore_chunk=chunk, in_flight=in_flight))
         if spec.active:
             plan = await asyncio.to_thread(plan_rewrite, payload.decoded(reader.blocks(), encoding), config, spec)
             config, state, expected_consumers = plan.config, plan.state, len(plan.consumers)
             await _check_subjects_free(js, target, opts.stream, plan)
             warnings += _rewrite_notes(plan)
         # the server's own "yes" to this placement, replicas and size before any byte goes out (exit 8 if not)
-        if opts.preflight:
+        if opts.preflight and not early_preflight:
             await preflight_target(js, target, config, state)
         restore_id = opts.restore_id or marks.new_restore_id()
         config = marks.stamp(config, restore_id, mid)
@@ -243,6 +271,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         seconds=round(time.monotonic() - started, 3),
         warnings=warnings,
         restore_id=restore_id,
+        transfer=tuned,
     )
 
 
@@ -367,11 +396,16 @@ async def _await_healthy(
     """Poll until leader, current replicas, consumers and state are there; then compare state with the backup."""
     deadline = time.monotonic() + wait
     while True:
-        try:
-            info = await js.stream_info(stream, timeout=5.0)
-            why = "the stream is not there"
-        except (TransferFailed, ServerRefused) as e:  # no leader to answer yet, or a timeout
-            info, why = None, str(e)
+        # both asked at once: one round trip per poll (the consumers are only counted once the stream is healthy)
+        info_or, names_or = await asyncio.gather(
+            js.stream_info(stream, timeout=5.0), js.consumer_names(stream, timeout=5.0), return_exceptions=True
+        )
+        if isinstance(info_or, (TransferFailed, ServerRefused)):  # no leader to answer yet, or a timeout
+            info, why = None, str(info_or)
+        elif isinstance(info_or, BaseException):
+            raise info_or
+        else:
+            info, why = info_or, "the stream is not there"
         if info is not None:
             cl = info.get("cluster")
             st = info.get("state") or {}
@@ -386,10 +420,12 @@ async def _await_healthy(
                 if time.monotonic() >= deadline:  # it had its time to catch up: the sequences are lost, say so
                     compare_state(stream, expected, st, config=info.get("config") or {})
             else:
-                try:
-                    names = await js.consumer_names(stream, timeout=5.0)
-                except JsArchiveError as e:
-                    names, why = [], f"consumers not answering ({e})"
+                if isinstance(names_or, JsArchiveError):
+                    names, why = [], f"consumers not answering ({names_or})"
+                elif isinstance(names_or, BaseException):
+                    raise names_or
+                else:
+                    names = names_or
                 if len(names) >= expected_consumers:
                     info["_consumers"] = names
                     cfg = info.get("config") or {}  # the restored config: its limits are what apply now

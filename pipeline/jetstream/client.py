@@ -625,6 +625,14 @@ class JetStream:
     async def account_info(self) -> dict:
         return await self.api("INFO")
 
+    async def rtt(self, timeout: float = 5.0) -> float | None:
+        """The connection's round trip in seconds (one PING/PONG, sent beside other requests so it costs no
+        round trip of its own); None if it could not be measured, which callers treat as loopback."""
+        try:
+            return float(await asyncio.wait_for(self.nc.rtt(), timeout))
+        except (asyncio.TimeoutError, nats.errors.Error, OSError):
+            return None
+
     async def api_level(self) -> int | None:
         info = await self.account_info()
         level = (info.get("api") or {}).get("level")
@@ -770,6 +778,8 @@ class JetStream:
         ``on_accepted`` is called once the server has accepted the request: from then on a failure may leave a
         partial stream behind, and the caller owns cleaning it up.
         """
+        in_flight = max(1, int(in_flight))
+        first_alone = not self._answers_locally()
         resp = await self.api(f"STREAM.RESTORE.{stream}", request, stream=stream, timeout=RESTORE_INIT_TIMEOUT)
         deliver = resp.get("deliver_subject")
         if not deliver:
@@ -801,7 +811,7 @@ class JetStream:
         try:
             async for chunk in chunks:
                 seq += 1
-                if seq == 1:
+                if seq == 1 and first_alone:
                     _check_restore_reply(stream, await self._first_chunk(stream, deliver, chunk), "chunk 1")
                     if on_sent is not None:
                         on_sent(len(chunk))
@@ -841,6 +851,14 @@ class JetStream:
             return info
         finally:
             await _unsubscribe(sub)
+
+    def _answers_locally(self) -> bool:
+        """Whether the server we are connected to is the one that answers the restore request, alone: standalone
+        (no cluster in its INFO), JetStream enabled, and no domain or API prefix that could route the request on.
+        That server subscribes to the delivery subject before it answers, so a first chunk sent after the answer
+        cannot miss it, and the first chunk need not wait alone for its ack (one round trip)."""
+        info = self.nc._server_info or {}  # nats-py keeps INFO here; there is no public accessor
+        return not info.get("cluster") and bool(info.get("jetstream")) and self.prefix == "$JS.API"
 
     async def _first_chunk(self, stream: str, deliver: str, chunk: bytes) -> Any:
         """Send the first chunk alone until the server takes it.

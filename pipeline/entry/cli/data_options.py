@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from pipeline.base.transfer import RESTORE_CHUNK, RESTORE_IN_FLIGHT, SNAPSHOT_CHUNK, SNAPSHOT_WINDOW, TransferConfig
+from pipeline.base.transfer import TransferConfig
 from pipeline.entry.cli.common import SIZE, connect_options, key_ring, retention, sign_key, sink_options
 from pipeline.flows.backup import BackupOptions
 from pipeline.format.compress import Compression
@@ -32,15 +32,15 @@ def backup_options(f: Callable) -> Callable:
             click.option(
                 "--chunk-size",
                 type=SIZE,
-                default=SNAPSHOT_CHUNK,
-                show_default=True,
+                default=None,
+                show_default="auto: 256KiB, 1MiB from 10 ms round trip",
                 help="snapshot chunk size the server sends (1KiB–1MiB)",
             ),
             click.option(
                 "--window-size",
                 type=SIZE,
-                default=SNAPSHOT_WINDOW,
-                show_default=True,
+                default=None,
+                show_default="auto: 16MiB, up to 32MiB for 2 × 1 Gbit/s × round trip",
                 help="bytes the server may have unacknowledged (servers >= 2.12.5)",
             ),
             click.option("--compression", default="zstd:3", show_default=True, help="zstd, zstd:LEVEL (1-22) or none"),
@@ -107,15 +107,15 @@ def restore_transfer_options(f: Callable) -> Callable:
             click.option(
                 "--chunk-size",
                 type=SIZE,
-                default=RESTORE_CHUNK,
-                show_default=True,
+                default=None,
+                show_default="auto: 1MiB or the server's max_payload if smaller",
                 help="restore chunk size (at most the server's max_payload)",
             ),
             click.option(
                 "--in-flight",
                 type=click.IntRange(1, 64),
-                default=RESTORE_IN_FLIGHT,
-                show_default=True,
+                default=None,
+                show_default="auto: 4 to 16, from the measured round trip",
                 help="restore chunks sent before waiting for acknowledgements",
             ),
         ],
