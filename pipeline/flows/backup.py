@@ -27,10 +27,12 @@ from pipeline.base.errors import (
 )
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.base.transfer import TransferConfig, auto_snapshot_chunk, auto_snapshot_window
+from pipeline.base.units import human_bytes
 from pipeline.format import payload
 from pipeline.format.blocks import choose_block_size
 from pipeline.format.census import Census, Held
 from pipeline.format.compress import Compression
+from pipeline.format.s2meter import DecodedLength
 from pipeline.format.snapshot import V2
 from pipeline.jetstream.client import (
     ConnectOptions,
@@ -241,12 +243,18 @@ async def _run(
     for attempt in range(1, V1_ATTEMPTS + 1):
         w = BackupWriter(repo, opts.stream, opts.keys, opts.encrypt, settings, block_size)
         census = Census(server.snapshot_format)
+        # The bar counts the stream's bytes, as natscli's does: the chunks' decoded length (read from their S2
+        # headers) against the stream's size from the snapshot response. Compressed bytes cannot be scaled to the
+        # stream's size while it runs: how well the rest will compress is not known until it has arrived.
+        meter = DecodedLength()
         await w.start()
 
-        async def on_chunk(chunk: bytes, w: BackupWriter = w, census: Census = census) -> None:
+        async def on_chunk(
+            chunk: bytes, w: BackupWriter = w, census: Census = census, meter: DecodedLength = meter
+        ) -> None:
             await w.feed(chunk)
             await census.feed(chunk)
-            progress.advance(len(chunk))
+            progress.advance(meter.feed(chunk))
 
         try:
             try:
@@ -257,7 +265,9 @@ async def _run(
                     jsck=opts.check,
                     chunk_size=opts.transfer.snapshot_chunk,
                     window_size=opts.transfer.snapshot_window,
-                    on_start=lambda _resp: progress.start(f"backup {opts.stream}", None),
+                    on_start=lambda resp: progress.start(
+                        f"backup {opts.stream}", int((resp.get("state") or {}).get("bytes") or 0) or None
+                    ),
                 )
                 held = await census.finish()
                 tail: Tail | None = None
@@ -269,14 +279,16 @@ async def _run(
                     if attempt < V1_ATTEMPTS:
                         warnings.append(f"{why}; taken again (attempt {attempt + 1} of {V1_ATTEMPTS})")
                         await w.abort()
+                        progress.abort("incomplete, taken again")
                         continue
                     raise TransferFailed(
                         f"{why}, in {V1_ATTEMPTS} attempts (the stream changed while each ran); nothing was stored. "
                         "Retry when the stream is quieter"
                     )
                 await w.finish()
-            finally:
-                progress.finish()
+            except BaseException:
+                progress.abort()
+                raise
         except BaseException:
             census.abort()
             await w.abort()
@@ -310,6 +322,7 @@ async def _run(
     result = BackupResult.from_commit(c, opts.stream, server.version, opts.retention)
     result.warnings = warnings
     result.point = tail.point if tail is not None else None
+    progress.finish(f"{human_bytes(c.stored_bytes)} stored in {c.blocks} block(s)")
     return result
 
 

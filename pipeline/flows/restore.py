@@ -38,8 +38,9 @@ from pipeline.base.errors import (
     UsageError,
     setting,
 )
-from pipeline.base.progress import NoProgress, Progress
+from pipeline.base.progress import NoProgress, Progress, ScaledAdvance
 from pipeline.base.transfer import TransferConfig, auto_in_flight, auto_restore_chunk
+from pipeline.base.units import human_bytes
 from pipeline.format import marks, payload
 from pipeline.format.rewrite import RewritePlan, RewriteSpec, SubjectMap, filters_overlap, plan_rewrite, rewrite_archive
 from pipeline.format.snapshot import V2, format_for_version
@@ -204,13 +205,20 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             await preflight_target(js, target, config, state)
         restore_id = opts.restore_id or marks.new_restore_id()
         config = marks.stamp(config, restore_id, mid)
-        accepted = False
+        accepted = sent_all = False
+        # The bar counts the stream's bytes (as natscli's): the bytes sent, scaled by the stream's size over the
+        # bytes there are to send, so that it moves evenly and ends on the stream's size. Unlike a snapshot's,
+        # this whole send is known before it starts (a rewritten one's is not: it counts the bytes sent).
+        on_sent = ScaledAdvance(progress)
 
         def on_accepted() -> None:
             nonlocal accepted
             accepted = True
             # Only now: a refused request (placement, name in use) prints nothing but its error.
-            total = None if plan else payload.server_stream_size((n for n, _ in reader.plain), encoding) or None
+            wire = None if plan else payload.server_stream_size((n for n, _ in reader.plain), encoding)
+            total = int((plan.state if plan else m.summary).get("bytes") or 0) or None
+            if wire and total:
+                on_sent.factor = total / wire
             progress.start(f"restore {target}", total)
 
         try:
@@ -226,17 +234,20 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
                     {"config": config, "state": state},
                     chunks,
                     in_flight=opts.transfer.in_flight,
-                    on_sent=progress.advance,
+                    on_sent=on_sent,
                     on_accepted=on_accepted,
                 )
+                sent_all = True
             except ServerRefused as e:
                 if getattr(e, "err_code", 0) == 10005:
                     asked = {"placement": config.get("placement"), "replicas": config.get("num_replicas", 1)}
                     raise ServerRefused(f"{e}; requested {json.dumps(asked)}") from None
                 raise
             finally:
-                if accepted:
-                    progress.finish()
+                if accepted and sent_all:
+                    progress.finish(f"{human_bytes(m.data_size)} read from {len(m.envelope['blocks'])} block(s)")
+                elif accepted:
+                    progress.abort()
             expected = plan.expected_state() if plan else archive_state(body)
             info, state_warnings = await _await_healthy(js, target, expected, expected_consumers, opts.wait)
             warnings += state_warnings

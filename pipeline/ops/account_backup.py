@@ -37,7 +37,7 @@ from pipeline.base.errors import (
     common_exit_code,
     setting,
 )
-from pipeline.base.progress import NoProgress, Progress, SharedProgress
+from pipeline.base.progress import NoProgress, Progress
 from pipeline.flows.backup import BackupOptions, BackupResult, backup_stream_async, check_store, check_writable
 from pipeline.format.sets import build_set, select_streams, set_entry
 from pipeline.format.snapshot import V2, format_for_version
@@ -210,7 +210,6 @@ async def backup_account_async(
             await finished(StreamOutcome(n, "failed", message=gone, error_kind="not_found", exit_code=3))
     mine = [by_name[n] for n in plan.mine if n in by_name]
     sem = asyncio.Semaphore(opts.parallel)
-    share = SharedProgress(progress)
     old_server = format_for_version(server.version_tuple) != V2
 
     async def one(p: PlannedStream) -> None:
@@ -221,15 +220,16 @@ async def backup_account_async(
                 if why:
                     o = StreamOutcome(p.name, "deferred", message=why)
                 else:
-                    progress.log(f"backup {p.name}: started ({p.messages:,} messages)")
-                    o = await _back_up(p, opts, share)
+                    o = await _back_up(p, opts, progress.part())  # a bar of its own
         await finished(o)
 
     progress.start(f"account backup ({len(mine)} streams)", None)
     try:
         await asyncio.gather(*(one(p) for p in mine))
-    finally:
-        progress.finish()
+    except BaseException:
+        progress.abort()
+        raise
+    progress.finish()
 
     ordered = [outcomes[n] for n in sorted(outcomes)]
     warnings = sorted(set(warnings + [o.message for o in ordered if o.status == "skipped" and o.message]))
@@ -366,11 +366,14 @@ def _not_backed_up(p: PlannedStream, done: dict | None, old_server: bool, versio
     return None
 
 
-async def _back_up(p: PlannedStream, opts: AccountBackupOptions, share: Progress) -> StreamOutcome:
+async def _back_up(p: PlannedStream, opts: AccountBackupOptions, progress: Progress) -> StreamOutcome:
     s0 = time.monotonic()
     try:
-        res: BackupResult = await backup_stream_async(opts.stream_options(p.name), share)
-    except JsArchiveError as e:
+        res: BackupResult = await backup_stream_async(opts.stream_options(p.name), progress)
+    except BaseException as e:
+        progress.abort()  # however far it got (a no-op if the backup said so itself)
+        if not isinstance(e, JsArchiveError):
+            raise
         return StreamOutcome(
             p.name,
             "failed",

@@ -25,7 +25,7 @@ from pipeline.base.errors import (
     common_exit_code,
     setting,
 )
-from pipeline.base.progress import NoProgress, Progress, SharedProgress
+from pipeline.base.progress import NoProgress, Progress
 from pipeline.base.transfer import TransferConfig
 from pipeline.flows.replace import replace_stream
 from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_stream_async
@@ -153,7 +153,6 @@ async def restore_account_async(
     failed: list[dict] = []
     replaced: list[str] = []
     sem = asyncio.Semaphore(opts.parallel)
-    share = SharedProgress(progress)
     for s in skipped:
         if on_stream is not None:
             on_stream(s["stream"], "skipped", s["reason"])
@@ -174,8 +173,8 @@ async def restore_account_async(
                 sink=opts.sink,
                 trust=opts.trust,
             )
+            share = progress.part()  # a bar of its own
             try:
-                progress.log(f"restore {name}: started")
                 if name in to_replace:
                     # verified, preflighted and saved before the live stream is deleted (pipeline/flows/replace.py)
                     out = await replace_stream(
@@ -187,7 +186,10 @@ async def restore_account_async(
                     r = out.restored
                 else:
                     r = await restore_stream_async(ropts, share)
-            except JsArchiveError as e:
+            except BaseException as e:
+                share.abort()  # however far it got (a no-op if the restore said so itself)
+                if not isinstance(e, JsArchiveError):
+                    raise
                 failed.append({"stream": name, "kind": e.kind, "exit_code": e.exit_code, "message": str(e)})
                 if on_stream is not None:
                     on_stream(name, "failed", str(e))
@@ -199,8 +201,10 @@ async def restore_account_async(
     progress.start(f"account restore ({len(todo)} streams)", None)
     try:
         await asyncio.gather(*(one(n) for n in todo))
-    finally:
-        progress.finish()
+    except BaseException:
+        progress.abort()
+        raise
+    progress.finish()
     result = AccountRestoreResult(
         set_id=bset.id,
         url=repo.url,

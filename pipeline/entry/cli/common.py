@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -14,7 +13,8 @@ import click
 from pipeline.base.display import redact_text, safe
 from pipeline.base.errors import Interrupted, JsArchiveError, UsageError
 from pipeline.base.progress import NoProgress, Progress
-from pipeline.base.units import human_bytes, parse_duration, parse_size
+from pipeline.base.units import parse_duration, parse_size
+from pipeline.entry.cli.progress import LogProgress, RichProgress, abort_live, live_console
 from pipeline.jetstream.client import ConnectOptions
 from pipeline.jetstream.placement import RestoreTarget
 from pipeline.keys.keyring import KeyRing
@@ -404,7 +404,14 @@ def emit_json(obj: Any) -> None:
 
 def echo(text: object = "", *, err: bool = False) -> None:
     """Print one line for a person. Every human-readable line goes through here: names from archives and servers
-    may hold control characters, and messages may echo URLs with credentials (pipeline.base.display)."""
+    may hold control characters, and messages may echo URLs with credentials (pipeline.base.display). While a
+    progress bar is drawn the line is printed above it, never into it."""
+    console = live_console()
+    if console is not None:
+        from rich.text import Text
+
+        console.print(Text(safe(text)))
+        return
     click.echo(safe(text), err=err)
 
 
@@ -418,87 +425,6 @@ def cell(text: object, style: str | None = None) -> Any:
     from rich.text import Text
 
     return Text(safe(text), style=style or "")
-
-
-class LogProgress:
-    """Log lines on stderr: for schedulers, pipes and --no-progress."""
-
-    def __init__(self, every: float = 5.0) -> None:
-        self.every = every
-        self.task = ""
-        self.total: int | None = None
-        self.done = 0
-        self.t0 = self.last = 0.0
-
-    def start(self, task: str, total: int | None) -> None:
-        self.task, self.total, self.done = task, total, 0
-        self.t0 = self.last = time.monotonic()
-        self.log(f"{task}: started" + (f" ({human_bytes(total)})" if total else ""))
-
-    def advance(self, nbytes: int) -> None:
-        self.done += nbytes
-        now = time.monotonic()
-        if now - self.last >= self.every:
-            self.last = now
-            self.log(f"{self.task}: {human_bytes(self.done)} ({self._rate(now)})")
-
-    def finish(self) -> None:
-        self.log(f"{self.task}: {human_bytes(self.done)} transferred ({self._rate(time.monotonic())})")
-
-    def _rate(self, now: float) -> str:
-        return f"{human_bytes(self.done / max(now - self.t0, 1e-6))}/s"
-
-    def log(self, message: str) -> None:
-        echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)
-
-
-class RichProgress:
-    """A progress bar on a terminal (stderr, so stdout stays clean for results)."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TransferSpeedColumn,
-        )
-        from rich.progress import (
-            Progress as RP,
-        )
-
-        self.console = Console(stderr=True)
-        self._bar = RP(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeElapsedColumn(),
-            console=self.console,
-            transient=False,
-        )
-        self._task: Any = None
-
-    def start(self, task: str, total: int | None) -> None:
-        from rich.markup import escape
-
-        self._bar.start()
-        # The description column reads rich markup, and task names carry stream names.
-        self._task = self._bar.add_task(escape(safe(task)), total=total)
-
-    def advance(self, nbytes: int) -> None:
-        if self._task is not None:
-            self._bar.advance(self._task, nbytes)
-
-    def finish(self) -> None:
-        if self._task is not None:
-            t = self._bar.tasks[0]
-            self._bar.update(self._task, total=t.completed)
-        self._bar.stop()
-
-    def log(self, message: str) -> None:
-        self.console.print(cell(message))
 
 
 def make_progress(no_progress: bool, as_json: bool) -> Progress:
@@ -535,6 +461,7 @@ def error_document(err: JsArchiveError) -> dict:
 
 def error_exit(err: JsArchiveError, as_json: bool, document: dict | None = None) -> NoReturn:
     """Print the error (after ``document``, or a JSON error object, with --json) and exit with its code."""
+    abort_live()
     if as_json:
         emit_json(document if document is not None else {"ok": False, "error": error_document(err)})
     echo(f"jsarchive: error: {err}", err=True)
