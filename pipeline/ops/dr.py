@@ -170,93 +170,126 @@ def judge(
     not_found: bool = False,
 ) -> StreamHealth:
     """The verdict for one stream from its STREAM.INFO answer (None: no replica answered; ``not_found``: the name
-    is listed but STREAM.INFO answered "not found")."""
-    if info is None and not_found:
+    is listed but STREAM.INFO answered "not found").
+
+    The rules are tried in order and the first that applies decides: a partial restore, a stream without a leader,
+    replicas on lost servers, a stream emptied by losing every replica, one still catching up; else healthy."""
+    if info is None:
+        return _unanswered(stream, backup, not_found)
+    h = _observed(stream, info, set(gone_servers), backup, lost_after)
+    cl = info.get("cluster") or {}
+    for rule in (_partial_restore, _leaderless, _on_lost_servers, _emptied, _healing):
+        if rule(h, info, cl, backup):
+            return h
+    h.detail = f"{len(h.peers)} of {h.replicas} replica(s) current" if cl else "standalone"
+    return h
+
+
+def _unanswered(stream: str, backup: LatestBackup | None, not_found: bool) -> StreamHealth:
+    if not_found:
         # Seen after a V2 restore aborted in a cluster: the meta group keeps the assignment (STREAM.NAMES lists
         # it, STREAM.LIST calls it missing) while no server created the stream; STREAM.DELETE clears the listing.
         why = "listed by the meta group, but no server holds it (STREAM.INFO answers not found, e.g. an assignment "
         why += "left by an aborted restore): delete the listing and restore"
         return StreamHealth(stream, MISSING if backup is not None else LOST, why, backup=backup, listed=True)
-    if info is None:
-        if backup is not None and backup.replicas == 1:
-            return StreamHealth(stream, R1_LOST, "R1 stream whose only server is gone: restore required", backup=backup)
-        return StreamHealth(
-            stream,
-            LOST,
-            "no replica answers (listed by the meta group as missing): restore required",
-            backup=backup,
-        )
+    if backup is not None and backup.replicas == 1:
+        return StreamHealth(stream, R1_LOST, "R1 stream whose only server is gone: restore required", backup=backup)
+    return StreamHealth(
+        stream, LOST, "no replica answers (listed by the meta group as missing): restore required", backup=backup
+    )
+
+
+def _observed(stream: str, info: dict, gone: set[str], backup: LatestBackup | None, lost_after: float) -> StreamHealth:
+    """The stream as its answer shows it, healthy until a rule says otherwise; its peers judged one by one."""
     cfg = info.get("config") or {}
     state = info.get("state") or {}
     cl = info.get("cluster") or {}
-    want = int(cfg.get("num_replicas", 1) or 1)
     leader = cl.get("leader")
     h = StreamHealth(
         stream,
         HEALTHY,
         "",
-        replicas=want,
+        replicas=int(cfg.get("num_replicas", 1) or 1),
         cluster=cl.get("name"),
         leader=leader,
         messages=int(state.get("messages", 0) or 0),
         last_seq=int(state.get("last_seq", 0) or 0),
         backup=backup,
     )
-    gone = set(gone_servers)
     if leader:
         h.peers.append(Peer(leader, "leader", "gone" if leader in gone else "current", 0.0))
     h.peers += [_peer(r, "replica", gone, lost_after, not leader) for r in cl.get("replicas") or []]
-    if marks.is_partial(info):
-        # whatever its replicas say, its content is an unknown part of a backup: only a fresh restore fixes it
-        mark = marks.mark_of(info)
-        assert mark is not None
-        h.verdict, h.mark = PARTIAL_RESTORE, asdict(mark)
-        h.detail = (
-            f"{mark.describe()}: a jsarchive restore created it and did not finish (killed, or still running); "
-            "dr recover deletes it and restores it again"
-        )
-        return h
+    return h
+
+
+def _partial_restore(h: StreamHealth, info: dict, cl: dict, backup: LatestBackup | None) -> bool:
+    # whatever its replicas say, its content is an unknown part of a backup: only a fresh restore fixes it
+    mark = marks.mark_of(info) if marks.is_partial(info) else None
+    if mark is None:
+        return False
+    h.verdict, h.mark = PARTIAL_RESTORE, asdict(mark)
+    h.detail = (
+        f"{mark.describe()}: a jsarchive restore created it and did not finish (killed, or still running); "
+        "dr recover deletes it and restores it again"
+    )
+    return True
+
+
+def _leaderless(h: StreamHealth, info: dict, cl: dict, backup: LatestBackup | None) -> bool:
+    if h.leader or not cl:
+        return False
     dead = sorted(p.name for p in h.peers if p.state == "gone")
     alive = [p for p in h.peers if p.state != "gone"]
-    members = len(h.peers) if cl else want
-    if not leader and cl:
-        if len(alive) * 2 > max(members, want):
-            h.verdict, h.detail = HEALING, "electing a stream leader"
-            return h
-        survivor = ", ".join(p.name for p in alive) or "?"
-        h.verdict, h.remove = QUORUM_LOST, dead
-        h.detail = (
-            f"quorum lost: {len(alive)} of {members} replicas left ({survivor}, last_seq {h.last_seq}); peer-remove "
-            f"of {', '.join(dead) or 'the lost servers'} makes the survivor leader with what it holds"
-        )
-        if backup is not None:
-            h.detail += f"; the latest backup has last_seq {backup.last_seq}"
-            if backup.last_seq > (h.last_seq or 0):
-                h.detail += " (more than the survivor: consider restoring it instead)"
-        return h
-    if dead:
-        h.verdict, h.remove = NEEDS_PEER_REMOVE, dead
-        h.detail = f"replica(s) on lost server(s) {', '.join(dead)}: peer-remove them and the cluster rebuilds"
-        return h
-    if backup is not None and backup.messages > 0 and h.messages == 0 and h.last_seq == 0:
-        # A purge keeps last_seq; only a stream re-created empty (peer-remove of every replica) is back at 0.
-        h.verdict = EMPTIED
-        h.detail = f"present but empty while the latest backup holds {backup.messages:,} messages: restore required"
-        return h
+    members = len(h.peers)
+    if len(alive) * 2 > max(members, h.replicas or 1):
+        h.verdict, h.detail = HEALING, "electing a stream leader"
+        return True
+    survivor = ", ".join(p.name for p in alive) or "?"
+    h.verdict, h.remove = QUORUM_LOST, dead
+    h.detail = (
+        f"quorum lost: {len(alive)} of {members} replicas left ({survivor}, last_seq {h.last_seq}); peer-remove "
+        f"of {', '.join(dead) or 'the lost servers'} makes the survivor leader with what it holds"
+    )
+    if backup is not None:
+        h.detail += f"; the latest backup has last_seq {backup.last_seq}"
+        if backup.last_seq > (h.last_seq or 0):
+            h.detail += " (more than the survivor: consider restoring it instead)"
+    return True
+
+
+def _on_lost_servers(h: StreamHealth, info: dict, cl: dict, backup: LatestBackup | None) -> bool:
+    dead = sorted(p.name for p in h.peers if p.state == "gone")
+    if not dead:
+        return False
+    h.verdict, h.remove = NEEDS_PEER_REMOVE, dead
+    h.detail = f"replica(s) on lost server(s) {', '.join(dead)}: peer-remove them and the cluster rebuilds"
+    return True
+
+
+def _emptied(h: StreamHealth, info: dict, cl: dict, backup: LatestBackup | None) -> bool:
+    # A purge keeps last_seq; only a stream re-created empty (peer-remove of every replica) is back at 0.
+    if backup is None or backup.messages <= 0 or h.messages != 0 or h.last_seq != 0:
+        return False
+    h.verdict = EMPTIED
+    h.detail = f"present but empty while the latest backup holds {backup.messages:,} messages: restore required"
+    return True
+
+
+def _healing(h: StreamHealth, info: dict, cl: dict, backup: LatestBackup | None) -> bool:
     lagging = [p.name for p in h.peers if p.state == "lagging"]
     desired = cl.get("desired")
-    if lagging or desired or (cl and len(h.peers) < want):
-        parts = []
-        if lagging:
-            parts.append(f"catching up: {', '.join(lagging)}")
-        if cl and len(h.peers) < want:
-            parts.append(f"{len(h.peers)} of {want} replicas placed")
-        if desired:
-            parts.append(str((desired.get("status") or {}).get("description") or "peer set changing"))
-        h.verdict, h.detail = HEALING, "; ".join(parts)
-        return h
-    h.detail = f"{len(h.peers)} of {want} replica(s) current" if cl else "standalone"
-    return h
+    short = bool(cl) and len(h.peers) < (h.replicas or 1)
+    if not (lagging or desired or short):
+        return False
+    parts = []
+    if lagging:
+        parts.append(f"catching up: {', '.join(lagging)}")
+    if short:
+        parts.append(f"{len(h.peers)} of {h.replicas} replicas placed")
+    if desired:
+        parts.append(str((desired.get("status") or {}).get("description") or "peer set changing"))
+    h.verdict, h.detail = HEALING, "; ".join(parts)
+    return True
 
 
 # -- what is known about the servers -----------------------------------------------------------------------------
