@@ -105,3 +105,20 @@ def test_retention_asks_a_store_created_with_object_lock_and_a_future_date():
         assert open_sink(locked).retention_unsupported() is None
         with pytest.raises(SinkError, match="not in the future"):
             open_sink(locked).put("refs/x", b"x", retention=Retention("COMPLIANCE", _until(-1)))
+
+
+def test_the_front_ends_refuse_an_in_memory_archive() -> None:
+    """A mem:// archive ends with the process: the CLI and the cloud functions refuse it before any work (exit 2)
+    rather than report a backup that is already gone."""
+    import subprocess
+    import sys
+
+    from pipeline.entry import handlers
+
+    for args in (["ls", "mem://x"], ["stream", "backup", "S", "mem://x", "--no-encrypt"], ["stats", "mem://x"]):
+        p = subprocess.run(
+            [sys.executable, "-m", "pipeline.entry.cli", *args], capture_output=True, text=True, timeout=60
+        )
+        assert p.returncode == 2 and "mem:// archives exist only inside one Python process" in p.stderr, p.stderr
+    with pytest.raises(handlers.ConfigError, match="mem:// archives"):
+        handlers._sink({}, "mem://x")

@@ -400,6 +400,9 @@ def key_ring(env: Mapping[str, str], *, write: bool) -> Any:
 def _sink(env: Mapping[str, str], url: str) -> Any:
     from sinks import SinkOptions
 
+    if url.startswith("mem://"):
+        # An in-memory archive ends with the invocation: a backup there would report success and be gone.
+        raise ConfigError(f"$JSARCHIVE_URL is {url}: mem:// archives exist only inside one Python process")
     # The endpoint only from the S3-specific variable: boto3 applies $AWS_ENDPOINT_URL to every service by itself.
     return SinkOptions(
         endpoint_url=(env.get("AWS_ENDPOINT_URL_S3") or None) if url.startswith("s3://") else None,

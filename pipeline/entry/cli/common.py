@@ -331,6 +331,9 @@ def archive_options(f: Callable) -> Callable:
 
 def sink_options(kw: dict, sse_kms_key: str | None = None, *, url: str) -> SinkOptions:
     """Archive options for ``url``; --s3-endpoint ($AWS_ENDPOINT_URL) only ever applies to s3:// archives."""
+    if url.startswith("mem://"):
+        # An in-memory archive ends with this process: a backup there would report success and be gone.
+        raise UsageError(f"{url}: mem:// archives exist only inside one Python process (the test suite's)")
     endpoint = kw.pop("s3_endpoint", None)
     return SinkOptions(
         endpoint_url=endpoint if url.startswith("s3://") else None,
