@@ -19,9 +19,10 @@ class Progress(Protocol):
 
     def advance(self, nbytes: int) -> None: ...
 
-    def finish(self, summary: str = "") -> None:
+    def finish(self, summary: str = "", *, what: str = "") -> None:
         """The phase completed: its bar is filled and one closing line says what it moved, in how long and how fast,
-        then ``summary`` (what was stored or read)."""
+        then ``summary`` (what was stored or read). ``what`` the bytes were, when it needs saying (``stream``: the
+        stream's bytes, not the bytes on the wire)."""
 
     def abort(self, reason: str = "interrupted") -> None:
         """The phase stopped short: its bar stays where it got to and says ``reason``, never that it completed."""
@@ -41,7 +42,7 @@ class NoProgress:
     def advance(self, nbytes: int) -> None:
         pass
 
-    def finish(self, summary: str = "") -> None:
+    def finish(self, summary: str = "", *, what: str = "") -> None:
         pass
 
     def abort(self, reason: str = "interrupted") -> None:
@@ -67,7 +68,7 @@ class SharedProgress:
     def advance(self, nbytes: int) -> None:
         self.outer.advance(nbytes)
 
-    def finish(self, summary: str = "") -> None:
+    def finish(self, summary: str = "", *, what: str = "") -> None:
         pass
 
     def abort(self, reason: str = "interrupted") -> None:
@@ -115,12 +116,12 @@ def running_line(task: str, done: float, total: int | None, seconds: float) -> s
     return line + (f", eta {clock(eta(done, total, seconds))}" if total else "")
 
 
-def closing_line(task: str, done: float, seconds: float, summary: str = "") -> str:
+def closing_line(task: str, done: float, seconds: float, summary: str = "", what: str = "") -> str:
     """``backup ORDERS: 813.0 MiB (stream) in 1.22 s, 666.4 MiB/s; 34.1 MiB stored in 5 blocks``
 
     natscli's closing line is the model ("Received … in … chunks … in 1.22s, 813 MiB uncompressed").
     """
-    line = f"{task}: {human_bytes(done)} (stream) in {seconds:.2f} s, {rate(done, seconds)}"
+    line = f"{task}: {human_bytes(done)}{f' ({what})' if what else ''} in {seconds:.2f} s, {rate(done, seconds)}"
     return line + (f"; {summary}" if summary else "")
 
 

@@ -322,7 +322,7 @@ async def _run(
     result = BackupResult.from_commit(c, opts.stream, server.version, opts.retention)
     result.warnings = warnings
     result.point = tail.point if tail is not None else None
-    progress.finish(f"{human_bytes(c.stored_bytes)} stored in {c.blocks} block(s)")
+    progress.finish(f"{human_bytes(c.stored_bytes)} stored in {c.blocks} block(s)", what="stream")
     return result
 
 

@@ -245,7 +245,8 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
                 raise
             finally:
                 if accepted and sent_all:
-                    progress.finish(f"{human_bytes(m.data_size)} read from {len(m.envelope['blocks'])} block(s)")
+                    summary = f"{human_bytes(m.data_size)} read from {len(m.envelope['blocks'])} block(s)"
+                    progress.finish(summary, what="stream")
                 elif accepted:
                     progress.abort()
             expected = plan.expected_state() if plan else archive_state(body)

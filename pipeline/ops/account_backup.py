@@ -229,7 +229,7 @@ async def backup_account_async(
     except BaseException:
         progress.abort()
         raise
-    progress.finish()
+    progress.finish(what="streams")
 
     ordered = [outcomes[n] for n in sorted(outcomes)]
     warnings = sorted(set(warnings + [o.message for o in ordered if o.status == "skipped" and o.message]))

@@ -204,7 +204,7 @@ async def restore_account_async(
     except BaseException:
         progress.abort()
         raise
-    progress.finish()
+    progress.finish(what="streams")
     result = AccountRestoreResult(
         set_id=bset.id,
         url=repo.url,

@@ -71,13 +71,13 @@ class LogProgress:
             self.last = now
             self.log(running_line(self.task, self.done, self.total, now - self.t0))
 
-    def finish(self, summary: str = "") -> None:
+    def finish(self, summary: str = "", *, what: str = "") -> None:
         if self.running:
             self.running = False
             moved = self.total or self.done
             if self.parent is not None and moved > self.done:  # the account's count says the stream's bytes too
                 self.parent.advance(moved - self.done)
-            self.log(closing_line(self.task, moved, time.monotonic() - self.t0, summary))
+            self.log(closing_line(self.task, moved, time.monotonic() - self.t0, summary, what))
 
     def abort(self, reason: str = "interrupted") -> None:
         if self.running:
@@ -162,7 +162,7 @@ class RichProgress:
         if self.parent is not None:
             self.parent.advance(nbytes)
 
-    def finish(self, summary: str = "") -> None:
+    def finish(self, summary: str = "", *, what: str = "") -> None:
         if self._id is None:
             return
         task_id, self._id = self._id, None
@@ -171,7 +171,7 @@ class RichProgress:
             self.parent.advance(moved - self.done)
         self._bar.update(task_id, total=moved, completed=moved)  # completed: every byte of the stream
         self._bar.stop_task(task_id)
-        self._close(task_id, closing_line(self.task, moved, time.monotonic() - self.t0, summary))
+        self._close(task_id, closing_line(self.task, moved, time.monotonic() - self.t0, summary, what))
 
     def abort(self, reason: str = "interrupted") -> None:
         if self._id is None:
