@@ -277,8 +277,10 @@ def test_interrupted_restore_is_not_drawn_complete(source: Source, tmp_path: Pat
     rows = [ln for ln in run.lines if ln.startswith(f"restore {STREAM}: interrupted ")]
     bar = [ln for ln in rows if "━" in ln]
     assert len(bar) == 1, f"the bar does not say it was interrupted{run.where()}"
-    m = re.search(rf"({SIZE}) / ({SIZE})", bar[0])
-    assert m and m.group(2) == total and m.group(1) != total, bar[0]
+    assert f" / {total} " in bar[0], bar[0]
+    # a bar short of its end ends its filled part, or starts its empty part, with a half glyph; a full one has none
+    # (the byte counts may round to the same 0.1 MiB when only the last block is missing)
+    assert "╸" in bar[0] or "╺" in bar[0], f"the bar is drawn complete: {bar[0]!r}"
     said = [ln for ln in rows if "━" not in ln]
     assert len(said) == 1, run.where()
     stopped = rf"restore {STREAM}: interrupted at {SIZE} of {re.escape(total)} \((\d+\.\d)%\) after \d+\.\d\d s"
