@@ -110,6 +110,11 @@ def test_verdict_lost_r1_lost_emptied() -> None:
     assert judge("S", None).verdict == LOST
     r1 = LatestBackup("cd" * 32, "2026-11-23T00:00:00.000000Z", 60.0, messages=5, last_seq=5, replicas=1)
     assert judge("S", None, backup=r1).verdict == R1_LOST
+    # The meta group may still answer for an assignment with no replica left (an R1 stream whose server was just
+    # removed): nothing for a peer-remove to promote, so a restore, not "quorum lost".
+    assert judge("S", _info(None, [], r=1)).verdict == R1_LOST
+    gone = judge("S", _info(None, [_rep("e2", False, 0), _rep("e3", False, 0)]), gone_servers={"e2", "e3"})
+    assert gone.verdict == LOST and gone.restore_required and "e2, e3" in gone.detail
     empty = _info("a", [_rep("b"), _rep("c")], messages=0, last_seq=0)
     assert judge("S", empty, backup=BACKUP).verdict == EMPTIED
     assert judge("S", empty).verdict == HEALTHY  # nothing to compare with

@@ -244,7 +244,13 @@ def _leaderless(h: StreamHealth, info: dict, cl: dict, backup: LatestBackup | No
     if len(alive) * 2 > max(members, h.replicas or 1):
         h.verdict, h.detail = HEALING, "electing a stream leader"
         return True
-    survivor = ", ".join(p.name for p in alive) or "?"
+    if not alive:
+        # Nothing survives for a peer-remove to promote: the meta group still answers for the stream's assignment
+        # (seen for an R1 stream whose server was just removed), but only a restore brings it back.
+        h.verdict = R1_LOST if (h.replicas or 1) == 1 else LOST
+        h.detail = f"no replica left (on lost server(s) {', '.join(dead) or '?'}): restore required"
+        return True
+    survivor = ", ".join(p.name for p in alive)
     h.verdict, h.remove = QUORUM_LOST, dead
     h.detail = (
         f"quorum lost: {len(alive)} of {members} replicas left ({survivor}, last_seq {h.last_seq}); peer-remove "
