@@ -60,6 +60,24 @@ def inspect_cmd(url: str, backup_id: str, max_subjects: int, at: str | None, as_
 
 
 def _print(r: InspectResult, max_subjects: int) -> None:
+    """The backup's snapshot, messages and config, then its subjects, consumers and files."""
+    _print_summary(r)
+    if r.counted:
+        _print_subjects(r, max_subjects)
+    _print_consumers(r)
+    if r.members:
+        echo(f"  files        {len(r.members)}")
+        names = [safe(m.name) for m in r.members]
+        width = max(len(n) for n in names)
+        for name, m in zip(names, r.members, strict=True):
+            echo(f"    {name:<{width}}  {human_bytes(m.size):>10}" + ("" if m.type == "file" else f"  ({m.type})"))
+    if r.snapshot_format == "V2" and not r.complete:
+        echo("  WARNING: the archive has no end marker")
+    for w in r.warnings:
+        echo(f"  warning: {w}", err=True)
+
+
+def _print_summary(r: InspectResult) -> None:
     echo(f"Backup {r.manifest_id} of stream {r.stream}")
     echo(f"  created      {r.created}  ({'encrypted' if r.encrypted else 'NOT encrypted'})")
     kind = "NATSARC1 message archive" if r.snapshot_format == "V2" else "file-store tar"
@@ -81,18 +99,23 @@ def _print(r: InspectResult, max_subjects: int) -> None:
             f"  config       subjects {subjects}; {cfg.get('storage', '?')} storage, "
             f"{cfg.get('retention', '?')} retention, {cfg.get('num_replicas', 1)} replica(s)"
         )
-    if r.counted:
-        echo(f"  subjects     {len(r.subjects):,}")
-        shown = sorted(r.subjects, key=lambda s: (-s.messages, s.subject))
-        if max_subjects:
-            shown = shown[:max_subjects]
-        # aligned on the escaped names, as they will be printed
-        names = [safe(s.subject) for s in shown]
-        width = max((len(n) for n in names), default=0)
-        for name, s in zip(names, shown, strict=True):
-            echo(f"    {name:<{width}}  {s.messages:>12,}  {human_bytes(s.bytes):>10}")
-        if len(shown) < len(r.subjects):
-            echo(f"    … and {len(r.subjects) - len(shown):,} more (--max-subjects 0 or --json for all)")
+
+
+def _print_subjects(r: InspectResult, max_subjects: int) -> None:
+    echo(f"  subjects     {len(r.subjects):,}")
+    shown = sorted(r.subjects, key=lambda s: (-s.messages, s.subject))
+    if max_subjects:
+        shown = shown[:max_subjects]
+    # aligned on the escaped names, as they will be printed
+    names = [safe(s.subject) for s in shown]
+    width = max((len(n) for n in names), default=0)
+    for name, s in zip(names, shown, strict=True):
+        echo(f"    {name:<{width}}  {s.messages:>12,}  {human_bytes(s.bytes):>10}")
+    if len(shown) < len(r.subjects):
+        echo(f"    … and {len(r.subjects) - len(shown):,} more (--max-subjects 0 or --json for all)")
+
+
+def _print_consumers(r: InspectResult) -> None:
     echo(f"  consumers    {len(r.consumers)}")
     for c in r.consumers:
         what = [("durable" if c.durable else "ephemeral"), f"ack {c.ack_policy or '?'}"]
@@ -101,22 +124,12 @@ def _print(r: InspectResult, max_subjects: int) -> None:
         p = c.position
         if p is None:
             echo("      state unreadable")
-        else:
-            echo(
-                f"      delivered {p.delivered_consumer_seq} (stream {p.delivered_stream_seq}), ack floor "
-                f"{p.ack_floor_consumer_seq} (stream {p.ack_floor_stream_seq}), {p.ack_pending} awaiting ack, "
-                f"{p.redelivered} redelivered"
-            )
-    if r.members:
-        echo(f"  files        {len(r.members)}")
-        names = [safe(m.name) for m in r.members]
-        width = max(len(n) for n in names)
-        for name, m in zip(names, r.members, strict=True):
-            echo(f"    {name:<{width}}  {human_bytes(m.size):>10}" + ("" if m.type == "file" else f"  ({m.type})"))
-    if r.snapshot_format == "V2" and not r.complete:
-        echo("  WARNING: the archive has no end marker")
-    for w in r.warnings:
-        echo(f"  warning: {w}", err=True)
+            continue
+        echo(
+            f"      delivered {p.delivered_consumer_seq} (stream {p.delivered_stream_seq}), ack floor "
+            f"{p.ack_floor_consumer_seq} (stream {p.ack_floor_stream_seq}), {p.ack_pending} awaiting ack, "
+            f"{p.redelivered} redelivered"
+        )
 
 
 @click.command("cat")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -79,18 +80,9 @@ def verify_cmd(
 
 
 def _print(r: VerifyReport) -> None:
+    """Each backup with its problems and notes, the broken links, the link counts, then the totals."""
     for b in r.backups:
-        what = f"{b.stream or '?'}  {(b.created or '').replace('T', ' ')[:19]}"
-        size = f"{b.blocks_checked}/{b.blocks} blocks, {human_bytes(b.stored_bytes)}"
-        if b.deep:
-            size += f", deep: {human_bytes(b.snapshot_bytes or 0)} decoded"
-            if b.messages is not None:
-                size += f", {b.messages:,} messages"
-        echo(f"{b.status:<10}  {b.manifest_id[:12]}  {what}  {size}" + (f"; {b.signature}" if b.signature else ""))
-        for p in b.problems:
-            echo(f"            {p}")
-        for n in b.notes:
-            echo(f"            note: {n}")
+        _print_backup(b)
     bad = [link for link in r.links if not link.ok]
     for link in bad:
         echo(f"{FAILED:<10}  {link.kind} {link.key}" + (f"; {link.signature}" if link.signature else ""))
@@ -102,10 +94,28 @@ def _print(r: VerifyReport) -> None:
         echo(f"refs: {sum(x.ok for x in refs)} of {len(refs)} OK; sets: {sum(x.ok for x in sets)} of {len(sets)} OK")
     for w in r.warnings:
         echo(f"warning: {w}", err=True)
+    echo(_totals(r, len(bad)))
+
+
+def _print_backup(b: Any) -> None:
+    what = f"{b.stream or '?'}  {(b.created or '').replace('T', ' ')[:19]}"
+    size = f"{b.blocks_checked}/{b.blocks} blocks, {human_bytes(b.stored_bytes)}"
+    if b.deep:
+        size += f", deep: {human_bytes(b.snapshot_bytes or 0)} decoded"
+        if b.messages is not None:
+            size += f", {b.messages:,} messages"
+    echo(f"{b.status:<10}  {b.manifest_id[:12]}  {what}  {size}" + (f"; {b.signature}" if b.signature else ""))
+    for p in b.problems:
+        echo(f"            {p}")
+    for n in b.notes:
+        echo(f"            note: {n}")
+
+
+def _totals(r: VerifyReport, broken: int) -> str:
     counts = {s: sum(1 for b in r.backups if b.status == s) for s in (OK, FAILED, "UNVERIFIED")}
     rate = f"{human_bytes(r.rate)}/s" if r.seconds else "-"
-    echo(
+    return (
         f"{len(r.backups)} backup(s): {counts[OK]} OK, {counts[FAILED]} FAILED, {counts['UNVERIFIED']} UNVERIFIED"
-        f"{', ' + str(len(bad)) + ' broken ref/set link(s)' if bad else ''}; {human_bytes(r.bytes_read)} read in "
+        f"{', ' + str(broken) + ' broken ref/set link(s)' if broken else ''}; {human_bytes(r.bytes_read)} read in "
         f"{r.seconds:.1f} s ({rate})" + ("" if r.deep else "; keyless check (add --deep to decode)")
     )
