@@ -27,6 +27,7 @@ from pipeline.format.natsarc import (
     END_MARKER,
     MAGIC,
     STATE_ENTRY,
+    Entry,
     encode_entry,
     entry_json,
     iter_entries,
@@ -248,80 +249,104 @@ def _clamp_consumer(state: dict, cut: int, count: _ConsumerCount) -> dict:
 
 def plan_rewrite(blocks: Iterable[bytes], config: dict, spec: RewriteSpec) -> RewritePlan:
     """Pass 1 over the decoded archive (``blocks``): find the cut, check the mappings, compute state and consumers."""
-    smap = spec.subject_map
-    state: dict = {}
-    raw_consumers: dict[str, dict] = {}
-    counts: dict[str, _ConsumerCount] = {}
-    cut: int | None = spec.until_seq
-    last_kept_any = 0  # the last message sequence before the time cut (any subject)
-    kept = size = 0
-    first_seq = first_ts = last_ts = 0
-    subjects: set[str] = set()
-    dropped = 0
+    seen = _Pass1(spec)
     for e in iter_entries(blocks):
-        if not e.sequence:
-            if e.name == STATE_ENTRY:
-                state = entry_json(e)
-            elif e.name.startswith(CONSUMER_PREFIX):
-                obj = entry_json(e)
-                name = e.name[len(CONSUMER_PREFIX) :]
-                raw_consumers[name] = obj
-                cst = obj.get("state") or {}
-                counts[name] = _ConsumerCount(
-                    filters=_consumer_filters(obj.get("config") or {}),
-                    delivered_seq=int((cst.get("delivered") or {}).get("stream_seq", 0) or 0),
-                    floor_seq=int((cst.get("ack_floor") or {}).get("stream_seq", 0) or 0),
-                )
-            continue
-        seq = e.sequence
-        if cut is None and spec.until_ns is not None and e.timestamp >= spec.until_ns:
-            cut = last_kept_any
-        if cut is not None and seq > cut:
-            dropped += 1
-            for c in counts.values():
-                if c.filters and not any(subject_matches(f, e.name) for f in c.filters):
-                    continue
-                if seq <= c.delivered_seq:
-                    c.past_delivered += 1
-                if seq <= c.floor_seq:
-                    c.past_floor += 1
-            continue
-        last_kept_any = seq
+        if e.sequence:
+            seen.message(e)
+        elif e.name == STATE_ENTRY:
+            seen.state = entry_json(e)
+        elif e.name.startswith(CONSUMER_PREFIX):
+            seen.consumer(e.name[len(CONSUMER_PREFIX) :], entry_json(e))
+    orig_last = int(seen.state.get("last_seq", 0) or 0)
+    cut = orig_last if seen.cut is None or seen.cut > orig_last else seen.cut
+    consumers = _rewritten_consumers(seen, cut)
+    new_state = seen.new_state(cut)
+    new_state["consumer_count"] = len(consumers)
+    return RewritePlan(spec, cut, new_state, _rewritten_config(config, spec), consumers, seen.kept, seen.dropped)
+
+
+class _Pass1:
+    """What pass 1 learns from the archive's entries, in order: the state, the consumers, the kept messages."""
+
+    def __init__(self, spec: RewriteSpec) -> None:
+        self.spec = spec
+        self.state: dict = {}
+        self.raw_consumers: dict[str, dict] = {}
+        self.counts: dict[str, _ConsumerCount] = {}
+        self.cut: int | None = spec.until_seq
+        self.last_kept_any = 0  # the last message sequence before the time cut (any subject)
+        self.kept = self.size = self.dropped = 0
+        self.first_seq = self.first_ts = self.last_ts = 0
+        self.subjects: set[str] = set()
+
+    def consumer(self, name: str, obj: dict) -> None:
+        self.raw_consumers[name] = obj
+        cst = obj.get("state") or {}
+        self.counts[name] = _ConsumerCount(
+            filters=_consumer_filters(obj.get("config") or {}),
+            delivered_seq=int((cst.get("delivered") or {}).get("stream_seq", 0) or 0),
+            floor_seq=int((cst.get("ack_floor") or {}).get("stream_seq", 0) or 0),
+        )
+
+    def message(self, e: Entry) -> None:
+        seq, spec = e.sequence, self.spec
+        if self.cut is None and spec.until_ns is not None and e.timestamp >= spec.until_ns:
+            self.cut = self.last_kept_any
+        if self.cut is not None and seq > self.cut:
+            self.dropped += 1
+            self._count_cut(seq, e.name)
+            return
+        self.last_kept_any = seq
         if not spec.keep_subject(e.name):
-            dropped += 1
-            continue
-        new_subject = _mapped(smap, e.name, "message subject")
-        kept += 1
-        size += _store_size(new_subject, e.header, e.payload)
-        if not first_seq:
-            first_seq, first_ts = seq, e.timestamp
-        last_ts = e.timestamp
-        subjects.add(new_subject)
-    orig_last = int(state.get("last_seq", 0) or 0)
-    if cut is None or cut > orig_last:
-        cut = orig_last
-    new_state = dict(state)
-    new_state["last_seq"] = cut
-    new_state["messages"] = kept
-    new_state["bytes"] = size
-    new_state["num_subjects"] = len(subjects)
-    if kept:
-        new_state["first_seq"] = first_seq
-        new_state["num_deleted"] = cut - first_seq + 1 - kept
-        new_state["first_ts"] = format_ns(first_ts)
-        new_state["last_ts"] = format_ns(last_ts)
-    else:
-        new_state["first_seq"] = cut + 1
-        new_state["num_deleted"] = 0
-    new_state.pop("deleted", None)
-    new_state.pop("lost", None)
+            self.dropped += 1
+            return
+        new_subject = _mapped(spec.subject_map, e.name, "message subject")
+        self.kept += 1
+        self.size += _store_size(new_subject, e.header, e.payload)
+        if not self.first_seq:
+            self.first_seq, self.first_ts = seq, e.timestamp
+        self.last_ts = e.timestamp
+        self.subjects.add(new_subject)
+
+    def _count_cut(self, seq: int, subject: str) -> None:
+        """A message past the cut that a consumer had delivered or acknowledged: its positions move back."""
+        for c in self.counts.values():
+            if c.filters and not any(subject_matches(f, subject) for f in c.filters):
+                continue
+            if seq <= c.delivered_seq:
+                c.past_delivered += 1
+            if seq <= c.floor_seq:
+                c.past_floor += 1
+
+    def new_state(self, cut: int) -> dict:
+        st = dict(self.state)
+        st.update(last_seq=cut, messages=self.kept, bytes=self.size, num_subjects=len(self.subjects))
+        if self.kept:
+            st["first_seq"] = self.first_seq
+            st["num_deleted"] = cut - self.first_seq + 1 - self.kept
+            st["first_ts"] = format_ns(self.first_ts)
+            st["last_ts"] = format_ns(self.last_ts)
+        else:
+            st["first_seq"] = cut + 1
+            st["num_deleted"] = 0
+        st.pop("deleted", None)
+        st.pop("lost", None)
+        return st
+
+
+def _rewritten_config(config: dict, spec: RewriteSpec) -> dict:
     new_config = dict(config)
     if spec.new_name:
         new_config["name"] = spec.new_name
-    if smap:
-        new_config["subjects"] = [_mapped(smap, s, "stream subject") for s in config.get("subjects") or []]
+    if spec.subject_map:
+        new_config["subjects"] = [_mapped(spec.subject_map, s, "stream subject") for s in config.get("subjects") or []]
+    return new_config
+
+
+def _rewritten_consumers(seen: _Pass1, cut: int) -> dict[str, dict]:
+    smap = seen.spec.subject_map
     consumers: dict[str, dict] = {}
-    for name, obj in raw_consumers.items():
+    for name, obj in seen.raw_consumers.items():
         ccfg = dict(obj.get("config") or {})
         if smap:
             if ccfg.get("filter_subject"):
@@ -330,9 +355,8 @@ def plan_rewrite(blocks: Iterable[bytes], config: dict, spec: RewriteSpec) -> Re
                 ccfg["filter_subjects"] = [
                     _mapped(smap, f, f"consumer {name!r} filter") for f in ccfg["filter_subjects"]
                 ]
-        consumers[name] = {"config": ccfg, "state": _clamp_consumer(obj.get("state") or {}, cut, counts[name])}
-    new_state["consumer_count"] = len(consumers)
-    return RewritePlan(spec, cut, new_state, new_config, consumers, kept, dropped)
+        consumers[name] = {"config": ccfg, "state": _clamp_consumer(obj.get("state") or {}, cut, seen.counts[name])}
+    return consumers
 
 
 # -- pass 2: encode ------------------------------------------------------------------------------------------------
