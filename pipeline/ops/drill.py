@@ -20,6 +20,7 @@ import hashlib
 import re
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from pipeline import __version__
 from pipeline.archive.reader import open_manifest
@@ -42,7 +43,7 @@ from pipeline.format import marks, objects
 from pipeline.format.manifest import Manifest
 from pipeline.format.sets import select_streams
 from pipeline.format.snapshot import V2, format_for_version
-from pipeline.jetstream.client import ConnectOptions, JetStream, connect
+from pipeline.jetstream.client import ConnectOptions, JetStream, ServerInfo, connect
 from pipeline.jetstream.placement import RestoreTarget
 from pipeline.keys.keyring import KeyRing
 from sinks.base import SinkError, SinkOptions
@@ -246,30 +247,11 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
     stream could not be restored or does not match its backup."""
     started = _now()
     t0 = time.monotonic()
-    if not _NAME_PREFIX.fullmatch(opts.prefix):
-        raise UsageError(f"{setting('prefix')} {opts.prefix!r}: 1-32 letters, digits, '_' or '-'")
-    under = opts.subjects_under()
-    if not _SUBJECT_PREFIX.fullmatch(under):
-        raise UsageError(f"{setting('subject-prefix')} {under!r}: dot-separated tokens of letters, digits, '_' or '-'")
-    if not opts.target.moves:
-        raise UsageError(
-            f"a drill needs a target: {setting('cluster')} NAME or "
-            f"{setting('tag')} TAG (it never defaults to production's)"
-        )
+    under = _checked_subject_prefix(opts)
     sign_key = _load_sign_key(opts.sign_key) if opts.sign_key else None
-
     repo = Repository.open(opts.url, opts.sink)
-    bset = load_set(repo, opts.set_id, opts.at)
-    label = f"set {bset.id[:12]}"
-    entries = {e["stream"]: e for e in bset.streams}
-    chosen = select_streams(sorted(entries), opts.include, opts.exclude, what=label)
-    if not chosen:
-        raise NotFoundError(f"{label} in {repo.url} holds no streams")
-    manifests: dict[str, Manifest] = {}
-    bodies: dict[str, dict] = {}
-    for name in chosen:
-        m = load_member(repo, label, name, entries[name]["manifest_id"])
-        manifests[name], bodies[name] = m, open_manifest(repo, m, opts.keys, label=label).body
+    bset, manifests, bodies = _members(repo, opts)
+    chosen = list(manifests)
 
     async with await connect(opts.connect) as js:
         server = js.server_info()
@@ -277,19 +259,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
             m.snapshot_format == V2 for m in manifests.values()
         )
         drill_names = {n: (opts.prefix + n if rename else n) for n in chosen}
-        clash = sorted(set(drill_names.values()) & set(await js.stream_names()))
-        if clash:
-            if rename:
-                raise ConflictError(
-                    f"drill stream(s) {', '.join(clash)} already exist on "
-                    f"the target (left by a drill with {setting('keep')}?); "
-                    f"delete them or pick another {setting('prefix')}"
-                )
-            raise ConflictError(
-                f"nats-server {server.version} (or V1 backups) cannot take renamed streams, so the drill restores "
-                f"under the original names and needs a target deployment where they are free: "
-                f"{', '.join(clash)} exist there"
-            )
+        await _check_names_free(js, server, drill_names, rename)
         checks = {
             n: StreamCheck(
                 stream=n,
@@ -306,44 +276,12 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
         sem = asyncio.Semaphore(max(1, opts.parallel))
 
         async def one(name: str) -> None:
-            c = checks[name]
             async with sem:
-                t = time.monotonic()
-                try:
-                    r = await restore_stream_async(
-                        RestoreOptions(
-                            url=opts.url,
-                            stream=name,
-                            backup=c.manifest_id,
-                            connect=opts.connect,
-                            keys=opts.keys,
-                            target=opts.target,
-                            wait=opts.wait,
-                            sink=opts.sink,
-                            trust=opts.trust,
-                            new_name=c.drill_stream if rename else None,
-                            subject_map=[f">={under}.>"] if rename else [],
-                        )
-                    )
-                    created[c.drill_stream] = r.restore_id
-                    c.got = await _observe(js, c.drill_stream)
-                    _compare(c, c.got.pop("config"))  # the config decides what may drop; the report keeps the rest
-                except JsArchiveError as e:
-                    failures.append(e)
-                    c.problems.append(f"restore failed: {e}")
-                c.restore_s = round(time.monotonic() - t, 3)
+                await _restore_and_check(js, opts, checks[name], rename, under, created, failures)
 
         await asyncio.gather(*(one(n) for n in chosen))
         rto = round(time.monotonic() - t0, 3)
-        removed: list[str] = []
-        kept: list[str] = []
-        for n in sorted(created):
-            if opts.keep or not marks.carries(await js.stream_info(n), created[n]):
-                kept.append(n)  # kept on request, or no longer the stream this drill restored: not ours to delete
-            elif await js.delete_until_gone(n):
-                removed.append(n)
-            else:
-                kept.append(n)
+        removed, kept = await _clean_up(js, created, opts.keep)
 
     finished = _now()
     results = [checks[n] for n in chosen]
@@ -372,6 +310,19 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
         "kept": kept,
         "passed": passed,
     }
+    key, sig_key = _write_report(repo, report, started, sign_key)
+    result = DrillResult(report, key, sig_key, removed, kept)
+    if not passed:
+        bad = [c for c in results if not c.ok]
+        code = failures[0].exit_code if failures else 1
+        raise DrillFailed(
+            f"drill failed for {', '.join(c.stream for c in bad)}: {bad[0].problems[0]} (report {key})", result, code
+        )
+    return result
+
+
+def _write_report(repo: Repository, report: dict, started: dt.datetime, sign_key: Any) -> tuple[str, str | None]:
+    """Store the report (content-addressed under drills/) and its signature; their keys."""
     raw = mf.canonical(report)
     digest = hashlib.sha256(raw).hexdigest()
     key = f"{DRILLS}{started.strftime('%Y%m%dT%H%M%S.%fZ')}-{digest[:16]}.json"
@@ -382,15 +333,106 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
             sig_key = key[: -len(".json")] + ".sig"
             repo.put_small(sig_key, sign_report(raw, sign_key))
     except SinkError as e:
+        passed = report["passed"]
         raise storage_error(e, f"the drill ran (passed: {passed}) but its report could not be written") from None
-    result = DrillResult(report, key, sig_key, removed, kept)
-    if not passed:
-        bad = [c for c in results if not c.ok]
-        code = failures[0].exit_code if failures else 1
-        raise DrillFailed(
-            f"drill failed for {', '.join(c.stream for c in bad)}: {bad[0].problems[0]} (report {key})", result, code
+    return key, sig_key
+
+
+def _checked_subject_prefix(opts: DrillOptions) -> str:
+    """The subject prefix drill streams listen under, once the options are known to be usable."""
+    if not _NAME_PREFIX.fullmatch(opts.prefix):
+        raise UsageError(f"{setting('prefix')} {opts.prefix!r}: 1-32 letters, digits, '_' or '-'")
+    under = opts.subjects_under()
+    if not _SUBJECT_PREFIX.fullmatch(under):
+        raise UsageError(f"{setting('subject-prefix')} {under!r}: dot-separated tokens of letters, digits, '_' or '-'")
+    if not opts.target.moves:
+        raise UsageError(
+            f"a drill needs a target: {setting('cluster')} NAME or "
+            f"{setting('tag')} TAG (it never defaults to production's)"
         )
-    return result
+    return under
+
+
+def _members(repo: Repository, opts: DrillOptions) -> tuple[Any, dict[str, Manifest], dict[str, dict]]:
+    """The set, and the chosen streams' manifests and opened bodies (every key and data check before any restore)."""
+    bset = load_set(repo, opts.set_id, opts.at)
+    label = f"set {bset.id[:12]}"
+    entries = {e["stream"]: e for e in bset.streams}
+    chosen = select_streams(sorted(entries), opts.include, opts.exclude, what=label)
+    if not chosen:
+        raise NotFoundError(f"{label} in {repo.url} holds no streams")
+    manifests: dict[str, Manifest] = {}
+    bodies: dict[str, dict] = {}
+    for name in chosen:
+        m = load_member(repo, label, name, entries[name]["manifest_id"])
+        manifests[name], bodies[name] = m, open_manifest(repo, m, opts.keys, label=label).body
+    return bset, manifests, bodies
+
+
+async def _check_names_free(js: JetStream, server: ServerInfo, drill_names: dict[str, str], rename: bool) -> None:
+    clash = sorted(set(drill_names.values()) & set(await js.stream_names()))
+    if not clash:
+        return
+    if rename:
+        raise ConflictError(
+            f"drill stream(s) {', '.join(clash)} already exist on "
+            f"the target (left by a drill with {setting('keep')}?); "
+            f"delete them or pick another {setting('prefix')}"
+        )
+    raise ConflictError(
+        f"nats-server {server.version} (or V1 backups) cannot take renamed streams, so the drill restores "
+        f"under the original names and needs a target deployment where they are free: "
+        f"{', '.join(clash)} exist there"
+    )
+
+
+async def _restore_and_check(
+    js: JetStream,
+    opts: DrillOptions,
+    c: StreamCheck,
+    rename: bool,
+    under: str,
+    created: dict[str, str],
+    failures: list[JsArchiveError],
+) -> None:
+    t = time.monotonic()
+    try:
+        r = await restore_stream_async(
+            RestoreOptions(
+                url=opts.url,
+                stream=c.stream,
+                backup=c.manifest_id,
+                connect=opts.connect,
+                keys=opts.keys,
+                target=opts.target,
+                wait=opts.wait,
+                sink=opts.sink,
+                trust=opts.trust,
+                new_name=c.drill_stream if rename else None,
+                subject_map=[f">={under}.>"] if rename else [],
+            )
+        )
+        created[c.drill_stream] = r.restore_id
+        c.got = await _observe(js, c.drill_stream)
+        _compare(c, c.got.pop("config"))  # the config decides what may drop; the report keeps the rest
+    except JsArchiveError as e:
+        failures.append(e)
+        c.problems.append(f"restore failed: {e}")
+    c.restore_s = round(time.monotonic() - t, 3)
+
+
+async def _clean_up(js: JetStream, created: dict[str, str], keep: bool) -> tuple[list[str], list[str]]:
+    """Delete the drill streams this drill restored (by their mark); the rest are kept. (removed, kept)"""
+    removed: list[str] = []
+    kept: list[str] = []
+    for n in sorted(created):
+        if keep or not marks.carries(await js.stream_info(n), created[n]):
+            kept.append(n)  # kept on request, or no longer the stream this drill restored: not ours to delete
+        elif await js.delete_until_gone(n):
+            removed.append(n)
+        else:
+            kept.append(n)
+    return removed, kept
 
 
 @dataclass
