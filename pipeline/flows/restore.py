@@ -42,9 +42,10 @@ from pipeline.base.progress import NoProgress, Progress, ScaledAdvance
 from pipeline.base.transfer import TransferConfig, auto_in_flight, auto_restore_chunk
 from pipeline.base.units import human_bytes
 from pipeline.format import marks, payload
+from pipeline.format.manifest import Manifest
 from pipeline.format.rewrite import RewritePlan, RewriteSpec, SubjectMap, filters_overlap, plan_rewrite, rewrite_archive
 from pipeline.format.snapshot import V2, format_for_version
-from pipeline.jetstream.client import ConnectOptions, JetStream, connect
+from pipeline.jetstream.client import ConnectOptions, JetStream, ServerInfo, connect
 from pipeline.jetstream.placement import RestoreTarget
 from pipeline.jetstream.preflight import preflight_target
 from pipeline.keys.keyring import KeyRing
@@ -120,25 +121,86 @@ def restore_stream(opts: RestoreOptions, progress: Progress | None = None) -> Re
     return asyncio.run(restore_stream_async(opts, progress))
 
 
+def _chosen_backup(repo: Repository, opts: RestoreOptions) -> tuple[Manifest, list[str]]:
+    """The backup to restore (named, as of ``opts.at``, or the newest), trusted before a key is asked or a byte
+    read; and the warnings so far (newer backups passed over, a backup stored unencrypted)."""
+    skipped: list[str] = []  # newer backups "latest" passed over, and why: shown as warnings
+    eligible = (lambda x: opts.trust.manifest_problem(repo, x)) if opts.trust else None
+    m = repo.backup_for(opts.stream, opts.backup, opts.at, eligible, skipped)
+    if m.stream != opts.stream:
+        raise UsageError(
+            f"backup {m.id[:12]} is of stream {m.stream!r}, not {opts.stream!r}; to restore it under "
+            f"another name, give its own stream name and {setting('as')} NEWNAME"
+        )
+    if opts.trust is not None:
+        opts.trust.check_manifest(repo, m)
+    plain = [] if m.encrypted else [f"backup {m.id[:12]} is not encrypted (it was made with --no-encrypt)"]
+    return m, skipped + plain
+
+
+def _check_server_reads(m: Manifest, server: ServerInfo, rewrite: bool) -> None:
+    """Refuse a target server that cannot read this backup's format, or cannot do a rewritten restore."""
+    if format_for_version(server.version_tuple) == V2:
+        return
+    if m.snapshot_format == V2:
+        raise ServerRefused(
+            f"backup {m.id[:12]} was taken from nats-server {m.server.get('version', '?')} in snapshot format "
+            f"V2, which nats-server {server.version} cannot read; restore it into a server of version 2.15 or later"
+        )
+    if rewrite:
+        raise ServerRefused(
+            f"nats-server {server.version} cannot do a partial or renamed restore: it needs 2.15 or later"
+        )
+
+
+async def _first_checks(
+    js: JetStream,
+    opts: RestoreOptions,
+    server: ServerInfo,
+    target: str,
+    config: dict,
+    state: dict,
+    early_preflight: bool,
+) -> tuple[RestoreOptions, dict]:
+    """The name check, the round trip and (``early_preflight``) the server's preflight, then the transfer sized
+    from them: ``opts`` with its chunk and chunks in flight settled, and what was chosen (recorded in the result)."""
+    chunk = opts.transfer.restore_chunk or auto_restore_chunk(server.max_payload)
+    if chunk > server.max_payload:
+        raise UsageError(
+            f"{setting('chunk-size')} {chunk} is above the server's max_payload ({server.max_payload} bytes), "
+            "which it refuses to take in one message; give a smaller one or leave it out"
+        )
+    # The three do not depend on each other: sent together they cost the round trips of the longest, not their sum.
+    # A name in use still wins over a refused preflight (the placeholder has a name of its own and is deleted
+    # either way).
+    checks = [js.stream_info(target), js.rtt()]
+    if early_preflight:
+        checks.append(preflight_target(js, target, config, state))
+    got = await asyncio.gather(*checks, return_exceptions=True)
+    existing, rtt = got[0], got[1]
+    if isinstance(existing, BaseException):
+        raise existing
+    if existing is not None:
+        raise _exists_error(target, existing)
+    if early_preflight and isinstance(got[2], BaseException):
+        raise got[2]
+    in_flight = opts.transfer.in_flight or auto_in_flight(rtt, chunk)
+    tuned = {
+        "rtt_ms": round(rtt * 1000, 2) if isinstance(rtt, float) else None,
+        "chunk_size": chunk,
+        "in_flight": in_flight,
+        "auto": [k for k in ("restore_chunk", "in_flight") if not getattr(opts.transfer, k)],
+    }
+    return replace(opts, transfer=replace(opts.transfer, restore_chunk=chunk, in_flight=in_flight)), tuned
+
+
 async def restore_stream_async(opts: RestoreOptions, progress: Progress | None = None) -> RestoreResult:
     progress = progress or NoProgress()
     started = time.monotonic()
     repo = Repository.open(opts.url, opts.sink)
-    skipped: list[str] = []  # newer backups "latest" passed over, and why: shown as warnings
-    eligible = (lambda x: opts.trust.manifest_problem(repo, x)) if opts.trust else None
-    m = repo.backup_for(opts.stream, opts.backup, opts.at, eligible, skipped)
+    m, warnings = _chosen_backup(repo, opts)
     mid = m.id
-    if m.stream != opts.stream:
-        raise UsageError(
-            f"backup {mid[:12]} is of stream {m.stream!r}, not {opts.stream!r}; to restore it under "
-            f"another name, give its own stream name and {setting('as')} NEWNAME"
-        )
-    if opts.trust is not None:
-        opts.trust.check_manifest(repo, m)  # before a key is asked or a byte is read
     opened = open_manifest(repo, m, opts.keys, prefetch=opts.transfer.prefetch, workers=opts.transfer.workers)
-    warnings = skipped + (
-        [] if m.encrypted else [f"backup {mid[:12]} is not encrypted (it was made with --no-encrypt)"]
-    )
     body, encoding, reader = opened.body, opened.inner_encoding, opened.reader
     config = opts.target.apply(body["config"])
     config["name"] = opts.stream
@@ -157,44 +219,9 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     js = await connect(opts.connect)
     async with js:
         server = js.server_info()
-        if m.snapshot_format == V2 and format_for_version(server.version_tuple) != V2:
-            raise ServerRefused(
-                f"backup {mid[:12]} was taken from nats-server {m.server.get('version', '?')} in snapshot format "
-                f"V2, which nats-server {server.version} cannot read; restore it into a server of version 2.15 or later"
-            )
-        if spec.active and format_for_version(server.version_tuple) != V2:
-            raise ServerRefused(
-                f"nats-server {server.version} cannot do a partial or renamed restore: it needs 2.15 or later"
-            )
-        chunk = opts.transfer.restore_chunk or auto_restore_chunk(server.max_payload)
-        if chunk > server.max_payload:
-            raise UsageError(
-                f"{setting('chunk-size')} {chunk} is above the server's max_payload ({server.max_payload} bytes), "
-                "which it refuses to take in one message; give a smaller one or leave it out"
-            )
-        # The name check, the round-trip measurement and (for a plain restore) the server's preflight do not depend
-        # on each other: sent together they cost the round trips of the longest, not their sum. A name in use still
-        # wins over a refused preflight (the placeholder has a name of its own and is deleted either way).
+        _check_server_reads(m, server, spec.active)
         early_preflight = opts.preflight and not spec.active
-        checks = [js.stream_info(target), js.rtt()]
-        if early_preflight:
-            checks.append(preflight_target(js, target, config, state))
-        got = await asyncio.gather(*checks, return_exceptions=True)
-        existing, rtt = got[0], got[1]
-        if isinstance(existing, BaseException):
-            raise existing
-        if existing is not None:
-            raise _exists_error(target, existing)
-        if early_preflight and isinstance(got[2], BaseException):
-            raise got[2]
-        in_flight = opts.transfer.in_flight or auto_in_flight(rtt, chunk)
-        tuned = {
-            "rtt_ms": round(rtt * 1000, 2) if isinstance(rtt, float) else None,
-            "chunk_size": chunk,
-            "in_flight": in_flight,
-            "auto": [k for k in ("restore_chunk", "in_flight") if not getattr(opts.transfer, k)],
-        }
-        opts = replace(opts, transfer=replace(opts.transfer, restore_chunk=chunk, in_flight=in_flight))
+        opts, tuned = await _first_checks(js, opts, server, target, config, state, early_preflight)
         if spec.active:
             plan = await asyncio.to_thread(plan_rewrite, payload.decoded(reader.blocks(), encoding), config, spec)
             config, state, expected_consumers = plan.config, plan.state, len(plan.consumers)
@@ -223,16 +250,10 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
 
         try:
             try:
-                if plan is not None:
-                    chunks = _rewritten_chunks(reader, encoding, plan, opts)
-                elif encoding == payload.S2_STREAM:
-                    chunks = reader.chunks(opts.transfer.restore_chunk)  # the stored bytes are what the server reads
-                else:
-                    chunks = _reframed_chunks(reader, encoding, opts)
                 await js.restore(
                     target,
                     {"config": config, "state": state},
-                    chunks,
+                    _chunks(reader, encoding, plan, opts),
                     in_flight=opts.transfer.in_flight,
                     on_sent=on_sent,
                     on_accepted=on_accepted,
@@ -240,8 +261,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
                 sent_all = True
             except ServerRefused as e:
                 if getattr(e, "err_code", 0) == 10005:
-                    asked = {"placement": config.get("placement"), "replicas": config.get("num_replicas", 1)}
-                    raise ServerRefused(f"{e}; requested {json.dumps(asked)}") from None
+                    raise _with_request(e, config) from None
                 raise
             finally:
                 if accepted and sent_all:
@@ -259,6 +279,15 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
                     raise type(e)(f"{e.template}; {note}") from None
             raise
         warnings += await _mark_complete(js, target, info, restore_id)
+    result = _result(info, body, mid, target, server, m.snapshot_format, restore_id)
+    result.seconds, result.warnings, result.transfer = round(time.monotonic() - started, 3), warnings, tuned
+    return result
+
+
+def _result(
+    info: dict, body: dict, mid: str, target: str, server: ServerInfo, snapshot_format: str, restore_id: str
+) -> RestoreResult:
+    """The restored stream as its server reports it once healthy."""
     st = info.get("state") or {}
     cl = info.get("cluster") or {}
     cfg = info.get("config") or {}
@@ -266,7 +295,7 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         manifest_id=mid,
         stream=target,
         server_version=server.version,
-        snapshot_format=m.snapshot_format,
+        snapshot_format=snapshot_format,
         messages=int(st.get("messages", 0)),
         bytes=int(st.get("bytes", 0)),
         first_seq=int(st.get("first_seq", 0)),
@@ -280,11 +309,24 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
         placement=cfg.get("placement"),
         num_replicas=int(cfg.get("num_replicas", 1) or 1),
         snapshot_bytes=int(body["snapshot"].get("bytes") or 0),
-        seconds=round(time.monotonic() - started, 3),
-        warnings=warnings,
+        seconds=0.0,
+        warnings=[],
         restore_id=restore_id,
-        transfer=tuned,
     )
+
+
+def _chunks(reader: BlockReader, encoding: str, plan: RewritePlan | None, opts: RestoreOptions) -> AsyncIterator[bytes]:
+    if plan is not None:
+        return _rewritten_chunks(reader, encoding, plan, opts)
+    if encoding == payload.S2_STREAM:
+        return reader.chunks(opts.transfer.restore_chunk)  # the stored bytes are what the server reads
+    return _reframed_chunks(reader, encoding, opts)
+
+
+def _with_request(e: ServerRefused, config: dict) -> ServerRefused:
+    """A placement refusal (10005) with what was asked for, the one thing the server's message leaves out."""
+    asked = {"placement": config.get("placement"), "replicas": config.get("num_replicas", 1)}
+    return ServerRefused(f"{e.template}; requested {json.dumps(asked)}")
 
 
 def archive_state(body: dict) -> dict:
