@@ -283,3 +283,49 @@ def test_prune_leaves_a_locked_backup_whole():
         assert plan.action == LOCKED and not plan.deleted and {lk.mode for lk in plan.locks} == {"COMPLIANCE"}
         assert report.ok and _stored_keys(url) == before
         assert [e.lock_mode for e in list_backups(url)] == [None, "COMPLIANCE"]
+
+
+# -- progress of a phase that fails ----------------------------------------------------------------------------------
+
+
+class _Recorder:
+    """A Progress that remembers how each phase ended."""
+
+    def __init__(self) -> None:
+        self.ends: list[str] = []
+
+    def start(self, task: str, total: int | None) -> None:
+        self.ends.append(f"start {task.split()[0]}")
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+    def finish(self, summary: str = "", *, what: str = "") -> None:
+        self.ends.append("finish")
+
+    def abort(self, reason: str = "interrupted") -> None:
+        self.ends.append("abort")
+
+    def log(self, message: str) -> None:
+        pass
+
+    def part(self) -> _Recorder:
+        return self
+
+
+def test_a_failed_export_ends_its_bar_as_interrupted(url: str, keys: KeyRing, tmp_path: Path):
+    """An export cut short by a damaged block says so: its bar is aborted, never finished (shown as complete)."""
+    from pipeline.ops.natscli import ExportOptions, export_backup
+
+    snap = make_snapshot(300, seed=5)
+    c = write_backup(url, snap, keys)
+    m = Repository.open(url).load_manifest(c.manifest_id)
+    _flip(url, m.data_object, m.blocks[-1].offset + 5)
+    seen = _Recorder()
+    with pytest.raises(IntegrityError):
+        export_backup(ExportOptions(url=url, backup=c.manifest_id, directory=str(tmp_path / "out"), keys=keys), seen)
+    assert seen.ends == ["start export", "abort"]
+    c2 = write_backup(url, make_snapshot(50, seed=6), keys)
+    seen = _Recorder()
+    export_backup(ExportOptions(url=url, backup=c2.manifest_id, directory=str(tmp_path / "ok"), keys=keys), seen)
+    assert seen.ends == ["start export", "finish"]

@@ -288,8 +288,10 @@ def verify_archive(opts: VerifyOptions, progress: Progress | None = None) -> Ver
             # by stream, newest first
             checks.sort(key=lambda b: (b.created or "", b.manifest_id), reverse=True)
             report.backups = sorted(checks, key=lambda b: b.stream or "")
-        finally:
-            progress.finish()
+        except BaseException:
+            progress.abort()  # cut short (interrupted, store gone): never shown as complete
+            raise
+        progress.finish()
     report.bytes_read = meter.total
     report.seconds = time.monotonic() - started
     return report

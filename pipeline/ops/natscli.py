@@ -457,8 +457,10 @@ async def _export_one(backup: OpenedBackup, where: Path, final: Path, progress: 
                 await asyncio.to_thread(reframe)
             f.flush()
             os.fsync(f.fileno())
-    finally:
-        progress.finish()
+    except BaseException:
+        progress.abort()  # a failed export never shows a completed bar
+        raise
+    progress.finish()
     meta = backup_json(body.get("config") or {}, body.get("state") or {})
     # natscli writes backup.json only after a successful snapshot; here it goes last too.
     (where / BACKUP_JSON).write_bytes(meta)
@@ -912,8 +914,10 @@ async def _import_one_async(
                     await w.feed(chunk)
                     progress.advance(len(chunk))
             await w.finish()
-        finally:
-            progress.finish()
+        except BaseException:
+            progress.abort()
+            raise
+        progress.finish()
     except OSError as e:
         await w.abort()
         raise UsageError(f"cannot read {src.data}: {e.strerror}") from None
