@@ -6,7 +6,6 @@ import importlib
 
 import click
 
-from pipeline import __version__
 from pipeline.entry.cli.common import root_connection_options
 
 # name -> (module, attribute, short help): a command's module (and what it imports: nats-py, the cloud SDKs, the
@@ -111,8 +110,24 @@ class LazyGroup(click.Group):
             formatter.write_dl([(name, short) for name, (_, _, short) in COMMANDS.items()])
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from pipeline.entry.cli.version import version_text
+
+    click.echo(version_text())
+    ctx.exit()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.version_option(__version__, prog_name="jsarchive")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version, whether the C decoders are in use, the supported nats-server versions, and exit.",
+)
 @root_connection_options
 def main() -> None:
     """Archive NATS JetStream streams into object storage and restore them from it.

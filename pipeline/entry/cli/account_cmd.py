@@ -10,6 +10,7 @@ from pipeline.archive.runs import StreamOutcome, resolve_run, resolve_shard, sea
 from pipeline.archive.sets import list_sets
 from pipeline.base.errors import AccountRunFailed, JsArchiveError, UsageError, setting
 from pipeline.base.units import human_bytes
+from pipeline.entry.cli.aliases import AliasGroup
 from pipeline.entry.cli.at_option import at_option, exclusive, parse_at
 from pipeline.entry.cli.common import (
     archive_options,
@@ -48,7 +49,7 @@ from pipeline.ops.account_backup import AccountBackupOptions, AccountPlan, backu
 from pipeline.ops.account_restore import ON_EXISTS, AccountRestoreOptions, restore_account
 
 
-@click.group("account")
+@click.group("account", cls=AliasGroup)
 def account_group() -> None:
     """Back up and restore every stream of an account (KV and object-store buckets included)."""
 
@@ -220,6 +221,9 @@ def _sign_set(url: str, set_id: str | None, key: object, sink: object, retention
     from pipeline.archive.signing import sign
 
     return sign(Repository.open(url, sink), "set", set_id, key, retention_)  # type: ignore[arg-type]
+
+
+account_group.add_command(backup_cmd, "snapshot")  # natscli's name for it
 
 
 @account_group.command("restore")

@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -15,10 +15,13 @@ from pipeline.base.errors import Interrupted, JsArchiveError, UsageError
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.base.units import parse_duration, parse_size
 from pipeline.entry.cli.progress import LogProgress, RichProgress, abort_live, live_console
-from pipeline.jetstream.client import ConnectOptions
-from pipeline.jetstream.placement import RestoreTarget
-from pipeline.keys.keyring import KeyRing
-from sinks import Retention, SinkOptions
+
+if TYPE_CHECKING:  # imported where used: the root CLI loads this module, and `--version`/`--help` must not pay for
+    # nats-py, asyncio (tenacity), pyrage and the key code
+    from pipeline.jetstream.client import ConnectOptions
+    from pipeline.jetstream.placement import RestoreTarget
+    from pipeline.keys.keyring import KeyRing
+    from sinks import Retention, SinkOptions
 
 
 class SizeType(click.ParamType):
@@ -166,6 +169,8 @@ def _merged_connection(kw: dict) -> dict:
 
 
 def connect_options(kw: dict) -> ConnectOptions:
+    from pipeline.jetstream.client import ConnectOptions
+
     v = _merged_connection(kw)
     user, password, token = v["user"], v["password"], v["token"]
     if user and not password and not token:
@@ -292,6 +297,8 @@ def key_options(write: bool) -> Callable:
 
 
 def key_ring(kw: dict) -> KeyRing:
+    from pipeline.keys.keyring import KeyRing
+
     return KeyRing.load(
         recipients=list(kw.pop("recipients", ())),
         recipients_files=list(kw.pop("recipients_files", ())),
@@ -334,6 +341,8 @@ def sink_options(kw: dict, sse_kms_key: str | None = None, *, url: str) -> SinkO
     if url.startswith("mem://"):
         # An in-memory archive ends with this process: a backup there would report success and be gone.
         raise UsageError(f"{url}: mem:// archives exist only inside one Python process (the test suite's)")
+    from sinks import SinkOptions
+
     endpoint = kw.pop("s3_endpoint", None)
     return SinkOptions(
         endpoint_url=endpoint if url.startswith("s3://") else None,
@@ -391,6 +400,8 @@ def retention(kw: dict) -> Retention | None:
             when = when.replace(tzinfo=dt.timezone.utc)
         if when <= now:
             raise UsageError(f"--retain-until {until} is in the past")
+    from sinks import Retention
+
     return Retention(mode=mode.upper(), until=when, legal_hold=hold)
 
 
@@ -544,4 +555,6 @@ def signer_fingerprint(key: Any) -> str:
 
 def restore_target(kw: dict) -> RestoreTarget:
     """--cluster, --tag and --replicas (taken out of ``kw``) as the one value every restoring command passes on."""
+    from pipeline.jetstream.placement import RestoreTarget
+
     return RestoreTarget(kw.pop("cluster"), tuple(kw.pop("tags")), kw.pop("replicas"))

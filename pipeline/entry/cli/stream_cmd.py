@@ -6,6 +6,7 @@ import click
 
 from pipeline.base.errors import JsArchiveError, setting
 from pipeline.base.units import human_bytes
+from pipeline.entry.cli.aliases import AliasGroup
 from pipeline.entry.cli.at_option import at_option, exclusive, parse_at
 from pipeline.entry.cli.common import (
     archive_options,
@@ -38,7 +39,7 @@ from pipeline.flows.backup import backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
 
 
-@click.group("stream")
+@click.group("stream", cls=AliasGroup)
 def stream_group() -> None:
     """Back up and restore single streams."""
 
@@ -102,6 +103,9 @@ def backup_cmd(
     echo("  encrypted for " + "; ".join(res.key_slots) if res.encrypted else "  NOT encrypted (--no-encrypt)")
     if opts.sign_key is not None:
         echo(f"  signed by key {signer_fingerprint(opts.sign_key)[:16]}")
+
+
+stream_group.add_command(backup_cmd, "snapshot")  # natscli's name for it
 
 
 @stream_group.command("restore")
