@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import platform
 import sys
 
 from pipeline import __version__
@@ -57,6 +56,6 @@ def version_text() -> str:
             f"NATSARC walker: {_decoder(natsarc_accelerated(), 'pipeline.format._natsarc')}",
             f"nats-server: {low} to {high} "
             f"(snapshot format V1 for {major}.{minor - 1} and older, V2 for {major}.{minor})",
-            f"Python {platform.python_version()} ({sys.implementation.name})",
+            f"Python {'.'.join(map(str, sys.version_info[:3]))} ({sys.implementation.name})",
         ]
     )
