@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class SinkError(Exception):
@@ -173,3 +173,75 @@ class Sink(Protocol):
 
     def abort_incomplete(self, item: IncompleteUpload) -> None:
         """Discard an unfinished upload returned by :meth:`list_incomplete`; already gone is not an error."""
+
+
+class SinkWrapper:
+    """A sink around another, restic's Backend wrappers: every call goes to ``inner`` unless a subclass changes it,
+    and so do attributes outside the protocol (``bucket``, ``root``, ``client`` ...). Retries
+    (:class:`sinks.retry.RetryingSink`) and bandwidth limits (:class:`sinks.limits.LimitedSink`) are wrappers."""
+
+    def __init__(self, inner: Sink) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for names not found on the wrapper; "inner" is guarded so a half-built copy cannot recurse.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    def is_transient(self, error: BaseException) -> bool:
+        return self.inner.is_transient(error)
+
+    def retention_unsupported(self) -> str | None:
+        return self.inner.retention_unsupported()
+
+    def open_writer(
+        self,
+        key: str,
+        *,
+        part_size: int,
+        metadata: dict[str, str] | None = None,
+        storage_class: str | None = None,
+        retention: Retention | None = None,
+    ) -> ObjectWriter:
+        return self.inner.open_writer(
+            key, part_size=part_size, metadata=metadata, storage_class=storage_class, retention=retention
+        )
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = True, retention: Retention | None = None) -> ObjectInfo:
+        return self.inner.put(key, data, if_absent=if_absent, retention=retention)
+
+    def get(self, key: str) -> bytes:
+        return self.inner.get(key)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        return self.inner.get_range(key, start, length)
+
+    def head(self, key: str) -> ObjectInfo | None:
+        return self.inner.head(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def thaw(self, key: str, *, days: int, tier: str) -> str:
+        return self.inner.thaw(key, days=days, tier=tier)
+
+    def purge(self, key: str) -> None:
+        self.inner.purge(key)
+
+    def list_incomplete(self, older_than: dt.datetime | None = None) -> list[IncompleteUpload]:
+        return self.inner.list_incomplete(older_than)
+
+    def abort_incomplete(self, item: IncompleteUpload) -> None:
+        self.inner.abort_incomplete(item)

@@ -13,20 +13,18 @@ it wait until the debt is paid, so over any stretch of time no more than ``burst
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from sinks.base import (
-    Capabilities,
-    IncompleteUpload,
     ObjectInfo,
     ObjectWriter,
     Retention,
     Sink,
     SinkOptions,
+    SinkWrapper,
 )
 
 
@@ -120,7 +118,7 @@ class LimitedWriter:
         self.inner.abort()
 
 
-class LimitedSink:
+class LimitedSink(SinkWrapper):
     """A :class:`~sinks.base.Sink` that holds each transfer of ``inner`` to its bucket's rate (None: no limit).
 
     Metadata calls (head, list, delete, thaw, ...) are not charged: their bodies are small and restic leaves them
@@ -128,31 +126,12 @@ class LimitedSink:
     """
 
     def __init__(self, inner: Sink, *, upload: TokenBucket | None = None, download: TokenBucket | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.upload = upload
         self.download = download
 
     def __repr__(self) -> str:
         return f"LimitedSink({self.inner!r}, upload={self.upload!r}, download={self.download!r})"
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities
-
-    def is_transient(self, error: BaseException) -> bool:
-        return self.inner.is_transient(error)
-
-    def retention_unsupported(self) -> str | None:
-        return self.inner.retention_unsupported()
 
     # -- transfers: charged ------------------------------------------------------------------------------------
     def open_writer(
@@ -186,25 +165,3 @@ class LimitedSink:
         if self.download is not None:
             self.download.take(len(data))
         return data
-
-    # -- metadata: passed through ------------------------------------------------------------------------------
-    def head(self, key: str) -> ObjectInfo | None:
-        return self.inner.head(key)
-
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def thaw(self, key: str, *, days: int, tier: str) -> str:
-        return self.inner.thaw(key, days=days, tier=tier)
-
-    def purge(self, key: str) -> None:
-        self.inner.purge(key)
-
-    def list_incomplete(self, older_than: dt.datetime | None = None) -> list[IncompleteUpload]:
-        return self.inner.list_incomplete(older_than)
-
-    def abort_incomplete(self, item: IncompleteUpload) -> None:
-        self.inner.abort_incomplete(item)

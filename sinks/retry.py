@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 import tenacity
 
 from sinks.base import (
-    Capabilities,
     IncompleteUpload,
     ObjectExists,
     ObjectInfo,
@@ -29,6 +28,7 @@ from sinks.base import (
     Sink,
     SinkError,
     SinkOptions,
+    SinkWrapper,
 )
 
 T = TypeVar("T")
@@ -61,35 +61,18 @@ class RetryPolicy:
         return self.retrying(is_transient)(fn, *args, **kwargs)
 
 
-class RetryingSink:
+class RetryingSink(SinkWrapper):
     """A :class:`~sinks.base.Sink` that delegates every call to ``inner`` under ``policy``.
 
     Attributes that are not part of the protocol (``bucket``, ``root``, ``client`` ...) are read from ``inner``.
     """
 
     def __init__(self, inner: Sink, policy: RetryPolicy) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.policy = policy
 
     def __repr__(self) -> str:
         return f"RetryingSink({self.inner!r}, {self.policy!r})"
-
-    def __getattr__(self, name: str) -> Any:
-        # Only called for names not found on the wrapper; "inner" is guarded so a half-built copy cannot recurse.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    @property
-    def url(self) -> str:
-        return self.inner.url
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return self.inner.capabilities
-
-    def is_transient(self, error: BaseException) -> bool:
-        return self.inner.is_transient(error)
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return self.policy.call(self.inner.is_transient, fn, *args, **kwargs)

@@ -154,3 +154,22 @@ def test_backup_and_verify_under_limits(nats_server, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert [b["manifest_id"] for b in json.loads(run.stdout)["backups"]] == [backup["manifest_id"]]
     assert run.seconds >= (stored - rate) / rate
+
+
+def test_a_limited_sink_passes_every_other_call_through(tmp_path: Path) -> None:
+    """Only transfers are charged; metadata, deletes and unfinished uploads reach the store unchanged (the
+    delegation LimitedSink inherits from sinks.base.SinkWrapper)."""
+    sink = open_sink(str(tmp_path / "a"), SinkOptions(limit_upload=1 << 30, limit_download=1 << 30))
+    limited = sink.inner
+    assert isinstance(limited, LimitedSink) and limited.url == sink.url == limited.inner.url
+    assert limited.capabilities == limited.inner.capabilities and limited.root == limited.inner.root
+    limited.put("refs/x", b"1")
+    assert limited.head("refs/x").size == 1 and [i.key for i in limited.list("refs/")] == ["refs/x"]
+    w = limited.open_writer("data/y", part_size=1024)
+    w.write_part(1, b"abc", hashlib.sha256(b"abc").digest())
+    assert [u.key for u in limited.list_incomplete()] in ([""], ["data/y"])
+    w.abort()
+    assert limited.list_incomplete() == []
+    limited.delete("refs/x")
+    assert limited.head("refs/x") is None
+    assert limited.retention_unsupported() == limited.inner.retention_unsupported() is not None
