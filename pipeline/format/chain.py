@@ -17,7 +17,7 @@ deleted before a capture are gaps inside a range, not holes between ranges.
 
 from __future__ import annotations
 
-import json
+import copy
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -390,7 +390,7 @@ class MergeStats:
 def _clamp(c: Consumer, last_seq: int) -> Consumer:
     """The server's own bound for a consumer in a snapshot (``writeConsumerMsg``): stream sequences at most the
     last, pending and redelivered entries beyond it dropped, consumer sequences left as they are."""
-    st = json.loads(json.dumps(c.state))
+    st = copy.deepcopy(c.state)  # the capture stays as read
     for key in ("delivered", "ack_floor"):
         pair = st.get(key)
         if isinstance(pair, dict) and int(pair.get("stream_seq", 0) or 0) > last_seq:
