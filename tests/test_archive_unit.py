@@ -1,9 +1,9 @@
 """Unit tests of the archive layer against an in-memory sink (``mem://``): no server, no emulator, no directory.
 
-Backups are written the way ``import`` writes them (pipeline/ops/natscli.py ``_import_one_async``): snapshot bytes fed
-to a :class:`BackupWriter`, then committed. The snapshot is a real S2-framed NATSARC1 archive built here, so deep
-checks decode it to the end. Everything else (reading back, verify, listing, prune) goes through the archive URL, which
-every ``open_sink`` of the run resolves to the same memory store.
+Backups are written the way ``import`` writes them (pipeline/ops/natscli/importing.py ``_import_one_async``): snapshot
+bytes fed to a :class:`BackupWriter`, then committed. The snapshot is a real S2-framed NATSARC1 archive built here, so
+deep checks decode it to the end. Everything else (reading back, verify, listing, prune) goes through the archive URL,
+which every ``open_sink`` of the run resolves to the same memory store.
 """
 
 from __future__ import annotations

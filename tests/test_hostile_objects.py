@@ -403,7 +403,7 @@ def test_natscli_backup_json(tmp_path, world):
     ):
         (src / "backup.json").write_bytes(raw)
         code, out, err = cli("import", src, tmp_path / "dest", "--no-encrypt", "--json")
-        # pipeline/ops/natscli.py reports it as a usage error (not a natscli backup); either way one clean error
+        # pipeline/ops/natscli/reading.py reports it as a usage error (not a natscli backup); either way one clean error
         assert code in (2, 4) and "backup.json" in err and why in err, (code, out, err)
 
 

@@ -37,7 +37,7 @@ import pytest
 
 from pipeline.base.errors import ConflictError
 from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
-from pipeline.ops.natscli import _publish_target
+from pipeline.ops.natscli import publish_target
 from pipeline.ops.prune import PruneOptions, prune
 from sinks import AccessDenied, ObjectNotFound
 from sinks.base import IncompleteUpload
@@ -472,7 +472,7 @@ def test_export_target_swapped_for_a_symlink_at_the_end_is_left_alone(tmp_path: 
     (tmp / "backup.json").write_bytes(b"{}")
     os.symlink(out, tmp_path / "ORDERS")
     with pytest.raises(ConflictError, match="symbolic link"):
-        _publish_target(tmp, tmp_path / "ORDERS")
+        publish_target(tmp, tmp_path / "ORDERS")
     assert sorted(p.name for p in out.iterdir()) == ["also-precious", "precious"]
 
 

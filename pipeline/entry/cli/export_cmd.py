@@ -154,7 +154,7 @@ def _trusted_id(url: str, ident: str, sink: object, policy: object, at: dt.datet
     with ``at``, ``ident`` is a stream and this is its newest backup at or before ``at`` the policy accepts."""
     from pipeline.archive.repository import Repository
     from pipeline.archive.trust import preflight_set
-    from pipeline.ops.natscli import _resolve_any
+    from pipeline.ops.natscli import resolve_backup_or_set
 
     repo = Repository.open(url, sink)  # type: ignore[arg-type]
     if at is not None:
@@ -163,7 +163,7 @@ def _trusted_id(url: str, ident: str, sink: object, policy: object, at: dt.datet
         for w in skipped:  # the refused newer ones, as restore names them
             echo(f"warning: {w}", err=True)
         return full
-    kind, full = _resolve_any(repo, ident)
+    kind, full = resolve_backup_or_set(repo, ident)
     if kind == "manifest":
         policy.check_manifest(repo, repo.load_manifest(full))  # type: ignore[attr-defined]
     else:
