@@ -20,15 +20,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyrage
 
-from pipeline.base.errors import ConnectionFailed, IntegrityError, KeyUnavailable, UsageError, setting
+from pipeline.base.errors import ConnectionFailed, IntegrityError, JsArchiveError, KeyUnavailable, UsageError, setting
 from pipeline.keys import crypto, kms
 
 KEY_ENV = "JSARCHIVE_KEY"
@@ -273,85 +274,117 @@ class KeyRing:
         backup: a slot added later as a separate object is not authenticated by the manifest, so a forged one
         yields a wrong key, which is then skipped; if no slot yields the right key, that is an integrity error.
         """
-        raw_by_id = {fingerprint(k): k for k in self.raw_keys}
-        tampered: list[str] = []
-        wrong: list[str] = []
-        problems: list[str] = []
+        tried = _Attempts(verify)
+        candidates = itertools.chain(
+            (c for slot in slots for c in self._open_locally(slot, backup_id, tried)),
+            (c for slot in slots for c in self._open_with_kms(slot, backup_id, tried)),
+        )
+        for key, slot in candidates:
+            if tried.accept(key, slot):
+                return bytes(key)
+        raise tried.failure(slots, self._given())
 
-        def accept(key: bytes | bytearray, slot: KeySlot) -> bool:
-            if len(key) != crypto.KEY_SIZE:
-                wrong.append(slot.describe())
-                return False
-            if verify is not None:
-                try:
-                    verify(bytes(key))
-                except IntegrityError:
-                    wrong.append(slot.describe())
-                    return False
-            return True
+    def _open_locally(
+        self, slot: KeySlot, backup_id: str, tried: _Attempts
+    ) -> Iterator[tuple[bytes | bytearray, KeySlot]]:
+        """The key an age identity or a raw key of ours opens ``slot`` to (nothing if none of ours is its key)."""
+        if slot.type == "raw":
+            raw = next((k for k in self.raw_keys if fingerprint(k) == slot.key_id), None)
+            if raw is None:
+                return
+            try:
+                yield crypto.open_sealed(raw, slot.wrapped, crypto.slot_aad(backup_id)), slot
+            except crypto.OpenFailed:
+                tried.tampered.append(slot.describe())
+        elif slot.type == "age" and self.identities:
+            try:
+                key = pyrage.decrypt(slot.wrapped, self.identities)
+            except pyrage.DecryptError:
+                return
+            yield key, slot
 
-        for slot in slots:
-            if slot.type == "raw" and slot.key_id in raw_by_id:
-                try:
-                    key = crypto.open_sealed(raw_by_id[slot.key_id], slot.wrapped, crypto.slot_aad(backup_id))
-                except crypto.OpenFailed:
-                    tampered.append(slot.describe())
-                    continue
-                if accept(key, slot):
-                    return bytes(key)
-            elif slot.type == "age" and self.identities:
-                try:
-                    key = pyrage.decrypt(slot.wrapped, self.identities)
-                except pyrage.DecryptError:
-                    continue
-                if accept(key, slot):
-                    return bytes(key)
-        for slot in slots:
-            for key_ref, region in self._kms_requests(slot):
-                try:
-                    if slot.type == kms.AWS_SLOT:
-                        key = kms.aws_unwrap(key_ref, region, slot.wrapped, backup_id, self.kms_config)
-                    else:
-                        key = kms.gcp_unwrap(key_ref, slot.wrapped, backup_id, self.kms_config)
-                except kms.KmsError as e:
-                    if e.kind == "invalid" and (slot.type == kms.GCP_SLOT or key_ref == slot.key_id):
-                        tampered.append(f"{slot.describe()}: {e}")
-                    elif e.kind != "incorrect_key":
-                        via = f" via {key_ref}" if key_ref not in (slot.key_id, slot.key_name) else ""
-                        problems.append(f"{slot.describe()}{via}: {e}")
-                    continue
-                if accept(key, slot):
-                    return key
-        if wrong:
-            raise IntegrityError(
-                f"the key from {'; '.join(wrong)} does not open this backup: that slot (or the manifest) was forged or "
-                "altered. Open the backup with another slot's key and check who can write to the archive"
-            )
-        names = "; ".join(s.describe() for s in slots) or "none"
-        if tampered:
-            raise KeyUnavailable(
-                f"the key slot for {'; '.join(tampered)} does not open: it was altered"
-                + (f". Other problems: {'; '.join(problems)}" if problems else "")
-            )
+    def _open_with_kms(
+        self, slot: KeySlot, backup_id: str, tried: _Attempts
+    ) -> Iterator[tuple[bytes | bytearray, KeySlot]]:
+        """The key each KMS request that may be ``slot``'s returns; refusals are recorded in ``tried``."""
+        for key_ref, region in self._kms_requests(slot):
+            try:
+                if slot.type == kms.AWS_SLOT:
+                    key = kms.aws_unwrap(key_ref, region, slot.wrapped, backup_id, self.kms_config)
+                else:
+                    key = kms.gcp_unwrap(key_ref, slot.wrapped, backup_id, self.kms_config)
+            except kms.KmsError as e:
+                tried.kms_refused(slot, key_ref, e)
+                continue
+            yield key, slot
+
+    def _given(self) -> str:
+        """The keys this ring holds, for an error that none of them opens a backup."""
         have = []
         if self.identities:
             have.append(f"{len(self.identities)} age identit{'y' if len(self.identities) == 1 else 'ies'}")
         if self.raw_keys:
-            have.append("raw key " + ", ".join(raw_by_id))
+            have.append("raw key " + ", ".join(dict.fromkeys(fingerprint(k) for k in self.raw_keys)))
         have += [k.describe() for k in self.aws_kms_keys] + [k.describe() for k in self.gcp_kms_keys]
         if self.kms_config.use_slots:
             have.append("--use-kms-slots")
         if self.recipients and not have:
             have.append(f"only age recipients ({len(self.recipients)}), which can write backups but not open them")
-        given = (
-            ", ".join(have)
-            if have
-            else f"no key (use {setting('identity')} FILE, {setting('key-file')} FILE, "
+        if have:
+            return ", ".join(have)
+        return (
+            f"no key (use {setting('identity')} FILE, {setting('key-file')} FILE, "
             f"$JSARCHIVE_KEY, {setting('kms-key')}, {setting('gcp-kms-key')} or "
             f"{setting('use-kms-slots')})"
         )
-        why = f". KMS said: {'; '.join(problems)}" if problems else ""
-        raise KeyUnavailable(
+
+
+@dataclass
+class _Attempts:
+    """What trying the slots found: slots that were altered, keys that do not open the backup, KMS problems."""
+
+    verify: Callable[[bytes], object] | None
+    tampered: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def accept(self, key: bytes | bytearray, slot: KeySlot) -> bool:
+        """Whether ``key`` is this backup's data key (the right size, and ``verify`` takes it)."""
+        if len(key) != crypto.KEY_SIZE:
+            self.wrong.append(slot.describe())
+            return False
+        if self.verify is not None:
+            try:
+                self.verify(bytes(key))
+            except IntegrityError:
+                self.wrong.append(slot.describe())
+                return False
+        return True
+
+    def kms_refused(self, slot: KeySlot, key_ref: str, e: kms.KmsError) -> None:
+        # "invalid" from the slot's own key means the ciphertext was altered; "incorrect_key" only that this
+        # configured key is not the slot's, which is expected while trying every configured key
+        if e.kind == "invalid" and (slot.type == kms.GCP_SLOT or key_ref == slot.key_id):
+            self.tampered.append(f"{slot.describe()}: {e}")
+        elif e.kind != "incorrect_key":
+            via = f" via {key_ref}" if key_ref not in (slot.key_id, slot.key_name) else ""
+            self.problems.append(f"{slot.describe()}{via}: {e}")
+
+    def failure(self, slots: list[KeySlot], given: str) -> JsArchiveError:
+        """The one error for "no slot opened": forged beats altered beats no key of ours."""
+        if self.wrong:
+            return IntegrityError(
+                f"the key from {'; '.join(self.wrong)} does not open this backup: that slot (or the manifest) was "
+                "forged or altered. Open the backup with another slot's key and check who can write to the archive"
+            )
+        if self.tampered:
+            return KeyUnavailable(
+                f"the key slot for {'; '.join(self.tampered)} does not open: it was altered"
+                + (f". Other problems: {'; '.join(self.problems)}" if self.problems else "")
+            )
+        names = "; ".join(s.describe() for s in slots) or "none"
+        why = f". KMS said: {'; '.join(self.problems)}" if self.problems else ""
+        return KeyUnavailable(
             f"none of the configured keys opens this backup. It can be opened by: {names}. Given: {given}{why}"
         )
 
