@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import ServiceUnavailableError
 
 from pipeline.jetstream.client import ConnectOptions, connect
 from tests.settle import eventually
@@ -133,8 +135,17 @@ async def read_messages(url: str, name: str) -> list[tuple[int, str, dict | None
         )
         try:
             sub = await js.pull_subscribe_bind(reader, stream=name)
+            # A replicated consumer just created may not have a leader yet: its first pulls answer 503 (G7).
+            elected_by = time.monotonic() + 20.0
             while len(out) < want:
-                for m in await sub.fetch(min(1000, want - len(out)), timeout=10):
+                try:
+                    batch = await sub.fetch(min(1000, want - len(out)), timeout=10)
+                except ServiceUnavailableError:
+                    if time.monotonic() >= elected_by:
+                        raise
+                    await asyncio.sleep(0.2)
+                    continue
+                for m in batch:
                     hdrs = dict(m.headers or {})
                     out.append((m.metadata.sequence.stream, m.subject, hdrs or None, m.data))
             await sub.unsubscribe()
