@@ -15,6 +15,12 @@ name says another time was made by something else (e.g. to pass an old backup of
 ``--latest`` picks each stream's newest backup the way a restore does (pipeline.archive.repository.Repository.latest),
 and checks every newer-named ref it passed over.
 
+Chains (docs/design/incremental.md): the restore points of each stream that has deltas are checked for continuity
+(:func:`pipeline.format.chain.chain_breaks`): a missing capture, a gap between ranges, an overlap, a link to another
+chain or to a re-created stream is a broken ``chain`` link naming the missing range (exit 4). With ``--all`` every
+stream's chains are checked; with a backup ID or ``--latest``, the chains of the streams whose selected backup is a
+restore point of one.
+
 Signatures (pipeline/archive/signing.py): each backup and set reports who signed it. An invalid object under
 ``signatures/<id>/`` is a problem; with ``trust_keys`` so is a backup or set that no trusted key signed.
 
@@ -41,6 +47,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from pipeline.archive import signing
+from pipeline.archive.chains import points_by_stream, stream_points
 from pipeline.archive.reader import BlockReader, unwrap_data_key
 from pipeline.archive.repository import (
     DATA,
@@ -56,6 +63,7 @@ from pipeline.base.errors import IntegrityError, JsArchiveError, KeyUnavailable,
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.format import manifest as mf
 from pipeline.format import natsarc, objects, payload, s2
+from pipeline.format.chain import chain_breaks
 from pipeline.format.sets import parse_set
 from pipeline.keys.keyring import KeyRing
 from sinks import ObjectNotFound, SinkError, SinkOptions
@@ -275,6 +283,7 @@ def verify_archive(opts: VerifyOptions, progress: Progress | None = None) -> Ver
         if selection == "all":
             _check_sets(repo, opts.stream, loaded, report, opts.trust_keys)
             _archive_warnings(repo, opts.stream, loaded, refs, report)
+        _check_chains(repo, selection, opts.stream, loaded, targets, report)
 
         total = sum(loaded[m].manifest.data_size for m in targets if loaded[m].manifest is not None)
         progress.start("verify" + (" --deep" if opts.deep else ""), total)
@@ -400,6 +409,42 @@ def _check_sets(
         check.signature = status.describe()
         check.problems += _signature_problems(status, trust_keys, f"set {sid[:12]}")
         check.ok = not check.problems
+
+
+def _check_chains(
+    repo: Repository,
+    selection: str,
+    stream: str | None,
+    loaded: dict[str, LoadedManifest],
+    targets: list[str],
+    report: VerifyReport,
+) -> None:
+    """One ``chain`` link per chain of each stream that has deltas: OK, or broken with the range it misses."""
+    if selection == "all":
+        valid = [x.manifest for x in loaded.values() if x.manifest is not None]
+        by_stream = points_by_stream(m for m in valid if stream is None or m.stream == stream)
+    else:
+        chained = {m.stream for t in targets if (m := loaded[t].manifest) is not None and m.chain is not None}
+        by_stream = {name: stream_points(repo, name)[0] for name in sorted(chained)}
+    for name, points in sorted(by_stream.items()):
+        if not any(p.parent is not None for p in points):
+            continue  # full backups only: each restores alone
+        try:
+            breaks = chain_breaks(points)
+        except JsArchiveError as e:
+            report.links.append(LinkCheck("chain", f"of stream {name}", ok=False, problems=[str(e)]))
+            continue
+        broken: dict[str, list[str]] = {}
+        for b in breaks:
+            chain = next((p.chain for p in points if p.id == b.point), "")
+            broken.setdefault(chain, []).append(f"stream {name!r}: {b.describe()}")
+        for chain in sorted({p.chain for p in points}):
+            mates = [p for p in points if p.chain == chain]
+            if len(mates) < 2 and chain not in broken:
+                continue
+            top = max(p.last_seq for p in mates)
+            key = f"{chain[:12]} of stream {name} ({len(mates)} restore point(s), up to sequence {top})"
+            report.links.append(LinkCheck("chain", key, ok=chain not in broken, problems=broken.get(chain, [])))
 
 
 def _archive_warnings(

@@ -249,6 +249,7 @@ class BackupWriter:
         held: dict | None = None,
         point: dict | None = None,
         sign_key: object | None = None,
+        chain: dict | None = None,
     ) -> Committed:
         """Write the manifest (the commit point), its signature with ``sign_key`` (pipeline/archive/signing.py), then
         the ref.
@@ -256,7 +257,8 @@ class BackupWriter:
         ``held``: what the archive was counted to hold (pipeline/format/census.py); the summary and every later
         comparison use it instead of the state the server sampled when the snapshot started. ``point``: the
         sequence the archive is consistent as of, and what was appended after the snapshot
-        (pipeline/jetstream/livetail.py).
+        (pipeline/jetstream/livetail.py). ``chain``: the clear envelope of a restore point of a chain (a delta, or
+        the base an incremental backup starts; docs/design/incremental.md); its ``id`` None means this backup's.
         """
         offsets, off = [], 0
         for b in self._blocks:
@@ -292,6 +294,8 @@ class BackupWriter:
         }
         if origin is not None:
             envelope["origin"] = origin
+        if chain is not None:
+            envelope["chain"] = {**chain, "id": chain.get("id") or self.backup_id}
         body = {
             "config": config,
             "state": state,

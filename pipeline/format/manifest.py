@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,12 @@ class Manifest:
     def snapshot_format(self) -> str:
         return self.envelope["snapshot_format"]
 
+    @property
+    def chain(self) -> dict | None:
+        """The clear ``chain`` envelope of a restore point written by an incremental backup (checked by
+        :func:`parse`), or None: a backup without it is the base of a chain of its own."""
+        return self.envelope.get("chain")
+
     def open_body(self, data_key: bytes | None) -> dict:
         """The body as a dict; ``data_key`` must be the unwrapped key for encrypted manifests."""
         body = self.envelope["body"]
@@ -124,6 +131,35 @@ def build(envelope: dict, body: dict, data_key: bytes | None) -> bytes:
     return canonical(env)
 
 
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
+MAX_SEQ = (1 << 64) - 1
+MAX_CHAIN_TEXT = 64  # "captured" and "stream_created" are RFC 3339 times; nothing longer is read
+
+
+def _chain_envelope(env: dict) -> None:
+    """The ``chain`` envelope (docs/design/incremental.md): bounded, strictly typed, and consistent with the
+    backup it is in, so that planning, prune and verify can trust its shape without a key."""
+    ch = objects.obj(env["chain"], "chain")
+    unknown = set(ch) - {"id", "parent", "first_seq", "last_seq", "captured", "stream_created"}
+    if unknown:
+        raise objects.Invalid(f"chain has unknown fields {sorted(unknown)}")
+    objects.hex_id(ch.get("id"), "chain.id", 32)
+    if ch.get("parent") is None:
+        if ch["id"] != env["backup_id"]:
+            raise objects.Invalid("chain.id of a base (no parent) is not its own backup_id")
+    else:
+        objects.hex_id(ch["parent"], "chain.parent")
+    for f in ("first_seq", "last_seq"):
+        if objects.integer(ch.get(f), f"chain.{f}") > MAX_SEQ:
+            raise objects.Invalid(f"chain.{f} is above 2^64-1")
+    if ch.get("parent") is not None and not (1 <= ch["first_seq"] <= ch["last_seq"] + 1):
+        raise objects.Invalid(f"chain range {ch['first_seq']}-{ch['last_seq']} is not a range of sequences")
+    for f in ("captured", "stream_created"):
+        text = objects.string(ch.get(f), f"chain.{f}", nonempty=True)
+        if len(text) > MAX_CHAIN_TEXT or not _RFC3339.fullmatch(text):
+            raise objects.Invalid(f"chain.{f} is not an RFC 3339 time")
+
+
 def _fail(mid: str, why: str) -> IntegrityError:
     return IntegrityError(f"manifest {mid[:12]} (manifests/{mid}) is not a valid jsarchive manifest: {why}")
 
@@ -148,6 +184,8 @@ def parse(raw: bytes, expected_id: str) -> Manifest:
         raise _fail(expected_id, f"format version {env.get('version')!r}; this jsarchive reads version {VERSION}")
     try:
         objects.manifest_envelope(env)
+        if "chain" in env:
+            _chain_envelope(env)
         blocks = [StoredBlock(o, n, h) for o, n, h in env["blocks"]]
         expected_offset = 0
         for b in blocks:

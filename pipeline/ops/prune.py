@@ -5,8 +5,11 @@ What it does, per run:
 1. Lists data objects and refs, then manifests and sets (in that order, so a backup committing meanwhile is seen
    as complete or, at worst, as fresh objects inside the grace period).
 2. Applies the policy (:mod:`pipeline.archive.retention`) to each stream's backups (every valid manifest counts, with or
-   without a ref). Backups named by an account **set** are kept (reason ``set <id>``) unless ``prune_sets``;
-   then a set that loses a member is deleted first, so no set ever names a missing manifest.
+   without a ref; every restore point of a chain, base or delta, counts as one). A capture that a kept restore
+   point needs (:func:`pipeline.format.chain.required_points`: its path back to its base) is kept too (reason
+   ``needed by <id>``), whatever the policy says of it. Backups named by an account **set** are kept (reason
+   ``set <id>``) unless ``prune_sets``; then a set that loses a member is deleted first, so no set ever names a
+   missing manifest.
 3. HEADs every object it would delete. A backup with any object (ref, manifest, data) under retention or a legal
    hold is kept whole and reported with its retain-until date; so is a set, and then its members. Deleting cold
    data before the class's minimum storage duration is a warning (the store bills the remainder).
@@ -14,9 +17,11 @@ What it does, per run:
    they are older than ``grace``; aborts unfinished uploads (S3 multipart uploads, the local sink's temporary
    files) idle for longer than ``grace``.
 
-Without ``confirm`` nothing is deleted (a dry run). Deleting a backup removes its refs, then its manifest, then its
-data object, each with :meth:`Sink.purge` (every version, never just a delete marker), and stops at the first
-failure, so a half-deleted backup is never listed and at worst leaves an abandoned data object for the next run.
+Without ``confirm`` nothing is deleted (a dry run). A chain whose every point goes is deleted newest point first,
+one point at a time, stopping at the first failure, so a crash leaves a shorter chain and never a hole. Deleting a
+backup removes its refs, then its manifest, then its data object, each with :meth:`Sink.purge` (every version,
+never just a delete marker), and stops at the first failure, so a half-deleted backup is never listed and at worst
+leaves an abandoned data object for the next run.
 A delete the sink refuses because the archive was tampered with (the local sink's :class:`ArchiveTampered`: a
 symlink where an object belongs) stops every further delete of the run; the local sink never removes anything but
 a regular file reached without following a symlink, so no run deletes outside the archive.
@@ -30,11 +35,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from pipeline.archive.chains import restore_point
 from pipeline.archive.repository import DATA, KEYSLOTS, Ref, Repository, storage_error
 from pipeline.archive.retention import Item, Policy, apply_policy, parse_created
 from pipeline.archive.signing import SIGNATURES
 from pipeline.archive.verify import LoadedManifest, load_quietly, manifest_names
 from pipeline.base.errors import JsArchiveError
+from pipeline.format.chain import RestorePoint, required_points
 from pipeline.format.manifest import Manifest
 from pipeline.format.sets import BackupSet, parse_set
 from sinks import ObjectInfo, SinkError, SinkOptions
@@ -101,6 +108,8 @@ class BackupPlan:
     warnings: list[str] = field(default_factory=list)
     deleted: bool = False
     error: str | None = None
+    chain: str | None = None  # the chain's id (its base's backup_id) when the backup is a restore point of one
+    parent: str | None = None  # a delta's parent manifest id
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -283,8 +292,12 @@ def prune(opts: PruneOptions, say: Callable[[str], None] = lambda _m: None) -> P
         members = {s.id: [e["manifest_id"] for e in s.streams] for s in inv.sets}
         if not opts.prune_sets:
             _keep_set_members(plans, members)
-        # 3. locks: HEAD everything that would go; locked backups and sets stay whole (to a fixed point)
-        _hold_locked(repo, plans, set_plans, members, heads, lock_clock, opts.prune_sets)
+        # 3. locks: HEAD everything that would go; locked backups and sets stay whole, and so does every capture
+        #    a kept or locked restore point needs (to a fixed point: keeping a capture can keep a set's member)
+        while True:
+            _hold_locked(repo, plans, set_plans, members, heads, lock_clock, opts.prune_sets)
+            if not _keep_chain_needs(plans, inv.valid):
+                break
         _note_data_state(plans, heads, now)
         report.backups = sorted(plans.values(), key=lambda p: (p.stream, p.created, p.manifest_id), reverse=True)
         report.backups.sort(key=lambda p: p.stream)
@@ -382,6 +395,8 @@ def _backup_plans(inv: _Inventory, opts: PruneOptions, now: dt.datetime, report:
                 data_object=m.data_object,
                 added_slots=[i.key for i in inv.slot_objects.get(m.id, [])],
                 signatures=sorted(inv.signed.get(m.id, [])),
+                chain=m.chain["id"] if m.chain else None,
+                parent=m.chain.get("parent") if m.chain else None,
             )
         for m in ms.values():
             if m.id not in plans:  # unreadable time
@@ -389,6 +404,29 @@ def _backup_plans(inv: _Inventory, opts: PruneOptions, now: dt.datetime, report:
                     m.id, m.backup_id, m.stream, m.created, m.data_size, KEEP, ["unreadable created time"]
                 )
     return plans
+
+
+def _keep_chain_needs(plans: dict[str, BackupPlan], valid: dict[str, Manifest]) -> bool:
+    """Keep every capture that a kept (or locked) restore point needs; whether anything changed."""
+    by_stream: dict[str, list[RestorePoint]] = {}
+    for mid in plans:
+        m = valid.get(mid)
+        if m is not None:
+            by_stream.setdefault(m.stream, []).append(restore_point(m))
+    changed = False
+    for points in by_stream.values():
+        if not any(p.parent is not None for p in points):
+            continue  # no deltas: every backup restores alone
+        for p in points:
+            if plans[p.id].action == DELETE:
+                continue
+            for need in required_points(points, [p.id]) - {p.id}:
+                plan = plans[need]
+                if plan.action == DELETE:
+                    plan.action = KEEP
+                    plan.reasons.append(f"needed by {p.id[:12]}")
+                    changed = True
+    return changed
 
 
 def _keep_set_members(plans: dict[str, BackupPlan], members: dict[str, list[str]]) -> None:
@@ -453,6 +491,30 @@ def _note_data_state(plans: dict[str, BackupPlan], heads: _Heads, now: dt.dateti
                 p.warnings.append(f"{p.data_object} is already missing")
             elif (w := _cold_warning(info, now)) is not None:
                 p.warnings.append(w)
+
+
+def _depth(p: BackupPlan, ids: dict[str, BackupPlan]) -> int:
+    """How many of ``ids`` lie on ``p``'s path back to its base (bounded: a loop in hostile parents ends it)."""
+    seen: set[str] = set()
+    n, cur = 0, p
+    while cur.parent in ids and cur.manifest_id not in seen:
+        seen.add(cur.manifest_id)
+        n, cur = n + 1, ids[cur.parent]
+    return n
+
+
+def _deletion_order(gone: list[BackupPlan]) -> list[list[BackupPlan]]:
+    """The backups to delete, one list per chain (each newest point first; a plain backup is a list of one), so
+    that chains can go in parallel and each point only after every point that descends from it."""
+    by_chain: dict[str, list[BackupPlan]] = {}
+    for p in gone:
+        by_chain.setdefault(p.chain or p.manifest_id, []).append(p)
+    out = []
+    for points in by_chain.values():
+        ids = {p.manifest_id: p for p in points}
+        depth = {p.manifest_id: _depth(p, ids) for p in points}
+        out.append(sorted(points, key=lambda p: (depth[p.manifest_id], p.created, p.manifest_id), reverse=True))
+    return out
 
 
 def _objects(repo: Repository, p: BackupPlan) -> list[str]:
@@ -656,7 +718,13 @@ def _execute(
             p.error = str(e)
             report.errors.append(e)
 
-    list(pool.map(backup, [p for p in report.backups if p.action == DELETE]))
+    def chain(points: list[BackupPlan]) -> None:
+        for p in points:  # newest first: what is left is always a chain without a hole
+            backup(p)
+            if not p.deleted:
+                return
+
+    list(pool.map(chain, _deletion_order([p for p in report.backups if p.action == DELETE])))
 
     def leftover(o: ObjectPlan) -> None:
         if stopped():
