@@ -7,14 +7,17 @@ other backup is the base of a chain of its own (its ``backup_id``), with the ran
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
+from pipeline.archive.reader import OpenedBackup, open_manifest
 from pipeline.archive.repository import Repository
 from pipeline.archive.retention import parse_created
 from pipeline.base.errors import IntegrityError, JsArchiveError, NotFoundError
 from pipeline.format import manifest as mf
-from pipeline.format.chain import RestorePoint
+from pipeline.format.chain import ChainPlan, MergeStats, RestorePoint, merge_archives, plan_chain
 from pipeline.format.selection import parse_time
+from pipeline.keys.keyring import KeyRing
 
 
 def _ns(text: str) -> int:
@@ -83,3 +86,79 @@ def stream_points(repo: Repository, stream: str) -> tuple[list[RestorePoint], di
         if m.stream == stream and m.backup_id == ref.backup_id:
             manifests[m.id] = m
     return [restore_point(m) for m in manifests.values()], manifests
+
+
+class _Decoded:
+    """An opened backup's decoded archive, read afresh each time it is iterated (a restore reads it twice)."""
+
+    def __init__(self, opened: OpenedBackup) -> None:
+        self.opened = opened
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.opened.decoded()
+
+
+@dataclass
+class ChainSource:
+    """The one NATSARC1 archive a restore to a point of a chain reads: the path's archives merged
+    (:func:`pipeline.format.chain.merge_archives`). ``blocks()`` may be called more than once; each call reads
+    the chain again."""
+
+    plan: ChainPlan
+    opened: list[OpenedBackup]  # one per point of plan.path, base first
+    stats: MergeStats = field(default_factory=MergeStats)
+
+    @property
+    def state_from(self) -> OpenedBackup:
+        """The capture whose config, consumers and first sequence the restore takes."""
+        return next(o for o in self.opened if o.manifest.id == self.plan.state_from.id)
+
+    @property
+    def stored_bytes(self) -> int:
+        return sum(o.manifest.data_size for o in self.opened)
+
+    def blocks(self) -> Iterator[bytes]:
+        self.stats = MergeStats()
+        return merge_archives(self.plan, [_Decoded(o) for o in self.opened], stats=self.stats)
+
+
+def open_chain(
+    repo: Repository,
+    m: mf.Manifest,
+    keys: KeyRing,
+    *,
+    named: bool,
+    until_seq: int | None = None,
+    at_ns: int | None = None,
+    check: Callable[[mf.Manifest], None] | None = None,
+    prefetch: int = 4,
+    workers: int = 2,
+) -> ChainSource | None:
+    """The merged source for restoring ``m`` when it is a restore point of a chain (None when it is a backup of
+    its own: it restores alone). ``named``: ``m`` was asked for by its id, so the target is its own point;
+    otherwise ``until_seq`` or ``at_ns`` (or neither: the newest point). ``check`` vets each manifest on the path
+    (trust) before its key is asked for."""
+    if m.chain is None:
+        return None
+    points, manifests = stream_points(repo, m.stream)
+    chained = [p for p in points if manifests[p.id].chain is not None]
+    if named:
+        own = restore_point(m)
+        if own.is_base and until_seq is None:
+            return None  # a base asked for by its id is a full backup
+        until_seq = min(until_seq, own.last_seq) if until_seq is not None else own.last_seq
+        at_ns = None
+        if m.id not in manifests:  # named but no ref lists it (e.g. a ref was lost): still plan through it
+            chained.append(own)
+            manifests[m.id] = m
+    plan = plan_chain(chained, until_seq=until_seq, at_ns=at_ns)
+    whole_base = len(plan.path) == 1 and plan.at_ns is None and plan.until_seq >= plan.point.last_seq
+    if whole_base and plan.point.id == m.id:
+        return None  # the whole of one base: nothing to merge
+    opened = []
+    for p in plan.path:
+        pm = manifests[p.id]
+        if check is not None:
+            check(pm)
+        opened.append(open_manifest(repo, pm, keys, prefetch=prefetch, workers=workers, label=""))
+    return ChainSource(plan, opened)

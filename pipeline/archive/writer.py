@@ -86,6 +86,7 @@ class Committed:
     summary: dict
     seconds: float
     storage_class: str | None
+    chain: dict | None = None  # the manifest's chain envelope (a restore point of a chain)
 
 
 class BackupWriter:
@@ -351,4 +352,5 @@ class BackupWriter:
             summary=summary,
             seconds=seconds,
             storage_class=self._info.storage_class if self._info else None,
+            chain=envelope.get("chain"),
         )

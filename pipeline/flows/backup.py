@@ -11,6 +11,8 @@ V2 snapshot, so servers before 2.15 are refused before anything is written.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import time
 from dataclasses import asdict, dataclass, field, replace
 
 from pipeline.archive.repository import Repository, storage_error
@@ -28,6 +30,7 @@ from pipeline.base.errors import (
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.base.transfer import TransferConfig, auto_snapshot_chunk, auto_snapshot_window
 from pipeline.base.units import human_bytes
+from pipeline.flows import delta
 from pipeline.format import payload
 from pipeline.format.blocks import choose_block_size
 from pipeline.format.census import Census, Held
@@ -64,6 +67,8 @@ class BackupOptions:
     sign_key: object | None = (
         None  # Ed25519 private key (pipeline.archive.signing.load_private_key): signs the manifest
     )
+    incremental: bool = False  # a delta after the stream's newest restore point when it can be (flows/delta.py)
+    full_every: int | None = None  # with incremental: a full backup once a chain has this many restore points
 
 
 @dataclass
@@ -92,6 +97,8 @@ class BackupResult:
     received_bytes: int = 0  # snapshot bytes the server sent (S2-framed)
     point: int | None = None  # V2: the sequence the backup is consistent as of (pipeline/jetstream/livetail.py)
     warnings: list[str] = field(default_factory=list)  # how the stream changed while it was backed up
+    chain: dict | None = None  # incremental: the manifest's chain envelope (its parent None for a full backup)
+    full_reason: str | None = None  # incremental: why this backup is a full one
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -199,6 +206,10 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
             except JsArchiveError:
                 return None
 
+        start: delta.ChainStart | None = None
+        if opts.incremental:
+            delta.check_server(server)
+            start = await asyncio.to_thread(delta.chain_start, repo, opts.stream, info, opts.full_every)
         consumers, server.api_level = await asyncio.gather(
             js.consumers(opts.stream) if opts.consumers else asyncio.sleep(0, []), api_level()
         )
@@ -212,7 +223,10 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
                 snapshot_window=auto_snapshot_window(rtt) if t.snapshot_window is None else t.snapshot_window,
             ),
         )
-        return await _run(opts, repo, js, server, consumers, block_size, progress, rtt=rtt)
+        if start is not None and start.parent is not None:
+            return await _run_delta(opts, repo, js, server, info, consumers, block_size, start, progress)
+        result = await _run(opts, repo, js, server, consumers, block_size, progress, rtt=rtt, start=start, info=info)
+        return result
 
 
 V1_ATTEMPTS = 3  # a V1 snapshot whose blocks lack messages its index claims is taken again, at most this often
@@ -227,18 +241,11 @@ async def _run(
     block_size: int,
     progress: Progress,
     rtt: float | None = None,
+    start: delta.ChainStart | None = None,
+    info: dict | None = None,
 ) -> BackupResult:
     v2 = server.snapshot_format == V2
-    settings = WriteSettings(
-        compression=opts.compression,
-        workers=opts.transfer.workers,
-        buffer_blocks=opts.transfer.buffer_blocks,
-        stall_budget=opts.transfer.stall_budget,
-        storage_class=opts.storage_class,
-        retention=opts.retention,
-        inner_encoding=payload.store_encoding(opts.store),
-        open_end=v2,
-    )
+    settings = _write_settings(opts, payload.store_encoding(opts.store), open_end=v2)
     warnings: list[str] = []
     for attempt in range(1, V1_ATTEMPTS + 1):
         w = BackupWriter(repo, opts.stream, opts.keys, opts.encrypt, settings, block_size)
@@ -295,6 +302,16 @@ async def _run(
             raise
         break
     warnings += _compare_announced(opts.stream, snap.state, held, tail)
+    chain = None
+    if start is not None and tail is not None:  # a full backup that starts a chain (--incremental)
+        chain = delta.chain_envelope(
+            start,
+            stream_created=str((info or {}).get("created") or ""),
+            first_seq=held.first_seq or tail.point + 1,
+            last_seq=tail.point,
+            captured=await _captured(js, opts.stream),
+        )
+        warnings.append(f"a full backup starts a chain of restore points: {start.why_full}")
     c = await w.commit(
         server={
             "version": server.version,
@@ -318,11 +335,112 @@ async def _run(
         held=held.to_json(),
         point=tail.to_json() if tail is not None else None,
         sign_key=opts.sign_key,
+        chain=chain,
     )
     result = BackupResult.from_commit(c, opts.stream, server.version, opts.retention)
     result.warnings = warnings
     result.point = tail.point if tail is not None else None
+    result.chain = c.chain
+    result.full_reason = start.why_full if start is not None else None
     progress.finish(f"{human_bytes(c.stored_bytes)} stored in {c.blocks} block(s)", what="stream")
+    return result
+
+
+def _write_settings(opts: BackupOptions, inner_encoding: str, *, open_end: bool) -> WriteSettings:
+    return WriteSettings(
+        compression=opts.compression,
+        workers=opts.transfer.workers,
+        buffer_blocks=opts.transfer.buffer_blocks,
+        stall_budget=opts.transfer.stall_budget,
+        storage_class=opts.storage_class,
+        retention=opts.retention,
+        inner_encoding=inner_encoding,
+        open_end=open_end,
+    )
+
+
+async def _captured(js: JetStream, stream: str) -> str:
+    """The server's time now (STREAM.INFO ``ts``), RFC 3339: a capture's time is after every message it holds."""
+    info = await js.stream_info(stream)
+    ts = (info or {}).get("ts")
+    if isinstance(ts, str) and ts:
+        return ts
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def _run_delta(
+    opts: BackupOptions,
+    repo: Repository,
+    js: JetStream,
+    server: ServerInfo,
+    info: dict,
+    consumers: list[dict],
+    block_size: int,
+    start: delta.ChainStart,
+    progress: Progress,
+) -> BackupResult:
+    """A delta (flows/delta.py): the head as the capture starts, then every message after the parent's point."""
+    assert start.parent is not None
+    state = dict(info.get("state") or {})
+    # Decoded: a delta is a client-written archive; there is no server S2 stream to keep byte for byte.
+    w = BackupWriter(
+        repo, opts.stream, opts.keys, opts.encrypt, _write_settings(opts, payload.NATSARC, open_end=True), block_size
+    )
+    census = Census(V2)
+    head = delta.delta_head(state, consumers if opts.consumers else [], time.time_ns())
+    progress.start(f"backup {opts.stream} after sequence {start.parent.last_seq}", None)
+    await w.start()
+    try:
+        await w.feed(head)
+        await census.feed(head)
+        held = await census.finish()
+        tail = await read_tail(js, opts.stream, start.parent.last_seq, w.append)
+        _add_tail(held, tail)
+        await w.finish()
+    except BaseException:
+        progress.abort()
+        census.abort()
+        await w.abort()
+        raise
+    chain = delta.chain_envelope(
+        start,
+        stream_created=str(info.get("created") or ""),
+        first_seq=start.parent.last_seq + 1,
+        last_seq=tail.point,
+        captured=await _captured(js, opts.stream),
+    )
+    state["consumer_count"] = len([c for c in consumers if (c.get("config") or {}).get("durable_name")])
+    c = await w.commit(
+        server={
+            "version": server.version,
+            "name": server.name,
+            "cluster": server.cluster,
+            "api_level": server.api_level,
+        },
+        config=info.get("config") or {},
+        state=state,
+        consumers=consumers,
+        include_consumers=opts.consumers,
+        snapshot={"delta": True, "after_seq": start.parent.last_seq},
+        snapshot_format=V2,
+        origin=opts.origin,
+        held=held.to_json(),
+        point=tail.to_json(),
+        sign_key=opts.sign_key,
+        chain=chain,
+    )
+    result = BackupResult.from_commit(c, opts.stream, server.version, opts.retention)
+    result.point, result.chain = tail.point, c.chain
+    if tail.gone:
+        result.warnings.append(
+            f"{tail.gone:,} sequence(s) after {start.parent.last_seq} were deleted before they "
+            "were read: a restore keeps them deleted"
+        )
+    progress.finish(
+        f"delta of {tail.messages:,} message(s) after sequence {start.parent.last_seq}: "
+        f"{human_bytes(c.stored_bytes)} stored",
+        what="stream",
+    )
     return result
 
 

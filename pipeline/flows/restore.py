@@ -26,6 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
+from pipeline.archive.chains import ChainSource, open_chain
 from pipeline.archive.reader import BlockReader, open_manifest
 from pipeline.archive.repository import Repository
 from pipeline.archive.trust import TrustPolicy
@@ -138,6 +139,27 @@ def _chosen_backup(repo: Repository, opts: RestoreOptions) -> tuple[Manifest, li
     return m, skipped + plain
 
 
+def _chain_source(repo: Repository, m: Manifest, opts: RestoreOptions) -> ChainSource | None:
+    """The merged chain to restore when ``m`` is a restore point of one (``--at`` then picks the point by capture
+    time, ``--until-seq`` by sequence), else None."""
+    at_ns = None
+    if opts.at is not None and opts.backup is None:
+        at = opts.at if opts.at.tzinfo else opts.at.replace(tzinfo=dt.timezone.utc)
+        at_ns = int(at.timestamp()) * 1_000_000_000 + at.microsecond * 1_000
+    check = (lambda pm: opts.trust.check_manifest(repo, pm)) if opts.trust is not None else None
+    return open_chain(
+        repo,
+        m,
+        opts.keys,
+        named=opts.backup is not None,
+        until_seq=opts.until_seq,
+        at_ns=at_ns,
+        check=check,
+        prefetch=opts.transfer.prefetch,
+        workers=opts.transfer.workers,
+    )
+
+
 def _check_server_reads(m: Manifest, server: ServerInfo, rewrite: bool) -> None:
     """Refuse a target server that cannot read this backup's format, or cannot do a rewritten restore."""
     if format_for_version(server.version_tuple) == V2:
@@ -200,8 +222,15 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     repo = Repository.open(opts.url, opts.sink)
     m, warnings = _chosen_backup(repo, opts)
     mid = m.id
-    opened = open_manifest(repo, m, opts.keys, prefetch=opts.transfer.prefetch, workers=opts.transfer.workers)
-    body, encoding, reader = opened.body, opened.inner_encoding, opened.reader
+    chain = _chain_source(repo, m, opts)
+    reader: BlockReader | ChainSource
+    if chain is not None:  # a restore point of a chain: its path merged into one archive (archive/chains.py)
+        opened, mid, encoding, reader = chain.state_from, chain.plan.point.id, payload.NATSARC, chain
+        body = opened.body
+        warnings += list(chain.plan.notes)
+    else:
+        opened = open_manifest(repo, m, opts.keys, prefetch=opts.transfer.prefetch, workers=opts.transfer.workers)
+        body, encoding, reader = opened.body, opened.inner_encoding, opened.reader
     config = opts.target.apply(body["config"])
     config["name"] = opts.stream
     state = body.get("state") or {}
@@ -219,14 +248,16 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     js = await connect(opts.connect)
     async with js:
         server = js.server_info()
-        _check_server_reads(m, server, spec.active)
-        early_preflight = opts.preflight and not spec.active
+        two_pass = spec.active or chain is not None  # a merged chain is counted like a rewrite: pass 1, then 2
+        _check_server_reads(m, server, two_pass)
+        early_preflight = opts.preflight and not two_pass
         opts, tuned = await _first_checks(js, opts, server, target, config, state, early_preflight)
-        if spec.active:
+        if two_pass:
             plan = await asyncio.to_thread(plan_rewrite, payload.decoded(reader.blocks(), encoding), config, spec)
             config, state, expected_consumers = plan.config, plan.state, len(plan.consumers)
-            await _check_subjects_free(js, target, opts.stream, plan)
-            warnings += _rewrite_notes(plan)
+            if spec.active:
+                await _check_subjects_free(js, target, opts.stream, plan)
+                warnings += _rewrite_notes(plan)
         # the server's own "yes" to this placement, replicas and size before any byte goes out (exit 8 if not)
         if opts.preflight and not early_preflight:
             await preflight_target(js, target, config, state)
@@ -265,7 +296,11 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
                 raise
             finally:
                 if accepted and sent_all:
-                    summary = f"{human_bytes(m.data_size)} read from {len(m.envelope['blocks'])} block(s)"
+                    summary = (
+                        f"{human_bytes(chain.stored_bytes)} read from {len(chain.opened)} restore point(s)"
+                        if chain is not None
+                        else f"{human_bytes(m.data_size)} read from {len(m.envelope['blocks'])} block(s)"
+                    )
                     progress.finish(summary, what="stream")
                 elif accepted:
                     progress.abort()
@@ -315,7 +350,9 @@ def _result(
     )
 
 
-def _chunks(reader: BlockReader, encoding: str, plan: RewritePlan | None, opts: RestoreOptions) -> AsyncIterator[bytes]:
+def _chunks(
+    reader: BlockReader | ChainSource, encoding: str, plan: RewritePlan | None, opts: RestoreOptions
+) -> AsyncIterator[bytes]:
     if plan is not None:
         return _rewritten_chunks(reader, encoding, plan, opts)
     if encoding == payload.S2_STREAM:
@@ -383,7 +420,7 @@ _END = object()
 
 
 async def _rewritten_chunks(
-    reader: BlockReader, encoding: str, plan: RewritePlan, opts: RestoreOptions
+    reader: BlockReader | ChainSource, encoding: str, plan: RewritePlan, opts: RestoreOptions
 ) -> AsyncIterator[bytes]:
     """Pass 2 (in a thread): blocks → decoded archive → rewrite → Snappy framing → restore chunks."""
 

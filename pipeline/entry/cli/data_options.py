@@ -54,6 +54,20 @@ def backup_options(f: Callable) -> Callable:
             ),
             click.option("--no-encrypt", is_flag=True, help="store unencrypted (recorded in the manifest)"),
             click.option(
+                "--incremental",
+                is_flag=True,
+                help="store only the messages after the stream's newest restore point (a delta); a full backup "
+                "starts the chain, and is taken instead when the stream was re-created or purged past it "
+                "(nats-server >= 2.15)",
+            ),
+            click.option(
+                "--full-every",
+                type=click.IntRange(1),
+                default=None,
+                metavar="N",
+                help="with --incremental: a full backup once the chain holds N restore points",
+            ),
+            click.option(
                 "--block-size", type=SIZE, default=None, help="archive block size [8MiB, grown for large streams]"
             ),
             click.option(
@@ -96,6 +110,8 @@ def backup_options_of(kw: dict, stream: str, url: str) -> BackupOptions:
         retention=retention(kw),
         sink=sink_options(kw, kw.pop("sse_kms_key", None), url=url),
         sign_key=sign_key(kw),
+        incremental=kw.pop("incremental"),
+        full_every=kw.pop("full_every"),
     )
 
 

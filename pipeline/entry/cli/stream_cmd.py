@@ -84,6 +84,13 @@ def backup_cmd(
         emit_json({"ok": True, "backup": res.to_json(), **signed})
         return
     echo(f"Backed up stream {res.stream} as {res.manifest_id}")
+    if res.chain is not None and res.chain.get("parent"):
+        echo(
+            f"  delta after {res.chain['parent'][:12]}: sequences {res.chain['first_seq']}-{res.chain['last_seq']} "
+            f"(chain {res.chain['id'][:12]})"
+        )
+    elif res.full_reason:
+        echo(f"  full backup: {res.full_reason}")
     echo(
         f"  {res.messages:,} messages, {human_bytes(res.bytes)} in the stream; snapshot "
         f"{human_bytes(res.received_bytes)} ({res.snapshot_format}, nats-server {res.server_version})"
