@@ -25,6 +25,7 @@ from pipeline.base.errors import (
     ServerRefused,
     TransferFailed,
     UsageError,
+    phrase,
     setting,
 )
 from pipeline.base.progress import NoProgress, Progress
@@ -311,7 +312,7 @@ async def _run(
             last_seq=tail.point,
             captured=await _captured(js, opts.stream),
         )
-        warnings.append(f"a full backup starts a chain of restore points: {start.why_full}")
+        warnings.append(phrase(f"a full backup starts a chain of restore points: {start.why_full}"))
     c = await w.commit(
         server={
             "version": server.version,
@@ -341,7 +342,7 @@ async def _run(
     result.warnings = warnings
     result.point = tail.point if tail is not None else None
     result.chain = c.chain
-    result.full_reason = start.why_full if start is not None else None
+    result.full_reason = phrase(start.why_full) if start is not None and start.why_full else None
     progress.finish(f"{human_bytes(c.stored_bytes)} stored in {c.blocks} block(s)", what="stream")
     return result
 

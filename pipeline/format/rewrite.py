@@ -257,7 +257,9 @@ def plan_rewrite(blocks: Iterable[bytes], config: dict, spec: RewriteSpec) -> Re
             seen.state = entry_json(e)
         elif e.name.startswith(CONSUMER_PREFIX):
             seen.consumer(e.name[len(CONSUMER_PREFIX) :], entry_json(e))
-    orig_last = int(seen.state.get("last_seq", 0) or 0)
+    # Entries a client appended after the server's own (a backup's catch-up read, a merged chain's messages after
+    # its head's point) extend the archive past its state.json's last_seq.
+    orig_last = max(int(seen.state.get("last_seq", 0) or 0), seen.max_seq)
     cut = orig_last if seen.cut is None or seen.cut > orig_last else seen.cut
     consumers = _rewritten_consumers(seen, cut)
     new_state = seen.new_state(cut)
@@ -276,6 +278,7 @@ class _Pass1:
         self.cut: int | None = spec.until_seq
         self.last_kept_any = 0  # the last message sequence before the time cut (any subject)
         self.kept = self.size = self.dropped = 0
+        self.max_seq = 0  # the highest message sequence in the archive
         self.first_seq = self.first_ts = self.last_ts = 0
         self.subjects: set[str] = set()
 
@@ -290,6 +293,7 @@ class _Pass1:
 
     def message(self, e: Entry) -> None:
         seq, spec = e.sequence, self.spec
+        self.max_seq = max(self.max_seq, seq)
         if self.cut is None and spec.until_ns is not None and e.timestamp >= spec.until_ns:
             self.cut = self.last_kept_any
         if self.cut is not None and seq > self.cut:
