@@ -37,6 +37,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py
 	$(BIN)/python benchmarks/bench_start.py
+	$(BIN)/python benchmarks/bench_incremental.py --gib 1 --pct 1
 	# S3 over a shaped link (network namespace + tc; needs root): exits 3 and measures nothing without them
 	$(BIN)/python benchmarks/bench_s3_link.py --gib 0.5 --link-mbit 400
 	$(BIN)/python benchmarks/bench_wan.py --rtt 0,25,50,100 --mib 64 --link-mbit 1000

@@ -275,3 +275,35 @@ def test_incremental_is_refused_on_a_v1_server(tmp_path, env):
         assert not (tmp_path / "archive" / "manifests").exists() or not any(
             (tmp_path / "archive" / "manifests").iterdir()
         )
+
+
+def test_account_backup_incremental_and_restore(nats_server, second_server, tmp_path, env):
+    src, dst, root = nats_server.url, second_server.url, tmp_path / "archive"
+    asyncio.run(_publish(src, 1, 40, create=True))
+    first = json.loads(
+        ok(
+            jsarchive(
+                "account", "backup", root, "--incremental", "--no-encrypt", "--json", env={**env, "NATS_URL": src}
+            )
+        ).stdout
+    )
+    asyncio.run(_publish(src, 41, 15))
+    second = json.loads(
+        ok(
+            jsarchive(
+                "account", "backup", root, "--incremental", "--no-encrypt", "--json", env={**env, "NATS_URL": src}
+            )
+        ).stdout
+    )
+    first, second = first["account"], second["account"]
+    (s1,), (s2,) = first["streams"], second["streams"]
+    envelope = json.loads((root / "manifests" / s2["manifest_id"]).read_bytes())
+    assert envelope["chain"]["parent"] == s1["manifest_id"], envelope.get("chain")
+    assert (envelope["chain"]["first_seq"], envelope["chain"]["last_seq"]) == (41, 55)
+    expected = live(src)
+    ok(
+        jsarchive(
+            "account", "restore", root, second["set_id"], "--allow-unencrypted", "--json", env={**env, "NATS_URL": dst}
+        )
+    )
+    assert live(dst) == expected
