@@ -22,6 +22,7 @@ import pytest
 import requests
 
 import sinks.gcs as gcs
+import sinks.gcs.checksums as gcs_checksums
 from sinks import (
     AccessDenied,
     ObjectExists,
@@ -455,8 +456,8 @@ def test_a_missing_part_holds_the_later_ones_back(gcs_sink: GCSSink):
 
 
 def test_crc_mismatch_is_detected_and_the_object_removed(gcs_sink: GCSSink, gcs_emulator: Emulator, monkeypatch):
-    real = gcs._update_crc
-    monkeypatch.setattr(gcs, "_update_crc", lambda c, data: real(c, data[:-1] + bytes([data[-1] ^ 1])))
+    real = gcs_checksums._update_crc
+    monkeypatch.setattr(gcs_checksums, "_update_crc", lambda c, data: real(c, data[:-1] + bytes([data[-1] ^ 1])))
     w = gcs_sink.open_writer("data/bad", part_size=CHUNK_QUANTUM)
     write_in_order(w, make_parts(8, seed=2))
     with pytest.raises(SinkError, match=r"data/bad arrived damaged: .* CRC32C .*the damaged object was deleted"):
@@ -467,7 +468,7 @@ def test_crc_mismatch_is_detected_and_the_object_removed(gcs_sink: GCSSink, gcs_
 
 
 def test_put_with_a_wrong_checksum_is_refused(gcs_sink: GCSSink, gcs_emulator: Emulator, monkeypatch):
-    monkeypatch.setattr(gcs, "_crc32c_of", lambda data: "AAAAAA==")
+    monkeypatch.setattr(gcs_checksums, "_crc32c_of", lambda data: "AAAAAA==")
     with pytest.raises(SinkError, match="CRC32C") as err:
         gcs_sink.put("manifests/bad", b"manifest bytes")
     if gcs_emulator.name == GCP_EMULATOR:
