@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.base.errors import JsArchiveError, setting
-from pipeline.base.units import human_bytes
+from pipeline.base.units import human_bytes, parse_duration
 from pipeline.entry.cli.aliases import AliasGroup
 from pipeline.entry.cli.at_option import at_option, exclusive, parse_at
 from pipeline.entry.cli.common import (
@@ -37,6 +37,7 @@ from pipeline.entry.cli.data_options import (
 from pipeline.entry.metrics import RunObserver, stream_report
 from pipeline.flows.backup import backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
+from pipeline.ops.follow import LEASE_BUCKET, FollowOptions, follow
 
 
 @click.group("stream", cls=AliasGroup)
@@ -113,6 +114,58 @@ def backup_cmd(
 
 
 stream_group.add_command(backup_cmd, "snapshot")  # natscli's name for it
+
+
+@stream_group.command("follow")
+@click.argument("stream")
+@click.argument("url")
+@backup_options
+@click.option(
+    "--segment-interval",
+    default="10s",
+    show_default=True,
+    metavar="DURATION",
+    help="commit a segment (a delta) this often: the recovery point objective",
+)
+@click.option("--segments", type=click.IntRange(1), default=None, help="stop after N committed segments")
+@click.option("--lease-bucket", default=LEASE_BUCKET, show_default=True, help="KV bucket of the one-follower lease")
+@click.option("--lease-ttl", default="30s", show_default=True, metavar="DURATION", help="lease time to live")
+@sign_key_option
+@storage_options
+@key_options(write=True)
+@archive_options
+@connection_options
+@output_options
+@handle_errors
+def follow_cmd(
+    stream: str,
+    url: str,
+    segment_interval: str,
+    segments: int | None,
+    lease_bucket: str,
+    lease_ttl: str,
+    no_progress: bool,
+    as_json: bool,
+    **kw: object,
+) -> None:
+    """Archive STREAM continuously into URL: a delta every --segment-interval until SIGTERM (nats-server >= 2.15).
+
+    Resumes from the archive's newest restore point; one follower per stream (a lease in a KV bucket)."""
+    opts = FollowOptions(
+        each=backup_options_of(kw, stream, url),
+        interval=parse_duration(segment_interval),
+        segments=segments,
+        lease_bucket=lease_bucket,
+        lease_ttl=parse_duration(lease_ttl),
+    )
+    report = follow(opts, say=(lambda _m: None) if as_json else echo)
+    if as_json:
+        emit_json({"ok": True, "follow": report.to_json()})
+        return
+    echo(
+        f"Stopped following {stream} ({report.stopped_by}): {report.segments} segment(s), "
+        f"{report.messages:,} message(s) in deltas, committed up to sequence {report.last_seq}"
+    )
 
 
 @stream_group.command("restore")
