@@ -71,9 +71,10 @@ def bench(gib: float, pct: float, workdir: Path) -> dict:
         delta = run_cli(["stream", "backup", STREAM, str(archive), "--incremental", *common], env)
         full = run_cli(["stream", "backup", STREAM, str(full_archive), *common], env)
         asyncio.run(delete(srv.url))
-        chain_restore = run_cli(["stream", "restore", str(archive), STREAM, "--allow-unencrypted", *common], env)
+        quiet = ["--allow-unencrypted", "--no-progress", "--json"]
+        chain_restore = run_cli(["stream", "restore", str(archive), STREAM, *quiet], env)
         asyncio.run(delete(srv.url))
-        full_restore = run_cli(["stream", "restore", str(full_archive), STREAM, "--allow-unencrypted", *common], env)
+        full_restore = run_cli(["stream", "restore", str(full_archive), STREAM, *quiet], env)
     d, f = delta["result"]["backup"], full["result"]["backup"]
     return {
         "stream": filled,
