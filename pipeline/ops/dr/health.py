@@ -59,7 +59,8 @@ class LatestBackup:
             created=created,
             age_s=round((now - parse_created(created)).total_seconds(), 1),
             messages=int(s.get("messages", 0)),
-            last_seq=int(s.get("last_seq", 0)),
+            # a restore point of a chain is the stream up to its chain's last_seq (a delta's summary counts its range)
+            last_seq=int(m.chain["last_seq"]) if m.chain else int(s.get("last_seq", 0)),
             replicas=int(s.get("replicas", 1)),
             stream=m.stream,
         )
