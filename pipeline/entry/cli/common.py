@@ -14,6 +14,7 @@ from pipeline.base.display import redact_text, safe
 from pipeline.base.errors import Interrupted, JsArchiveError, UsageError
 from pipeline.base.progress import NoProgress, Progress
 from pipeline.base.units import parse_duration, parse_size
+from pipeline.entry import settings
 from pipeline.entry.cli.progress import LogProgress, RichProgress, abort_live, live_console
 
 if TYPE_CHECKING:  # imported where used: the root CLI loads this module, and `--version`/`--help` must not pay for
@@ -172,10 +173,7 @@ def connect_options(kw: dict) -> ConnectOptions:
     from pipeline.jetstream.client import ConnectOptions
 
     v = _merged_connection(kw)
-    user, password, token = v["user"], v["password"], v["token"]
-    if user and not password and not token:
-        # natscli: --user without --password is a token
-        token, user = user, None
+    user, password, token = settings.nats_user(v["user"], v["password"], v["token"])
     return ConnectOptions(
         servers=v["server"],
         user=user,
@@ -315,7 +313,11 @@ def key_ring(kw: dict) -> KeyRing:
 def archive_options(f: Callable) -> Callable:
     """How to reach the archive's object store; credentials come from the SDKs' default chains."""
     opts = [
-        click.option("--s3-endpoint", envvar="AWS_ENDPOINT_URL", help="S3-compatible endpoint URL [$AWS_ENDPOINT_URL]"),
+        click.option(
+            "--s3-endpoint",
+            envvar=list(settings.S3_ENDPOINT_VARS),  # the first one set, as the AWS SDKs read them
+            help="S3-compatible endpoint URL [$AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL]",
+        ),
         click.option("--region", help="object store region [SDK default]"),
         click.option("--profile", envvar="AWS_PROFILE", help="AWS profile [$AWS_PROFILE]"),
         click.option(
@@ -337,20 +339,18 @@ def archive_options(f: Callable) -> Callable:
 
 
 def sink_options(kw: dict, sse_kms_key: str | None = None, *, url: str) -> SinkOptions:
-    """Archive options for ``url``; --s3-endpoint ($AWS_ENDPOINT_URL) only ever applies to s3:// archives."""
-    if url.startswith("mem://"):
-        # An in-memory archive ends with this process: a backup there would report success and be gone.
-        raise UsageError(f"{url}: mem:// archives exist only inside one Python process (the test suite's)")
-    from sinks import SinkOptions
-
-    endpoint = kw.pop("s3_endpoint", None)
-    return SinkOptions(
-        endpoint_url=endpoint if url.startswith("s3://") else None,
+    """Archive options for ``url``; --s3-endpoint ($AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL) only ever applies to
+    s3:// archives."""
+    if settings.is_process_local(url):
+        raise UsageError(f"{url}: {settings.MEM_ONLY} (the test suite's)")
+    return settings.sink_options(
+        url,
+        endpoint=kw.pop("s3_endpoint", None),
         region=kw.pop("region", None),
         profile=kw.pop("profile", None),
         sse_kms_key=sse_kms_key,
-        limit_upload=kw.pop("limit_upload", None) or None,
-        limit_download=kw.pop("limit_download", None) or None,
+        limit_upload=kw.pop("limit_upload", None),
+        limit_download=kw.pop("limit_download", None),
     )
 
 
