@@ -18,6 +18,7 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
+from pipeline.jetstream.embedded import EmbeddedServer, ServerSpec
 from tests.conftest import make_server
 from tests.servers import V1_VERSIONS
 from tests.test_bad_input import Run, cli_env, jsarchive, one_error
@@ -307,3 +308,20 @@ def test_account_backup_incremental_and_restore(nats_server, second_server, tmp_
         )
     )
     assert live(dst) == expected
+
+
+def test_drill_restores_the_newest_point_of_each_chain(nats_server, tmp_path, env):
+    url, root = nats_server.url, tmp_path / "archive"
+    run_env = {**env, "NATS_URL": url}
+    asyncio.run(_publish(url, 1, 40, create=True))
+    ok(jsarchive("account", "backup", root, "--incremental", "--no-encrypt", env=run_env))
+    asyncio.run(_publish(url, 41, 25))
+    ok(jsarchive("account", "backup", root, "--incremental", "--no-encrypt", env=run_env))
+    with EmbeddedServer(ServerSpec(name="drill", tags=["env:drill"]), workdir=tmp_path / "drill") as target:
+        drill = ["drill", root, "--latest", "--tag", "env:drill", "--allow-unencrypted", "--json"]
+        run = ok(jsarchive(*drill, env={**env, "NATS_URL": target.url}, timeout=180))
+    report = json.loads(run.stdout)["report"]
+    assert report["passed"], report
+    (s,) = report["streams"]
+    assert s["got"]["messages"] == s["expected"]["messages"] == 65, s
+    assert s["rpo_s"] >= 0

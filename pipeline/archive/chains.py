@@ -162,3 +162,22 @@ def open_chain(
             check(pm)
         opened.append(open_manifest(repo, pm, keys, prefetch=prefetch, workers=workers, label=""))
     return ChainSource(plan, opened)
+
+
+def point_totals(repo: Repository, m: mf.Manifest) -> tuple[int, int] | None:
+    """For a restore point of a chain: the messages its path captured in all (each capture's summary counts its own
+    range) and the point's last sequence — what a restore of it holds, less what limits removed since the base. None
+    for a backup of its own, or a point whose path does not restore."""
+    if m.chain is None:
+        return None
+    points, manifests = stream_points(repo, m.stream)
+    own = restore_point(m)
+    chained = [p for p in points if manifests[p.id].chain is not None]
+    if m.id not in manifests:
+        chained.append(own)
+        manifests[m.id] = m
+    try:
+        plan = plan_chain(chained, until_seq=own.last_seq)
+    except JsArchiveError:
+        return None
+    return sum(int(manifests[p.id].summary.get("messages", 0) or 0) for p in plan.path), own.last_seq

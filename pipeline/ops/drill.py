@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline import __version__
+from pipeline.archive.chains import point_totals
 from pipeline.archive.reader import open_manifest
 from pipeline.archive.repository import Repository, storage_error
 from pipeline.archive.retention import parse_created
@@ -142,14 +143,17 @@ class DrillFailed(JsArchiveError):
         self.exit_code = exit_code
 
 
-def _expected(m: Manifest, body: dict) -> dict:
+def _expected(m: Manifest, body: dict, totals: tuple[int, int] | None = None) -> dict:
+    """What the drill's restore must hold: the backup's counts, or for a restore point of a chain its path's
+    (``totals``: pipeline.archive.chains.point_totals)."""
     s = m.summary
     consumers = {}
     for c in body.get("consumers") or []:
         name = c.get("name") or (c.get("config") or {}).get("durable_name")
         if name:
             consumers[str(name)] = int((c.get("ack_floor") or {}).get("stream_seq", 0) or 0)
-    return {"messages": int(s.get("messages", 0)), "last_seq": int(s.get("last_seq", 0)), "consumers": consumers}
+    messages, last_seq = totals if totals is not None else (int(s.get("messages", 0)), int(s.get("last_seq", 0)))
+    return {"messages": messages, "last_seq": last_seq, "consumers": consumers}
 
 
 async def _observe(js: JetStream, stream: str) -> dict:
@@ -267,7 +271,7 @@ async def run_drill_async(opts: DrillOptions) -> DrillResult:
                 manifest_id=manifests[n].id,
                 backup_created=manifests[n].created,
                 rpo_s=round((started - parse_created(manifests[n].created)).total_seconds(), 1),
-                expected=_expected(manifests[n], bodies[n]),
+                expected=_expected(manifests[n], bodies[n], point_totals(repo, manifests[n])),
             )
             for n in chosen
         }
