@@ -5,7 +5,8 @@ size, a key must open it, the stream name must be free, and the server must read
 Blocks are fetched ahead in parallel (ranged reads), each checked against the manifest's stored hash, opened
 (AEAD), decompressed and checked against its plaintext hash before its bytes are sent. After the server's final
 answer we wait until the stream has a leader, its replicas are current and its consumers are back, then compare
-its state with the manifest. Any failure after the server accepted the restore deletes the partial stream.
+its state with the manifest (both in :mod:`pipeline.flows.restore_checks`). Any failure after the server accepted
+the restore deletes the partial stream.
 
 A backup stored decoded (inner encoding ``natsarc``, see pipeline/format/payload.py) is re-framed on the way: its
 NATSARC1 archive is sent Snappy-framed, which the server's restore reads like its own S2 output.
@@ -18,6 +19,7 @@ rewritten config and state in the request, and the final comparison uses the rew
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import queue
@@ -32,16 +34,16 @@ from pipeline.archive.repository import Repository
 from pipeline.archive.trust import TrustPolicy
 from pipeline.base.errors import (
     ConflictError,
-    IntegrityError,
     JsArchiveError,
     ServerRefused,
-    TransferFailed,
     UsageError,
     setting,
 )
 from pipeline.base.progress import NoProgress, Progress, ScaledAdvance
+from pipeline.base.retry import attempts, until
 from pipeline.base.transfer import TransferConfig, auto_in_flight, auto_restore_chunk
 from pipeline.base.units import human_bytes
+from pipeline.flows.restore_checks import archive_state, await_healthy, compare_state
 from pipeline.format import marks, payload
 from pipeline.format.manifest import Manifest
 from pipeline.format.rewrite import RewritePlan, RewriteSpec, SubjectMap, filters_overlap, plan_rewrite, rewrite_archive
@@ -51,6 +53,22 @@ from pipeline.jetstream.placement import RestoreTarget
 from pipeline.jetstream.preflight import preflight_target
 from pipeline.keys.keyring import KeyRing
 from sinks import SinkOptions
+
+__all__ = [
+    "RestoreOptions",
+    "RestoreResult",
+    "archive_state",
+    "compare_state",
+    "restore_stream",
+    "restore_stream_async",
+]
+
+_await_healthy = await_healthy  # its old name here, which tests/test_stream_kinds.py imports
+
+DRAIN_PAUSE = 0.05  # between emptyings of the chunk queue while its producer thread ends
+REMOVE_LOOKS, REMOVE_PAUSE = 6, 0.5  # looks at a partial stream (and deletes of it), and the pause between them
+ABSENT_LOOKS = 3  # a V2 server may create the stream a moment after an aborted upload: absent counts from this look
+MARK_TRIES, MARK_PAUSE = 5, 0.5  # tries to set the mark to complete
 
 
 @dataclass
@@ -221,23 +239,93 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
     started = time.monotonic()
     repo = Repository.open(opts.url, opts.sink)
     m, warnings = _chosen_backup(repo, opts)
-    mid = m.id
-    chain = _chain_source(repo, m, opts)
-    reader: BlockReader | ChainSource
-    if chain is not None:  # a restore point of a chain: its path merged into one archive (archive/chains.py)
-        opened, mid, encoding, reader = chain.state_from, chain.plan.point.id, payload.NATSARC, chain
-        body = opened.body
-        warnings += list(chain.plan.notes)
-    else:
-        opened = open_manifest(repo, m, opts.keys, prefetch=opts.transfer.prefetch, workers=opts.transfer.workers)
-        body, encoding, reader = opened.body, opened.inner_encoding, opened.reader
-    config = opts.target.apply(body["config"])
-    config["name"] = opts.stream
-    state = body.get("state") or {}
-    expected_consumers = 0 if body["snapshot"].get("no_consumers") else int(state.get("consumer_count", 0))
+    src = _open_source(repo, m, opts)
+    warnings += src.notes
+    req = _request(src, opts)
     spec = opts.rewrite_spec()
     target = spec.new_name or opts.stream
+    _check_rewrite_format(m, src.mid, spec)
+
+    js = await connect(opts.connect)
+    async with js:
+        server = js.server_info()
+        two_pass = spec.active or src.chain is not None  # a merged chain is counted like a rewrite: pass 1, then 2
+        _check_server_reads(m, server, two_pass)
+        early_preflight = opts.preflight and not two_pass
+        opts, tuned = await _first_checks(js, opts, server, target, req.config, req.state, early_preflight)
+        if two_pass:
+            warnings += await _plan(js, src, req, spec, opts, target)
+        # the server's own "yes" to this placement, replicas and size before any byte goes out (exit 8 if not)
+        if opts.preflight and not early_preflight:
+            await preflight_target(js, target, req.config, req.state)
+        restore_id = opts.restore_id or marks.new_restore_id()
+        req.config = marks.stamp(req.config, restore_id, src.mid)
+        upload = _Upload(progress)
+        try:
+            await _upload(js, target, src, req, opts, upload)
+            expected = req.plan.expected_state() if req.plan else archive_state(src.body)
+            info, state_warnings = await await_healthy(js, target, expected, req.expected_consumers, opts.wait)
+            warnings += state_warnings
+        except BaseException as e:
+            if upload.accepted:
+                note = await _remove_partial(js, target, restore_id)
+                if isinstance(e, JsArchiveError):
+                    raise type(e)(f"{e.template}; {note}") from None
+            raise
+        warnings += await _mark_complete(js, target, info, restore_id)
+    result = _result(info, src.body, src.mid, target, server, m.snapshot_format, restore_id)
+    result.seconds, result.warnings, result.transfer = round(time.monotonic() - started, 3), warnings, tuned
+    return result
+
+
+@dataclass
+class _Source:
+    """What a restore sends: one backup's blocks, or a chain's path merged into one archive (archive/chains.py)."""
+
+    manifest: Manifest  # the backup chosen
+    body: dict  # the config and state the request is made of
+    mid: str  # the id restored from (a chain's: its restore point)
+    encoding: str
+    reader: BlockReader | ChainSource
+    chain: ChainSource | None
+    notes: list[str]  # warnings so far
+
+    def summary(self) -> str:
+        """What was read, for the bar's closing line."""
+        if self.chain is not None:
+            return f"{human_bytes(self.chain.stored_bytes)} read from {len(self.chain.opened)} restore point(s)"
+        m = self.manifest
+        return f"{human_bytes(m.data_size)} read from {len(m.envelope['blocks'])} block(s)"
+
+
+def _open_source(repo: Repository, m: Manifest, opts: RestoreOptions) -> _Source:
+    chain = _chain_source(repo, m, opts)
+    if chain is not None:
+        body = chain.state_from.body
+        return _Source(m, body, chain.plan.point.id, payload.NATSARC, chain, chain, list(chain.plan.notes))
+    opened = open_manifest(repo, m, opts.keys, prefetch=opts.transfer.prefetch, workers=opts.transfer.workers)
+    return _Source(m, opened.body, m.id, opened.inner_encoding, opened.reader, None, [])
+
+
+@dataclass
+class _Request:
+    """The restore request (config and state) and what the restored stream must show; a rewrite's plan if any."""
+
+    config: dict
+    state: dict
+    expected_consumers: int
     plan: RewritePlan | None = None
+
+
+def _request(src: _Source, opts: RestoreOptions) -> _Request:
+    config = opts.target.apply(src.body["config"])
+    config["name"] = opts.stream
+    state = src.body.get("state") or {}
+    expected_consumers = 0 if src.body["snapshot"].get("no_consumers") else int(state.get("consumer_count", 0))
+    return _Request(config, state, expected_consumers)
+
+
+def _check_rewrite_format(m: Manifest, mid: str, spec: RewriteSpec) -> None:
     if spec.active and m.snapshot_format != V2:
         raise UsageError(
             f"backup {mid[:12]} is in snapshot format {m.snapshot_format}: "
@@ -245,78 +333,63 @@ async def restore_stream_async(opts: RestoreOptions, progress: Progress | None =
             f"{setting('until-seq')} and {setting('until')} need a V2 backup (taken from nats-server 2.15 or later)"
         )
 
-    js = await connect(opts.connect)
-    async with js:
-        server = js.server_info()
-        two_pass = spec.active or chain is not None  # a merged chain is counted like a rewrite: pass 1, then 2
-        _check_server_reads(m, server, two_pass)
-        early_preflight = opts.preflight and not two_pass
-        opts, tuned = await _first_checks(js, opts, server, target, config, state, early_preflight)
-        if two_pass:
-            plan = await asyncio.to_thread(plan_rewrite, payload.decoded(reader.blocks(), encoding), config, spec)
-            config, state, expected_consumers = plan.config, plan.state, len(plan.consumers)
-            if spec.active:
-                await _check_subjects_free(js, target, opts.stream, plan)
-                warnings += _rewrite_notes(plan)
-        # the server's own "yes" to this placement, replicas and size before any byte goes out (exit 8 if not)
-        if opts.preflight and not early_preflight:
-            await preflight_target(js, target, config, state)
-        restore_id = opts.restore_id or marks.new_restore_id()
-        config = marks.stamp(config, restore_id, mid)
-        accepted = sent_all = False
-        # The bar counts the stream's bytes (as natscli's): the bytes sent, scaled by the stream's size over the
-        # bytes there are to send, so that it moves evenly and ends on the stream's size. Unlike a snapshot's,
-        # this whole send is known before it starts (a rewritten one's is not: it counts the bytes sent).
-        on_sent = ScaledAdvance(progress)
 
-        def on_accepted() -> None:
-            nonlocal accepted
-            accepted = True
-            # Only now: a refused request (placement, name in use) prints nothing but its error.
-            wire = None if plan else payload.server_stream_size((n for n, _ in reader.plain), encoding)
-            total = int((plan.state if plan else m.summary).get("bytes") or 0) or None
-            if wire and total:
-                on_sent.factor = total / wire
-            progress.start(f"restore {target}", total)
+async def _plan(
+    js: JetStream, src: _Source, req: _Request, spec: RewriteSpec, opts: RestoreOptions, target: str
+) -> list[str]:
+    """Pass 1 of a two-pass restore: the rewritten request in ``req``; the notes on what a rewrite leaves out."""
+    plan = await asyncio.to_thread(plan_rewrite, payload.decoded(src.reader.blocks(), src.encoding), req.config, spec)
+    req.config, req.state, req.expected_consumers, req.plan = plan.config, plan.state, len(plan.consumers), plan
+    if not spec.active:
+        return []
+    await _check_subjects_free(js, target, opts.stream, plan)
+    return _rewrite_notes(plan)
 
-        try:
-            try:
-                await js.restore(
-                    target,
-                    {"config": config, "state": state},
-                    _chunks(reader, encoding, plan, opts),
-                    in_flight=opts.transfer.in_flight,
-                    on_sent=on_sent,
-                    on_accepted=on_accepted,
-                )
-                sent_all = True
-            except ServerRefused as e:
-                if getattr(e, "err_code", 0) == 10005:
-                    raise _with_request(e, config) from None
-                raise
-            finally:
-                if accepted and sent_all:
-                    summary = (
-                        f"{human_bytes(chain.stored_bytes)} read from {len(chain.opened)} restore point(s)"
-                        if chain is not None
-                        else f"{human_bytes(m.data_size)} read from {len(m.envelope['blocks'])} block(s)"
-                    )
-                    progress.finish(summary, what="stream")
-                elif accepted:
-                    progress.abort()
-            expected = plan.expected_state() if plan else archive_state(body)
-            info, state_warnings = await _await_healthy(js, target, expected, expected_consumers, opts.wait)
-            warnings += state_warnings
-        except BaseException as e:
-            if accepted:
-                note = await _remove_partial(js, target, restore_id)
-                if isinstance(e, JsArchiveError):
-                    raise type(e)(f"{e.template}; {note}") from None
-            raise
-        warnings += await _mark_complete(js, target, info, restore_id)
-    result = _result(info, body, mid, target, server, m.snapshot_format, restore_id)
-    result.seconds, result.warnings, result.transfer = round(time.monotonic() - started, 3), warnings, tuned
-    return result
+
+@dataclass
+class _Upload:
+    """The bar of one upload, and whether the server accepted the request (from then on a partial stream may exist)."""
+
+    progress: Progress
+    accepted: bool = False
+
+
+async def _upload(js: JetStream, target: str, src: _Source, req: _Request, opts: RestoreOptions, up: _Upload) -> None:
+    plan, progress = req.plan, up.progress
+    sent_all = False
+    # The bar counts the stream's bytes (as natscli's): the bytes sent, scaled by the stream's size over the
+    # bytes there are to send, so that it moves evenly and ends on the stream's size. Unlike a snapshot's,
+    # this whole send is known before it starts (a rewritten one's is not: it counts the bytes sent).
+    on_sent = ScaledAdvance(progress)
+
+    def on_accepted() -> None:
+        up.accepted = True
+        # Only now: a refused request (placement, name in use) prints nothing but its error.
+        wire = None if plan else payload.server_stream_size((n for n, _ in src.reader.plain), src.encoding)
+        total = int((plan.state if plan else src.manifest.summary).get("bytes") or 0) or None
+        if wire and total:
+            on_sent.factor = total / wire
+        progress.start(f"restore {target}", total)
+
+    try:
+        await js.restore(
+            target,
+            {"config": req.config, "state": req.state},
+            _chunks(src.reader, src.encoding, plan, opts),
+            in_flight=opts.transfer.in_flight,
+            on_sent=on_sent,
+            on_accepted=on_accepted,
+        )
+        sent_all = True
+    except ServerRefused as e:
+        if getattr(e, "err_code", 0) == 10005:
+            raise _with_request(e, req.config) from None
+        raise
+    finally:
+        if up.accepted and sent_all:
+            progress.finish(src.summary(), what="stream")
+        elif up.accepted:
+            progress.abort()
 
 
 def _result(
@@ -364,15 +437,6 @@ def _with_request(e: ServerRefused, config: dict) -> ServerRefused:
     """A placement refusal (10005) with what was asked for, the one thing the server's message leaves out."""
     asked = {"placement": config.get("placement"), "replicas": config.get("num_replicas", 1)}
     return ServerRefused(f"{e.template}; requested {json.dumps(asked)}")
-
-
-def archive_state(body: dict) -> dict:
-    """What a restore of this backup must give back: what its archive was counted to hold (``held``, backups
-    from this version on), else the state the server announced when the snapshot started."""
-    held = body.get("held")
-    if isinstance(held, dict) and all(isinstance(held.get(k), int) for k in ("messages", "first_seq", "last_seq")):
-        return {k: held[k] for k in ("messages", "first_seq", "last_seq")}
-    return body.get("state") or {}
 
 
 def _exists_error(target: str, info: dict) -> ConflictError:
@@ -474,185 +538,16 @@ async def _threaded(make: Callable[[], Iterator[bytes]], depth: int) -> AsyncIte
             yield item
     finally:
         stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                await asyncio.sleep(0.05)
+        # the producer may be blocked putting into a full queue: take what it puts until it has ended
+        await until(lambda running: not running, pause=DRAIN_PAUSE)(_drain, q, thread)
 
 
-async def _await_healthy(
-    js: JetStream, stream: str, expected: dict, expected_consumers: int, wait: float
-) -> tuple[dict, list[str]]:
-    """Poll until leader, current replicas, consumers and state are there; then compare state with the backup."""
-    deadline = time.monotonic() + wait
-    while True:
-        # both asked at once: one round trip per poll (the consumers are only counted once the stream is healthy)
-        info_or, names_or = await asyncio.gather(
-            js.stream_info(stream, timeout=5.0), js.consumer_names(stream, timeout=5.0), return_exceptions=True
-        )
-        if isinstance(info_or, (TransferFailed, ServerRefused)):  # no leader to answer yet, or a timeout
-            info, why = None, str(info_or)
-        elif isinstance(info_or, BaseException):
-            raise info_or
-        else:
-            info, why = info_or, "the stream is not there"
-        if info is not None:
-            cl = info.get("cluster")
-            st = info.get("state") or {}
-            names: list[str] = []
-            if cl is not None and not cl.get("leader"):
-                why = "the stream has no leader yet"
-            elif cl is not None and not all(r.get("current") for r in cl.get("replicas") or []):
-                lagging = [r.get("name") for r in cl.get("replicas") or [] if not r.get("current")]
-                why = f"replicas {', '.join(map(str, lagging))} are not current yet"
-            elif int(st.get("last_seq", 0)) < int(expected.get("last_seq", 0)):
-                why = f"last sequence {st.get('last_seq')} is below the backup's {expected.get('last_seq')}"
-                if time.monotonic() >= deadline:  # it had its time to catch up: the sequences are lost, say so
-                    compare_state(stream, expected, st, config=info.get("config") or {})
-            else:
-                if isinstance(names_or, JsArchiveError):
-                    names, why = [], f"consumers not answering ({names_or})"
-                elif isinstance(names_or, BaseException):
-                    raise names_or
-                else:
-                    names = names_or
-                if len(names) >= expected_consumers:
-                    info["_consumers"] = names
-                    cfg = info.get("config") or {}  # the restored config: its limits are what apply now
-                    notes = _sourcing_notes(js, stream, cfg)
-                    return info, compare_state(stream, expected, st, config=cfg) + notes
-                why = f"{len(names)} of {expected_consumers} consumers are back"
-        if time.monotonic() >= deadline:
-            raise TransferFailed(f"restored stream {stream!r} did not become healthy within {wait:g} s: {why}")
-        await asyncio.sleep(0.25)
-
-
-def compare_state(stream: str, expected: dict, actual: dict, *, config: dict | None = None) -> list[str]:
-    """Fail only on real loss; warn about the differences the server is documented to make on a restore.
-
-    Real loss is a last sequence below the backup's, or fewer messages or subjects (or a first sequence further
-    on) than the backup held where nothing in the restored ``config`` lets the server drop messages: an expired
-    ``Nats-TTL``, ``max_age``, a fired schedule, interest/work-queue retention, or a count/size limit the stream
-    was over or grew past. Keys missing from ``expected`` are not compared. ``num_deleted`` only ever warns: it
-    follows from the other three (gaps between first and last), which are checked. A higher last_seq alone says
-    nothing (trailing deleted sequences are restored as such, and a counted ``expected`` ends at the last message).
-    """
-    cfg = config or {}
-    warnings: list[str] = []
-
-    def pair(key: str) -> tuple[int, int] | None:
-        return (int(expected.get(key) or 0), int(actual.get(key) or 0)) if key in expected else None
-
-    def lost(what: str) -> IntegrityError:
-        return IntegrityError(f"restored stream {stream!r} differs from the backup: {what}")
-
-    last = pair("last_seq")
-    if last and last[1] < last[0]:
-        raise lost(f"last_seq is {last[1]}, expected {last[0]} (sequences would be reused)")
-    grew = bool(last and last[1] > last[0])
-    reasons = _drop_reasons(cfg, expected, grew)
-    dropped = f"dropped by the server on restore ({'; '.join(reasons)})"
-
-    msgs = pair("messages")
-    if grew and not msgs:
-        warnings.append(f"last_seq is {last[1]}, the backup's was {last[0]} ({_growth(cfg)})")
-    if msgs and msgs[1] > msgs[0]:
-        warnings.append(f"messages is {msgs[1]}, the backup held {msgs[0]} ({_growth(cfg)})")
-    elif msgs and msgs[1] < msgs[0]:
-        if not reasons:
-            raise lost(f"messages is {msgs[1]}, expected {msgs[0]}")
-        warnings.append(f"messages is {msgs[1]}, the backup held {msgs[0]}: {msgs[0] - msgs[1]} {dropped}")
-
-    first = pair("first_seq")
-    if first and first[1] != first[0]:
-        if first[0] == 0 and (not last or last[0] == 0):
-            # The backup held no message, so nothing can be missing. A stream that never held one restores on 2.15
-            # as first_seq 1 where its snapshot said 0; any other first_seq is the position the snapshot's own
-            # state put it at (a purged stream, when ``expected`` is what the archive was counted to hold).
-            if first[1] == 1 and int(actual.get("last_seq") or 0) == 0:
-                warnings.append("first_seq is 1, the backup's was 0 (an empty stream; nothing is missing)")
-        elif first[1] < first[0]:
-            warnings.append(f"first_seq is {first[1]}, the backup's was {first[0]} (nothing before it is missing)")
-        elif reasons:
-            warnings.append(f"first_seq is {first[1]}, the backup's was {first[0]}: the first messages were {dropped}")
-        else:
-            raise lost(f"first_seq is {first[1]}, expected {first[0]} (the first messages are missing)")
-
-    subjects = pair("num_subjects")
-    if subjects and subjects[1] > subjects[0]:
-        warnings.append(f"num_subjects is {subjects[1]}, the backup had {subjects[0]} ({_growth(cfg)})")
-    elif subjects and subjects[1] < subjects[0]:
-        if not reasons:
-            raise lost(f"num_subjects is {subjects[1]}, expected {subjects[0]}")
-        warnings.append(f"num_subjects is {subjects[1]}, the backup had {subjects[0]}: their messages were {dropped}")
-
-    deleted = pair("num_deleted")
-    if deleted and deleted[1] != deleted[0]:
-        warnings.append(
-            f"num_deleted is {deleted[1]}, the backup had {deleted[0]} (interior gaps move when messages expire, "
-            "are dropped or added; the messages themselves were checked)"
-        )
-    return warnings
-
-
-def _drop_reasons(config: dict, expected: dict, grew: bool) -> list[str]:
-    """What the restored config lets the server drop on or right after a restore, as phrases for a warning."""
-    reasons = []
-    if config.get("allow_msg_ttl"):
-        reasons.append("messages whose Nats-TTL had expired")
-    if int(config.get("max_age") or 0) > 0:
-        reasons.append(f"max_age {int(config['max_age']) / 1e9:g} s")
-    if config.get("allow_msg_schedules"):
-        reasons.append("schedules that fired")
-    if config.get("retention") in ("interest", "workqueue"):
-        reasons.append(f"{config['retention']} retention")
-    # A limit explains a drop when the backup was over it, or when messages arriving since (a mirror or a source
-    # pulling from its origin) pushed old ones out.
-    want_msgs, want_subjects = int(expected.get("messages") or 0), int(expected.get("num_subjects") or 0)
-    for key, held in (
-        ("max_msgs", want_msgs),
-        ("max_bytes", int(expected.get("bytes") or 0)),
-        ("max_msgs_per_subject", want_msgs // max(1, want_subjects)),
-    ):
-        limit = int(config.get(key) or 0)
-        if limit > 0 and (grew or held > limit):
-            reasons.append(f"{key} {limit}")
-    return reasons
-
-
-def _growth(config: dict) -> str:
-    """Why a restored stream may hold more than its backup."""
-    if config.get("mirror"):
-        return f"pulled from its origin {config['mirror'].get('name')!r} since the restore"
-    if config.get("sources"):
-        names = ", ".join(repr(s.get("name")) for s in config["sources"])
-        return f"sourced from {names} since the restore"
-    if config.get("allow_msg_schedules"):
-        return "schedules fired since the restore"
-    if int(config.get("subject_delete_marker_ttl") or 0) > 0:
-        return "subject delete markers for expired messages"
-    return "messages added while the backup ran, or published since the restore"
-
-
-def _sourcing_notes(js: JetStream, stream: str, config: dict) -> list[str]:
-    """A restored stream that sources without a durable consumer may take its origins again from the start.
-
-    nats-server 2.15 stamps sourced messages with the origin stream's identity, and a restored or re-created
-    origin is a new identity: the restored stream then sources it again from its first message (seen on 2.15.1;
-    2.14 resumes from the last sourced sequence). Durable sourcing (``sources[].consumer``) resumes where its
-    consumer on the origin stands.
-    """
-    plain = [s.get("name") for s in config.get("sources") or [] if not s.get("consumer")]
-    if not plain or format_for_version(js.server_info().version_tuple) != V2:
-        return []
-    names = ", ".join(map(repr, plain))
-    return [
-        f"stream {stream!r} sources {names} without a durable consumer: nats-server {js.server_info().version} "
-        "sources an origin that is not the very stream the backup sourced from (a restored origin counts as new) "
-        "again from its first message, so expect duplicates from it; durable sourcing (sources[].consumer) resumes "
-        "where its consumer stands"
-    ]
+async def _drain(q: queue.Queue, thread: threading.Thread) -> bool:
+    """Empty ``q``; whether ``thread`` still runs."""
+    with contextlib.suppress(queue.Empty):
+        while True:
+            q.get_nowait()
+    return thread.is_alive()
 
 
 async def _remove_partial(js: JetStream, stream: str, restore_id: str) -> str:
@@ -662,30 +557,40 @@ async def _remove_partial(js: JetStream, stream: str, restore_id: str) -> str:
     another run's, and is left alone. A V2 server may create the stream a moment after an aborted upload, so an
     absent stream is looked for again before we conclude nothing was left.
     """
+    looks = 0
+
+    async def step() -> str | None:
+        """Look, and delete the stream if it is ours: what became of it, or None to look again."""
+        nonlocal looks
+        looks += 1
+        info = await js.stream_info(stream, timeout=5.0)
+        if info is None:
+            return await _nothing_left(js, stream) if looks >= ABSENT_LOOKS else None
+        if not marks.carries(info, restore_id):
+            mark = marks.mark_of(info)
+            whose = f"it is a {mark.describe()}" if mark else "it carries no jsarchive restore mark"
+            return f"stream {stream!r} exists but was not created by this restore ({whose}): left untouched"
+        await js.delete_stream(stream, timeout=10.0)
+        return None
+
     try:
-        for attempt in range(6):
-            info = await js.stream_info(stream, timeout=5.0)
-            if info is None:
-                if attempt >= 2:
-                    if stream in await js.stream_names():
-                        # a cluster keeps an aborted restore's assignment listed for a while (seen ~60 s on 2.15.1):
-                        # no data, but not provably ours any more, so it is named rather than deleted
-                        return (
-                            f"no partial stream holds data, but the server still lists {stream!r} (the aborted "
-                            f"restore's assignment; it clears itself, or `nats stream rm {stream} -f`)"
-                        )
-                    return "no partial stream was left on the server"
-                await asyncio.sleep(0.5)
-                continue
-            if not marks.carries(info, restore_id):
-                mark = marks.mark_of(info)
-                whose = f"it is a {mark.describe()}" if mark else "it carries no jsarchive restore mark"
-                return f"stream {stream!r} exists but was not created by this restore ({whose}): left untouched"
-            await js.delete_stream(stream, timeout=10.0)
-            await asyncio.sleep(0.5)
+        note = await until(lambda n: n is not None, pause=REMOVE_PAUSE, tries=REMOVE_LOOKS)(step)
     except JsArchiveError as e:
         return f"the partial stream {stream!r} could not be deleted ({e}): delete it by hand"
-    return f"the partial stream {stream!r} could not be deleted: delete it by hand (`nats stream rm {stream} -f`)"
+    return (
+        note or f"the partial stream {stream!r} could not be deleted: delete it by hand (`nats stream rm {stream} -f`)"
+    )
+
+
+async def _nothing_left(js: JetStream, stream: str) -> str:
+    if stream in await js.stream_names():
+        # a cluster keeps an aborted restore's assignment listed for a while (seen ~60 s on 2.15.1):
+        # no data, but not provably ours any more, so it is named rather than deleted
+        return (
+            f"no partial stream holds data, but the server still lists {stream!r} (the aborted "
+            f"restore's assignment; it clears itself, or `nats stream rm {stream} -f`)"
+        )
+    return "no partial stream was left on the server"
 
 
 async def _mark_complete(js: JetStream, stream: str, info: dict, restore_id: str) -> list[str]:
@@ -695,15 +600,16 @@ async def _mark_complete(js: JetStream, stream: str, info: dict, restore_id: str
     if mark is None or mark.restore_id != restore_id:
         return [f"stream {stream!r} does not carry this restore's mark (the server dropped its metadata)"]
     done = marks.stamp(cfg, restore_id, mark.backup, marks.COMPLETE)
-    last: Exception | None = None
-    for _ in range(5):
-        try:
-            await js.update_stream(done, timeout=10.0)
-            return []
-        except JsArchiveError as e:
-            last = e
-            await asyncio.sleep(0.5)
+    try:
+        await attempts(MARK_TRIES, _api_failed, pause=MARK_PAUSE)(js.update_stream, done, timeout=10.0)
+        return []
+    except JsArchiveError as e:
+        last = e
     return [
         f"stream {stream!r} is restored and checked, but its mark could not be set to complete ({last}); "
         f"`dr status` will call it a partial restore until its metadata {marks.RESTORE_STATE} is {marks.COMPLETE!r}"
     ]
+
+
+def _api_failed(e: BaseException) -> bool:
+    return isinstance(e, JsArchiveError)
