@@ -66,7 +66,8 @@ def require(sink: Sink, capability: str, *, what: str) -> None:
 class SinkOptions:
     """Settings a sink may need beyond its URL. Credentials always come from the SDK's default chain."""
 
-    endpoint_url: str | None = None  # S3-compatible stores and emulators (--s3-endpoint / $AWS_ENDPOINT_URL)
+    # S3-compatible stores and emulators (--s3-endpoint / $AWS_ENDPOINT_URL_S3 / $AWS_ENDPOINT_URL)
+    endpoint_url: str | None = None
     region: str | None = None
     profile: str | None = None
     sse_kms_key: str | None = None  # S3 server-side encryption with this KMS key
