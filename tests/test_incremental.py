@@ -179,6 +179,10 @@ def test_base_and_three_deltas_restore_each_point(nats_server, second_server, tm
     assert got["messages"][-1][0] == 145
     assert got["billing"][0] == points[2][1]["billing"][0]  # ack floor of the capture before T
 
+    # cat of a delta reads the stream up to its point through the chain, with no server
+    lines = ok(jsarchive("cat", root, points[1][0]["manifest_id"], env=env)).stdout.splitlines()
+    assert [json.loads(x)["sequence"] for x in lines] == [m[0] for m in points[1][1]["messages"]]
+
     # verify sees one sound chain of four restore points
     out = json.loads(ok(jsarchive("verify", root, "--all", "--json", env=env)).stdout)
     chains = [link for link in out["links"] if link["kind"] == "chain"]

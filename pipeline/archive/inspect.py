@@ -20,6 +20,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+from pipeline.archive.chains import open_chain
 from pipeline.archive.reader import open_backup
 from pipeline.archive.repository import Repository
 from pipeline.base.errors import UsageError
@@ -303,7 +304,8 @@ def iter_messages(
     prefetch: int = 4,
     workers: int = 2,
 ) -> Iterator[Message]:
-    """The messages of a V2 backup that pass ``filter``, in sequence order, straight from the archive.
+    """The messages of a V2 backup that pass ``filter``, in sequence order, straight from the archive (of a restore
+    point of a chain: the stream up to that point, read through its path).
 
     Stops reading as soon as ``filter.last_seq`` is passed. A V1 backup raises :class:`UsageError` (its messages
     are in file-store blocks, which are not decoded). Corrupt data raises :class:`IntegrityError` when it is
@@ -319,7 +321,9 @@ def iter_messages(
             "keep messages in file-store blocks, which jsarchive cannot decode; use `jsarchive inspect` to list "
             "what it holds, or restore it into a server"
         )
-    reader = natsarc.ArchiveReader(opened.decoded(accelerated=accelerated))
+    # A delta alone holds only its own range: its messages are read through its chain, base first.
+    chain = open_chain(opened.repo, opened.manifest, keys or KeyRing(), named=True, prefetch=prefetch, workers=workers)
+    reader = natsarc.ArchiveReader(chain.blocks() if chain else opened.decoded(accelerated=accelerated))
     try:
         for msg in reader.messages():
             if flt.last_seq is not None and msg.sequence > flt.last_seq:
