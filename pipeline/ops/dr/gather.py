@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from pipeline.base.errors import NotFoundError, ServerRefused, TransferFailed
-from pipeline.base.retry import within
+from pipeline.base.retry import until, within
 from pipeline.jetstream.client import ApiError, JetStream, meta_unavailable
 
 INFO_TIMEOUT = 3.0  # a stream leader election takes about 3 s; a stream that stays silent longer has no replica
+INFO_PAUSE = 0.5  # between tries of STREAM.INFO on one stream
 META_WAIT = 15.0  # how long a meta leader election may keep the JetStream API from answering
 
 
@@ -40,18 +41,19 @@ async def info_or_none(js: JetStream, stream: str, tries: int = 2, not_found: se
     """STREAM.INFO; None when no replica answers within a leader election or two. A name that every try answered
     "not found" (rather than not at all) goes into ``not_found``: the meta group lists it, no server holds it."""
     answered_404 = True
-    for attempt in range(tries):
+
+    async def ask() -> dict | None:
+        nonlocal answered_404
         try:
-            info = await js.stream_info(stream, timeout=INFO_TIMEOUT)
+            return await js.stream_info(stream, timeout=INFO_TIMEOUT)
         except (TransferFailed, ServerRefused, ApiError):
-            info, answered_404 = None, False
-        if info is not None:
-            return info
-        if attempt + 1 < tries:
-            await asyncio.sleep(0.5)
-    if answered_404 and not_found is not None:
+            answered_404 = False
+            return None
+
+    info = await until(lambda i: i is not None, pause=INFO_PAUSE, tries=tries)(ask)
+    if info is None and answered_404 and not_found is not None:
         not_found.add(stream)
-    return None
+    return info
 
 
 async def gather_streams(

@@ -35,32 +35,51 @@ def placement_problem(
     want_cluster = pl.get("cluster") or None
     want_tags = [str(t) for t in pl.get("tags") or []]
     replicas = int(config.get("num_replicas", 1) or 1)
-    if want_cluster:
-        pool = [x for x in servers if x.cluster == want_cluster]
-        if not pool:
-            clusters = ", ".join(sorted({str(x.cluster) for x in servers})) or "none"
-            return PlacementProblem(
-                f"placement cluster {want_cluster!r}: no live server is in it (live clusters: {clusters})"
-            )
-    else:
-        pool = [x for x in servers if client_cluster is None or x.cluster == client_cluster]
-    if want_tags:
-        wanted = {t.lower() for t in want_tags}
-        matched = [x for x in pool if wanted <= {t.lower() for t in x.tags}]
-        if not matched:
-            have = "; ".join(f"{x.name}: {','.join(x.tags) or '-'}" for x in pool) or "none"
-            where = f" in cluster {want_cluster or client_cluster}" if (want_cluster or client_cluster) else ""
-            return PlacementProblem(
-                f"placement tags {','.join(want_tags)}: no live server{where} has them all (live servers' tags: {have})"
-            )
-        pool = matched
-    if len(pool) < replicas:
-        names = ", ".join(x.name for x in pool)
-        return PlacementProblem(
-            f"R{replicas} needs {replicas} live servers matching its placement; {len(pool)} do ({names or 'none'})",
-            fits=len(pool),
-        )
-    return None
+    pool, problem = _cluster_pool(servers, want_cluster, client_cluster)
+    if problem is None and want_tags:
+        pool, problem = _tagged(pool, want_tags, want_cluster or client_cluster)
+    return problem or _too_few(pool, replicas)
+
+
+def _cluster_pool(
+    servers: list[LiveServer], want_cluster: str | None, client_cluster: str | None
+) -> tuple[list[LiveServer], PlacementProblem | None]:
+    """The live servers of the cluster the stream lands in: its placement's, else the client's."""
+    if not want_cluster:
+        return [x for x in servers if client_cluster is None or x.cluster == client_cluster], None
+    pool = [x for x in servers if x.cluster == want_cluster]
+    if pool:
+        return pool, None
+    clusters = ", ".join(sorted({str(x.cluster) for x in servers})) or "none"
+    return [], PlacementProblem(
+        f"placement cluster {want_cluster!r}: no live server is in it (live clusters: {clusters})"
+    )
+
+
+def _tagged(
+    pool: list[LiveServer], want_tags: list[str], cluster: str | None
+) -> tuple[list[LiveServer], PlacementProblem | None]:
+    """The servers of ``pool`` that carry every tag asked for."""
+    wanted = {t.lower() for t in want_tags}
+    matched = [x for x in pool if wanted <= {t.lower() for t in x.tags}]
+    if matched:
+        return matched, None
+    have = "; ".join(f"{x.name}: {','.join(x.tags) or '-'}" for x in pool) or "none"
+    where = f" in cluster {cluster}" if cluster else ""
+    return [], PlacementProblem(
+        f"placement tags {','.join(want_tags)}: no live server{where} has them all (live servers' tags: {have})"
+    )
+
+
+def _too_few(pool: list[LiveServer], replicas: int) -> PlacementProblem | None:
+    """One replica per server: fewer matching servers than replicas cannot take the stream."""
+    if len(pool) >= replicas:
+        return None
+    names = ", ".join(x.name for x in pool)
+    return PlacementProblem(
+        f"R{replicas} needs {replicas} live servers matching its placement; {len(pool)} do ({names or 'none'})",
+        fits=len(pool),
+    )
 
 
 def check_restores(the_plan: RecoveryPlan, opts: RecoverOptions) -> None:

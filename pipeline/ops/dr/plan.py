@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from pipeline.ops.dr.health import HEALING, MISSING, PARTIAL_RESTORE, PEER_REMOVE_HEALS, QUORUM_LOST
+from pipeline.ops.dr.health import HEALING, MISSING, PARTIAL_RESTORE, PEER_REMOVE_HEALS, QUORUM_LOST, StreamHealth
 from pipeline.ops.dr.status import StatusReport
 
 
@@ -44,61 +44,72 @@ def plan_recovery(report: StatusReport, *, have_system: bool, placement: str | N
     """Peer-remove every lost server (one at a time), wait for the replicated streams to heal, then delete and
     restore what has no replica left from its latest backup, restore what is missing and redo partial restores.
     Keyless and offline: :func:`check_restores` then blocks the restores the servers would refuse."""
-    actions: list[Action] = []
+    where = f" into {placement}" if placement else " with its backed-up placement"
+    return RecoveryPlan(
+        report,
+        [
+            *_peer_removes(report, have_system),
+            *_quorum_notes(report),
+            *_waits(report),
+            *(_restore(report, s, where) for s in report.streams if s.restore_required),
+        ],
+    )
+
+
+def _peer_removes(report: StatusReport, have_system: bool) -> list[Action]:
     no_sys = None if have_system else "needs the system account (--system-user/--system-creds/--system-context)"
-    healed_by_remove = [s for s in report.streams if s.verdict in PEER_REMOVE_HEALS]
+    actions = []
     for server in report.cluster.gone:
         hosts = sorted(s.stream for s in report.streams if server in s.remove)
         detail = f"remove lost server {server} from the meta group"
         if hosts:
             detail += f"; rebuilds replicas of {', '.join(hosts)}"
         actions.append(Action("peer-remove", server, detail, blocked=no_sys))
-    for s in healed_by_remove:
-        if s.verdict == QUORUM_LOST:
-            actions.append(Action("note", s.stream, s.detail))
-    if report.cluster.gone or any(s.verdict == HEALING for s in report.streams):
-        waiting = sorted(s.stream for s in report.streams if s.verdict in PEER_REMOVE_HEALS | {HEALING})
-        if waiting:
-            actions.append(Action("wait", ", ".join(waiting), "until every replica is current again"))
-    for s in report.streams:
-        if not s.restore_required:
-            continue
-        where = f" into {placement}" if placement else " with its backed-up placement"
-        if report.archive is None:
-            actions.append(Action("restore", s.stream, "restore from the latest backup", blocked="needs --archive URL"))
-        elif s.backup is None:
-            actions.append(
-                Action("restore", s.stream, "restore from the latest backup", blocked=f"no backup in {report.archive}")
-            )
-        else:
-            b = s.backup
-            what = (
-                f"backup {b.manifest_id[:12]} ({b.messages:,} messages, last_seq {b.last_seq}, "
-                f"{format_age(b.age_s)} old){where}"
-            )
-            if s.verdict == MISSING and not s.listed:
-                actions.append(Action("restore", s.stream, f"restore {what}"))
-            elif s.verdict == MISSING:
-                actions.append(Action("restore", s.stream, f"delete the stale listing, then restore {what}"))
-            elif s.verdict == PARTIAL_RESTORE and b.stream and b.stream != s.stream:
-                # a renamed restore (--as, a drill's prefix): recover cannot redo its rewrite, so it stays the
-                # operator's, and nothing of another stream's name is deleted on a guess
-                actions.append(
-                    Action(
-                        "restore",
-                        s.stream,
-                        f"partial restore of backup {b.manifest_id[:12]} of stream {b.stream!r} under another name",
-                        blocked=(
-                            f"a renamed or drill restore: delete it with `nats stream rm {s.stream} -f` and rerun "
-                            f"that restore, or leave it out with --ignore {s.stream}"
-                        ),
-                    )
-                )
-            elif s.verdict == PARTIAL_RESTORE:
-                actions.append(Action("restore", s.stream, f"delete the partial restore, then restore {what}"))
-            else:
-                actions.append(Action("restore", s.stream, f"delete, then restore {what}"))
-    return RecoveryPlan(report, actions)
+    return actions
+
+
+def _quorum_notes(report: StatusReport) -> list[Action]:
+    healed_by_remove = [s for s in report.streams if s.verdict in PEER_REMOVE_HEALS]
+    return [Action("note", s.stream, s.detail) for s in healed_by_remove if s.verdict == QUORUM_LOST]
+
+
+def _waits(report: StatusReport) -> list[Action]:
+    """One wait for every stream that heals by itself or once the lost servers are removed, if there is any."""
+    if not report.cluster.gone and not any(s.verdict == HEALING for s in report.streams):
+        return []
+    waiting = sorted(s.stream for s in report.streams if s.verdict in PEER_REMOVE_HEALS | {HEALING})
+    return [Action("wait", ", ".join(waiting), "until every replica is current again")] if waiting else []
+
+
+def _restore(report: StatusReport, s: StreamHealth, where: str) -> Action:
+    if report.archive is None:
+        return Action("restore", s.stream, "restore from the latest backup", blocked="needs --archive URL")
+    if s.backup is None:
+        return Action("restore", s.stream, "restore from the latest backup", blocked=f"no backup in {report.archive}")
+    b = s.backup
+    what = (
+        f"backup {b.manifest_id[:12]} ({b.messages:,} messages, last_seq {b.last_seq}, "
+        f"{format_age(b.age_s)} old){where}"
+    )
+    if s.verdict == MISSING:
+        return Action(
+            "restore", s.stream, f"delete the stale listing, then restore {what}" if s.listed else f"restore {what}"
+        )
+    if s.verdict == PARTIAL_RESTORE and b.stream and b.stream != s.stream:
+        # a renamed restore (--as, a drill's prefix): recover cannot redo its rewrite, so it stays the
+        # operator's, and nothing of another stream's name is deleted on a guess
+        return Action(
+            "restore",
+            s.stream,
+            f"partial restore of backup {b.manifest_id[:12]} of stream {b.stream!r} under another name",
+            blocked=(
+                f"a renamed or drill restore: delete it with `nats stream rm {s.stream} -f` and rerun "
+                f"that restore, or leave it out with --ignore {s.stream}"
+            ),
+        )
+    if s.verdict == PARTIAL_RESTORE:
+        return Action("restore", s.stream, f"delete the partial restore, then restore {what}")
+    return Action("restore", s.stream, f"delete, then restore {what}")
 
 
 def format_age(seconds: float) -> str:

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.base.errors import ConflictError, JsArchiveError, ServerRefused
-from pipeline.base.retry import within
+from pipeline.base.retry import until, within
 from pipeline.flows.replace import replace_stream
-from pipeline.flows.restore import RestoreOptions, restore_stream_async
+from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_stream_async
 from pipeline.format import marks
 from pipeline.jetstream.client import PEER_REMOVE_IN_PROGRESS, JetStream, connect, err_code
 from pipeline.ops.dr.gather import INFO_TIMEOUT, info_or_none
@@ -22,6 +22,8 @@ from pipeline.ops.dr.placement import check_restores
 from pipeline.ops.dr.plan import Action, RecoveryPlan, plan_recovery
 from pipeline.ops.dr.status import StatusReport, status_async
 from pipeline.ops.dr.view import connect_system
+
+WAIT_POLL_PAUSE = 0.5  # between rounds of STREAM.INFO while replicas rebuild
 
 
 @dataclass
@@ -98,18 +100,19 @@ async def peer_remove(sys_js: JetStream, server: str, deadline_s: float = 30.0) 
 
 
 async def _wait_healthy(js: JetStream, streams: list[str], lost_after: float, wait: float) -> dict[str, StreamHealth]:
-    deadline = time.monotonic() + wait
+    """Each stream's health once all are healthy, or as last judged when ``wait`` seconds are up."""
     last: dict[str, StreamHealth] = {}
     todo = list(streams)
-    while todo:
+
+    async def judge_round() -> list[str]:
         for n in list(todo):
             h = judge(n, await info_or_none(js, n, tries=1), lost_after=lost_after)
             last[n] = h
             if h.verdict == HEALTHY:
                 todo.remove(n)
-        if not todo or time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(0.5)
+        return todo
+
+    await until(lambda left: not left, pause=WAIT_POLL_PAUSE, budget=wait)(judge_round)
     return last
 
 
@@ -143,79 +146,96 @@ async def recover_async(opts: RecoverOptions, say: Callable[[str], None] = lambd
     if the_plan.blocked:
         return RecoveryResult(the_plan, None, round(time.monotonic() - t0, 3))
     async with await connect(opts.connect) as js:
-        sys_js = await connect_system(opts.system)
-        try:
-            for a in the_plan.actions:
-                if a.kind != "peer-remove":
-                    continue
-                t = time.monotonic()
-                try:
-                    assert sys_js is not None
-                    a.message = await peer_remove(sys_js, a.target)
-                    a.outcome = "done"
-                except JsArchiveError as e:
-                    a.outcome, a.message = "failed", str(e)
-                a.seconds = round(time.monotonic() - t, 3)
-                say(f"peer-remove {a.target}: {a.outcome} {a.message}".rstrip())
-        finally:
-            if sys_js is not None:
-                await sys_js.close()
-        for a in the_plan.actions:
-            if a.kind != "wait":
-                continue
-            t = time.monotonic()
-            names = [n.strip() for n in a.target.split(",")]
-            final = await _wait_healthy(js, names, opts.lost_after, opts.wait)
-            stuck = {n: h for n, h in final.items() if h.verdict != HEALTHY}
-            a.outcome = "failed" if stuck else "done"
-            a.message = "; ".join(f"{n}: {h.verdict} ({h.detail})" for n, h in stuck.items()) or "all current"
-            a.seconds = round(time.monotonic() - t, 3)
-            say(f"wait for {a.target}: {a.outcome} after {a.seconds:.1f} s")
-        restores = [a for a in the_plan.actions if a.kind == "restore"]
-        for a in restores:
-            t = time.monotonic()
+        await _peer_removes(_steps(the_plan, "peer-remove"), opts, say)
+        for a in _steps(the_plan, "wait"):
+            await _wait_step(js, a, opts, say)
+        for a in _steps(the_plan, "restore"):
             health = next(s for s in the_plan.status.streams if s.stream == a.target)
-            assert health.backup is not None and opts.url is not None
-            ropts = RestoreOptions(
-                url=opts.url,
-                stream=a.target,
-                backup=health.backup.manifest_id,
-                connect=opts.connect,
-                keys=opts.keys,
-                target=opts.target,
-                wait=opts.wait,
-                sink=opts.sink,
-                trust=opts.trust,
-            )
+            await _restore_step(js, a, health, opts, say)
+    final = await status_async(opts)
+    return RecoveryResult(the_plan, final, round(time.monotonic() - t0, 3))
+
+
+def _steps(the_plan: RecoveryPlan, kind: str) -> list[Action]:
+    return [a for a in the_plan.actions if a.kind == kind]
+
+
+async def _peer_removes(steps: list[Action], opts: RecoverOptions, say: Callable[[str], None]) -> None:
+    sys_js = await connect_system(opts.system)
+    try:
+        for a in steps:
+            t = time.monotonic()
             try:
-                if health.verdict == PARTIAL_RESTORE:
-                    await _still_the_partial(js, health)
-                if health.verdict != MISSING or health.listed:
-                    # what is deleted is proven replaceable first (pipeline/flows/replace.py): the backup verified deep,
-                    # the target preflighted; an emptied stream still answers, so it is saved first as well
-                    live = health.verdict == EMPTIED
-                    out = await replace_stream(
-                        ropts,
-                        take_safety_backup=live and opts.safety_backup,
-                        live_snapshot_possible=live,
-                        no_backup_reason=None if live else f"{health.verdict}: no replica of it holds data to save",
-                        sign_key=opts.sign_key,
-                    )
-                    r = out.restored
-                else:
-                    # a missing stream is not deleted: if one of that name appeared since the plan, the restore refuses
-                    r = await restore_stream_async(ropts)
+                assert sys_js is not None
+                a.message = await peer_remove(sys_js, a.target)
                 a.outcome = "done"
-                a.message = (
-                    f"{r.messages:,} messages, last_seq {r.last_seq}, {len(r.consumers)} consumer(s), "
-                    f"R{r.num_replicas} led by {r.leader}"
-                )
             except JsArchiveError as e:
                 a.outcome, a.message = "failed", str(e)
             a.seconds = round(time.monotonic() - t, 3)
-            say(f"restore {a.target}: {a.outcome} {a.message}")
-    final = await status_async(opts)
-    return RecoveryResult(the_plan, final, round(time.monotonic() - t0, 3))
+            say(f"peer-remove {a.target}: {a.outcome} {a.message}".rstrip())
+    finally:
+        if sys_js is not None:
+            await sys_js.close()
+
+
+async def _wait_step(js: JetStream, a: Action, opts: RecoverOptions, say: Callable[[str], None]) -> None:
+    t = time.monotonic()
+    names = [n.strip() for n in a.target.split(",")]
+    final = await _wait_healthy(js, names, opts.lost_after, opts.wait)
+    stuck = {n: h for n, h in final.items() if h.verdict != HEALTHY}
+    a.outcome = "failed" if stuck else "done"
+    a.message = "; ".join(f"{n}: {h.verdict} ({h.detail})" for n, h in stuck.items()) or "all current"
+    a.seconds = round(time.monotonic() - t, 3)
+    say(f"wait for {a.target}: {a.outcome} after {a.seconds:.1f} s")
+
+
+async def _restore_step(
+    js: JetStream, a: Action, health: StreamHealth, opts: RecoverOptions, say: Callable[[str], None]
+) -> None:
+    t = time.monotonic()
+    try:
+        r = await _restored(js, health, opts)
+        a.outcome = "done"
+        a.message = (
+            f"{r.messages:,} messages, last_seq {r.last_seq}, {len(r.consumers)} consumer(s), "
+            f"R{r.num_replicas} led by {r.leader}"
+        )
+    except JsArchiveError as e:
+        a.outcome, a.message = "failed", str(e)
+    a.seconds = round(time.monotonic() - t, 3)
+    say(f"restore {a.target}: {a.outcome} {a.message}")
+
+
+async def _restored(js: JetStream, health: StreamHealth, opts: RecoverOptions) -> RestoreResult:
+    """Restore one stream of the plan from its backup, replacing what is left of it."""
+    assert health.backup is not None and opts.url is not None
+    ropts = RestoreOptions(
+        url=opts.url,
+        stream=health.stream,
+        backup=health.backup.manifest_id,
+        connect=opts.connect,
+        keys=opts.keys,
+        target=opts.target,
+        wait=opts.wait,
+        sink=opts.sink,
+        trust=opts.trust,
+    )
+    if health.verdict == PARTIAL_RESTORE:
+        await _still_the_partial(js, health)
+    if health.verdict == MISSING and not health.listed:
+        # a missing stream is not deleted: if one of that name appeared since the plan, the restore refuses
+        return await restore_stream_async(ropts)
+    # what is deleted is proven replaceable first (pipeline/flows/replace.py): the backup verified deep,
+    # the target preflighted; an emptied stream still answers, so it is saved first as well
+    live = health.verdict == EMPTIED
+    out = await replace_stream(
+        ropts,
+        take_safety_backup=live and opts.safety_backup,
+        live_snapshot_possible=live,
+        no_backup_reason=None if live else f"{health.verdict}: no replica of it holds data to save",
+        sign_key=opts.sign_key,
+    )
+    return out.restored
 
 
 def recover(opts: RecoverOptions, say: Callable[[str], None] = lambda _m: None) -> RecoveryResult:
