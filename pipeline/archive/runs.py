@@ -414,39 +414,43 @@ def _check_complete(
 ) -> tuple[dict[str, int], list[str]]:
     """The streams the run owes (stream -> shard) and the plans' warnings; RunIncomplete while any lacks a backup."""
     listed_by_any = sorted({s for p in plans.values() for s in p.get("streams") or []})
-    expected: dict[str, int] = {}
-    for index, p in plans.items():
-        for s in p.get("mine") or []:
-            expected[s] = index
+    expected = {s: index for index, p in plans.items() for s in p.get("mine") or []}
     warnings = [w for p in plans.values() for w in p.get("warnings") or []]
-    missing: list[str] = []
+    warnings += _not_listed_by_owner(plans, count, listed_by_any, expected)
     absent_shards = [i for i in range(count) if i not in plans]
-    for i in absent_shards:
-        # A shard that never started: the other shards' full lists say which streams it owes.
-        missing += [s for s in listed_by_any if shard_of(s, count) == i]
+    # A shard that never started: the other shards' full lists say which streams it owes.
+    missing = [s for s in listed_by_any if shard_of(s, count) in absent_shards]
     missing += [s for s in expected if s not in done]
-    for s in listed_by_any:
-        owner = shard_of(s, count)
-        if owner in plans and s not in expected:
-            warnings.append(
-                f"stream {s!r} was listed by another shard but not by shard {owner}/{count}, which owns it; it is "
-                "not in this set (created or deleted while the run started?)"
-            )
     if missing or absent_shards:
         # A shard that has not recorded its plan blocks the seal even if no other shard's list gives it a stream:
         # its own listing might.
-        missing = sorted(set(missing))
-        why = []
-        if absent_shards:
-            why.append("shard(s) " + ", ".join(f"{i}/{count}" for i in absent_shards) + " have not started")
-        why += [f"{s}: {msg}" for s, msg in last_failures(repo, run, missing).items()]
-        raise RunIncomplete(
-            f"run {run} is not complete, no set was written: {len(missing)} stream(s) have no backup yet"
-            + (f": {', '.join(missing)}" if missing else "")
-            + (f" ({'; '.join(why)})" if why else ""),
-            missing,
-        )
+        raise _incomplete(repo, run, count, sorted(set(missing)), absent_shards)
     return expected, warnings
+
+
+def _not_listed_by_owner(
+    plans: dict[int, dict], count: int, listed_by_any: list[str], expected: dict[str, int]
+) -> list[str]:
+    """Warnings for the streams a shard listed that the shard owning them (which did start) did not."""
+    return [
+        f"stream {s!r} was listed by another shard but not by shard {owner}/{count}, which owns it; it is "
+        "not in this set (created or deleted while the run started?)"
+        for s in listed_by_any
+        if (owner := shard_of(s, count)) in plans and s not in expected
+    ]
+
+
+def _incomplete(repo: Repository, run: str, count: int, missing: list[str], absent_shards: list[int]) -> RunIncomplete:
+    why = []
+    if absent_shards:
+        why.append("shard(s) " + ", ".join(f"{i}/{count}" for i in absent_shards) + " have not started")
+    why += [f"{s}: {msg}" for s, msg in last_failures(repo, run, missing).items()]
+    return RunIncomplete(
+        f"run {run} is not complete, no set was written: {len(missing)} stream(s) have no backup yet"
+        + (f": {', '.join(missing)}" if missing else "")
+        + (f" ({'; '.join(why)})" if why else ""),
+        missing,
+    )
 
 
 def last_failures(repo: Repository, run: str, streams: list[str]) -> dict[str, str]:

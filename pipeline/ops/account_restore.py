@@ -30,7 +30,7 @@ from pipeline.base.transfer import TransferConfig
 from pipeline.flows.replace import replace_stream
 from pipeline.flows.restore import RestoreOptions, RestoreResult, restore_stream_async
 from pipeline.format.manifest import Manifest
-from pipeline.format.sets import select_streams
+from pipeline.format.sets import BackupSet, select_streams
 from pipeline.format.snapshot import V2, format_for_version
 from pipeline.jetstream.client import ConnectOptions, connect
 from pipeline.jetstream.placement import RestoreTarget
@@ -108,15 +108,59 @@ async def restore_account_async(
     """
     progress = progress or NoProgress()
     t0 = time.monotonic()
+    _check_options(opts)
+    repo = Repository.open(opts.url, opts.sink)
+    bset = load_set(repo, opts.set_id, opts.at)
+    label = f"set {bset.id[:12]}"
+    manifests = _opened_members(repo, bset, label, opts)
+    existing = await _target_names(opts, label, manifests)
+    todo, to_replace, skipped = _against_target(list(manifests), existing, opts.on_exists)
+    run = _Run(opts, manifests, to_replace, progress, on_stream or _nobody, asyncio.Semaphore(opts.parallel))
+    for s in skipped:
+        run.tell(s["stream"], "skipped", s["reason"])
+
+    progress.start(f"account restore ({len(todo)} streams)", None)
+    try:
+        await asyncio.gather(*(run.one(n) for n in todo))
+    except BaseException:
+        progress.abort()
+        raise
+    progress.finish(what="streams")
+    result = AccountRestoreResult(
+        set_id=bset.id,
+        url=repo.url,
+        restored=sorted(run.restored, key=lambda r: r.stream),
+        skipped=skipped,
+        failed=sorted(run.failed, key=lambda f: f["stream"]),
+        replaced=sorted(run.replaced),
+        seconds=round(time.monotonic() - t0, 3),
+        safety_backups=dict(sorted(run.safety.items())),
+    )
+    if run.failed:
+        raise AccountRunFailed(
+            f"restore of {len(run.failed)} of {len(todo)} stream(s) failed: "
+            + ", ".join(f["stream"] for f in result.failed),
+            result,
+            common_exit_code([int(f["exit_code"]) for f in run.failed]),
+        )
+    return result
+
+
+def _nobody(_stream: str, _status: str, _detail: str) -> None:
+    pass
+
+
+def _check_options(opts: AccountRestoreOptions) -> None:
     if opts.on_exists not in ON_EXISTS:
         raise UsageError(f"{setting('on-exists')} must be one of {', '.join(ON_EXISTS)}, not {opts.on_exists!r}")
     if opts.parallel < 1:
         raise UsageError(f"{setting('parallel')} must be at least 1, not {opts.parallel}")
     if opts.target.replicas is not None and opts.target.replicas < 1:
         raise UsageError(f"{setting('replicas')} must be at least 1, not {opts.target.replicas}")
-    repo = Repository.open(opts.url, opts.sink)
-    bset = load_set(repo, opts.set_id, opts.at)
-    label = f"set {bset.id[:12]}"
+
+
+def _opened_members(repo: Repository, bset: BackupSet, label: str, opts: AccountRestoreOptions) -> dict[str, Manifest]:
+    """The selected streams' manifests, in the order chosen, each opened once with the given keys."""
     entries = {e["stream"]: e for e in bset.streams}
     chosen = select_streams(sorted(entries), opts.include, opts.exclude, what=label)
     manifests: dict[str, Manifest] = {}
@@ -124,7 +168,11 @@ async def restore_account_async(
         m = load_member(repo, label, name, entries[name]["manifest_id"])
         open_manifest(repo, m, opts.keys, label=label)  # a missing key or object now, not after half the account
         manifests[name] = m
+    return manifests
 
+
+async def _target_names(opts: AccountRestoreOptions, label: str, manifests: dict[str, Manifest]) -> set[str]:
+    """The streams the target has, once it is known to read every selected backup's snapshot format."""
     js = await connect(opts.connect)
     async with js:
         server = js.server_info()
@@ -135,91 +183,74 @@ async def restore_account_async(
                     f"{label}: stream(s) {', '.join(v2)} were backed up in snapshot format V2 (nats-server 2.15 or "
                     f"later), which nats-server {server.version} cannot read; nothing was restored"
                 )
-        existing = set(await js.stream_names())
+        return set(await js.stream_names())
+
+
+def _against_target(chosen: list[str], existing: set[str], on_exists: str) -> tuple[list[str], set[str], list[dict]]:
+    """What ``on_exists`` makes of the names the target has: the streams to restore, those of them to replace,
+    and those skipped (with why); or, with "fail", a refusal of them all."""
     clash = sorted(existing & set(chosen))
-    skipped: list[dict] = []
-    if clash and opts.on_exists == "fail":
+    if clash and on_exists == "fail":
         raise ConflictError(
             f"stream(s) {', '.join(clash)} already exist on the target; "
             f"nothing was restored ({setting('on-exists')} skip "
             f"leaves them and restores the rest, {setting('on-exists')} replace deletes and restores them)"
         )
-    if opts.on_exists == "skip":
+    if on_exists == "skip":
         skipped = [{"stream": n, "reason": "exists on the target"} for n in clash]
-    todo = [n for n in chosen if not (opts.on_exists == "skip" and n in clash)]
-    to_replace = set(clash) if opts.on_exists == "replace" else set()
+        return [n for n in chosen if n not in clash], set(), skipped
+    return list(chosen), set(clash) if on_exists == "replace" else set(), []
 
-    restored: list[RestoreResult] = []
-    failed: list[dict] = []
-    replaced: list[str] = []
-    sem = asyncio.Semaphore(opts.parallel)
-    for s in skipped:
-        if on_stream is not None:
-            on_stream(s["stream"], "skipped", s["reason"])
 
-    safety: dict[str, str] = {}
+@dataclass
+class _Run:
+    """The restores of one account run, a few at once, and how each ended."""
 
-    async def one(name: str) -> None:
-        async with sem:
-            ropts = RestoreOptions(
-                url=opts.url,
-                stream=name,
-                backup=manifests[name].id,
-                connect=opts.connect,
-                keys=opts.keys,
-                target=opts.target,
-                transfer=opts.transfer,
-                wait=opts.wait,
-                sink=opts.sink,
-                trust=opts.trust,
-            )
-            share = progress.part()  # a bar of its own
+    opts: AccountRestoreOptions
+    manifests: dict[str, Manifest]
+    to_replace: set[str]
+    progress: Progress
+    tell: Callable[[str, str, str], None]  # on_stream
+    sem: asyncio.Semaphore
+    restored: list[RestoreResult] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    safety: dict[str, str] = field(default_factory=dict)  # replaced stream -> its pre-restore backup
+
+    async def one(self, name: str) -> None:
+        async with self.sem:
+            share = self.progress.part()  # a bar of its own
             try:
-                if name in to_replace:
-                    # verified, preflighted and saved before the live stream is deleted (pipeline/flows/replace.py)
-                    out = await replace_stream(
-                        ropts, take_safety_backup=opts.safety_backup, progress=share, sign_key=opts.sign_key
-                    )
-                    replaced.append(name)
-                    if out.safety_backup:
-                        safety[name] = out.safety_backup
-                    r = out.restored
-                else:
-                    r = await restore_stream_async(ropts, share)
+                r = await self._restore(name, share)
             except BaseException as e:
                 share.abort()  # however far it got (a no-op if the restore said so itself)
                 if not isinstance(e, JsArchiveError):
                     raise
-                failed.append({"stream": name, "kind": e.kind, "exit_code": e.exit_code, "message": str(e)})
-                if on_stream is not None:
-                    on_stream(name, "failed", str(e))
+                self.failed.append({"stream": name, "kind": e.kind, "exit_code": e.exit_code, "message": str(e)})
+                self.tell(name, "failed", str(e))
                 return
-        restored.append(r)
-        if on_stream is not None:
-            on_stream(name, "restored", f"{r.messages:,} messages, {len(r.consumers)} consumer(s), R{r.num_replicas}")
+        self.restored.append(r)
+        self.tell(name, "restored", f"{r.messages:,} messages, {len(r.consumers)} consumer(s), R{r.num_replicas}")
 
-    progress.start(f"account restore ({len(todo)} streams)", None)
-    try:
-        await asyncio.gather(*(one(n) for n in todo))
-    except BaseException:
-        progress.abort()
-        raise
-    progress.finish(what="streams")
-    result = AccountRestoreResult(
-        set_id=bset.id,
-        url=repo.url,
-        restored=sorted(restored, key=lambda r: r.stream),
-        skipped=skipped,
-        failed=sorted(failed, key=lambda f: f["stream"]),
-        replaced=sorted(replaced),
-        seconds=round(time.monotonic() - t0, 3),
-        safety_backups=dict(sorted(safety.items())),
-    )
-    if failed:
-        raise AccountRunFailed(
-            f"restore of {len(failed)} of {len(todo)} stream(s) failed: "
-            + ", ".join(f["stream"] for f in result.failed),
-            result,
-            common_exit_code([int(f["exit_code"]) for f in failed]),
+    async def _restore(self, name: str, share: Progress) -> RestoreResult:
+        opts = self.opts
+        ropts = RestoreOptions(
+            url=opts.url,
+            stream=name,
+            backup=self.manifests[name].id,
+            connect=opts.connect,
+            keys=opts.keys,
+            target=opts.target,
+            transfer=opts.transfer,
+            wait=opts.wait,
+            sink=opts.sink,
+            trust=opts.trust,
         )
-    return result
+        if name not in self.to_replace:
+            return await restore_stream_async(ropts, share)
+        # verified, preflighted and saved before the live stream is deleted (pipeline/flows/replace.py)
+        out = await replace_stream(ropts, take_safety_backup=opts.safety_backup, progress=share, sign_key=opts.sign_key)
+        self.replaced.append(name)
+        if out.safety_backup:
+            self.safety[name] = out.safety_backup
+        return out.restored
