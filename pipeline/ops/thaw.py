@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from pipeline.archive.repository import Repository, storage_error
 from pipeline.base.errors import TransferFailed
-from sinks import SinkError, SinkOptions
+from pipeline.base.retry import until_sync
+from sinks import ObjectInfo, SinkError, SinkOptions
 
 TIERS = ("Standard", "Bulk", "Expedited")
 
@@ -48,15 +48,37 @@ def thaw_backup(
     except SinkError as e:
         raise storage_error(e, f"cannot thaw backup {m.id[:12]}") from None
     say(f"{repo.url}/{key} ({head.storage_class if head else '?'}): thaw {status}, {tier} tier, kept {days} days")
-    deadline = time.monotonic() + wait_timeout
-    while wait and status != "available":
-        if time.monotonic() >= deadline:
-            raise TransferFailed(f"backup {m.id[:12]} was still thawing after {wait_timeout:g} s")
-        time.sleep(poll)
+    if wait:
+        status, head = _until_available(repo, m.id, key, (status, head), poll, wait_timeout, say)
+    return ThawResult(m.id, key, head.storage_class if head else None, status, days, tier)
+
+
+def _until_available(
+    repo: Repository,
+    mid: str,
+    key: str,
+    thawing: tuple[str, ObjectInfo | None],
+    poll: float,
+    wait_timeout: float,
+    say: Callable[[str], None],
+) -> tuple[str, ObjectInfo | None]:
+    """Look at ``key`` every ``poll`` seconds until it is readable; TransferFailed after ``wait_timeout`` seconds.
+    The thaw request's own answer (``thawing``) is the first look."""
+    answers = iter([thawing])
+
+    def look() -> tuple[str, ObjectInfo | None]:
+        answer = next(answers, None)
+        if answer is not None:
+            return answer
         try:
             head = repo.sink.head(key)
         except SinkError as e:
-            raise storage_error(e, f"cannot check backup {m.id[:12]}") from None
+            raise storage_error(e, f"cannot check backup {mid[:12]}") from None
         status = "available" if head is not None and not head.archived else (head.thaw or "ongoing")
         say(f"{key}: {status}")
-    return ThawResult(m.id, key, head.storage_class if head else None, status, days, tier)
+        return status, head
+
+    status, head = until_sync(lambda answer: answer[0] == "available", pause=poll, budget=wait_timeout)(look)
+    if status != "available":
+        raise TransferFailed(f"backup {mid[:12]} was still thawing after {wait_timeout:g} s")
+    return status, head
