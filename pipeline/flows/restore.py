@@ -19,13 +19,9 @@ rewritten config and state in the request, and the final comparison uses the rew
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
-import queue
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 
 from pipeline.archive.chains import ChainSource, open_chain
@@ -44,9 +40,10 @@ from pipeline.base.retry import attempts, until
 from pipeline.base.transfer import TransferConfig, auto_in_flight, auto_restore_chunk
 from pipeline.base.units import human_bytes
 from pipeline.flows.restore_checks import archive_state, await_healthy, compare_state
+from pipeline.flows.restore_chunks import restore_chunks
 from pipeline.format import marks, payload
 from pipeline.format.manifest import Manifest
-from pipeline.format.rewrite import RewritePlan, RewriteSpec, SubjectMap, filters_overlap, plan_rewrite, rewrite_archive
+from pipeline.format.rewrite import RewritePlan, RewriteSpec, SubjectMap, filters_overlap, plan_rewrite
 from pipeline.format.snapshot import V2, format_for_version
 from pipeline.jetstream.client import ConnectOptions, JetStream, ServerInfo, connect
 from pipeline.jetstream.placement import RestoreTarget
@@ -65,7 +62,6 @@ __all__ = [
 
 _await_healthy = await_healthy  # its old name here, which tests/test_stream_kinds.py imports
 
-DRAIN_PAUSE = 0.05  # between emptyings of the chunk queue while its producer thread ends
 REMOVE_LOOKS, REMOVE_PAUSE = 6, 0.5  # looks at a partial stream (and deletes of it), and the pause between them
 ABSENT_LOOKS = 3  # a V2 server may create the stream a moment after an aborted upload: absent counts from this look
 MARK_TRIES, MARK_PAUSE = 5, 0.5  # tries to set the mark to complete
@@ -375,7 +371,7 @@ async def _upload(js: JetStream, target: str, src: _Source, req: _Request, opts:
         await js.restore(
             target,
             {"config": req.config, "state": req.state},
-            _chunks(src.reader, src.encoding, plan, opts),
+            restore_chunks(src.reader, src.encoding, plan, opts.transfer),
             in_flight=opts.transfer.in_flight,
             on_sent=on_sent,
             on_accepted=on_accepted,
@@ -423,16 +419,6 @@ def _result(
     )
 
 
-def _chunks(
-    reader: BlockReader | ChainSource, encoding: str, plan: RewritePlan | None, opts: RestoreOptions
-) -> AsyncIterator[bytes]:
-    if plan is not None:
-        return _rewritten_chunks(reader, encoding, plan, opts)
-    if encoding == payload.S2_STREAM:
-        return reader.chunks(opts.transfer.restore_chunk)  # the stored bytes are what the server reads
-    return _reframed_chunks(reader, encoding, opts)
-
-
 def _with_request(e: ServerRefused, config: dict) -> ServerRefused:
     """A placement refusal (10005) with what was asked for, the one thing the server's message leaves out."""
     asked = {"placement": config.get("placement"), "replicas": config.get("num_replicas", 1)}
@@ -478,76 +464,6 @@ async def _check_subjects_free(js: JetStream, target: str, original: str, plan: 
                 f"stream {target!r} would listen on {clash[0]!r}, which overlaps {clash[1]!r} of existing stream "
                 f"{name!r}{hint}"
             )
-
-
-_END = object()
-
-
-async def _rewritten_chunks(
-    reader: BlockReader | ChainSource, encoding: str, plan: RewritePlan, opts: RestoreOptions
-) -> AsyncIterator[bytes]:
-    """Pass 2 (in a thread): blocks → decoded archive → rewrite → Snappy framing → restore chunks."""
-
-    def produce() -> Iterator[bytes]:
-        archive = rewrite_archive(payload.decoded(reader.blocks(), encoding), plan)
-        return payload.rechunk(payload.server_stream(archive, payload.NATSARC), opts.transfer.restore_chunk)
-
-    async for chunk in _threaded(produce, max(2, opts.transfer.in_flight * 2)):
-        yield chunk
-
-
-async def _reframed_chunks(reader: BlockReader, encoding: str, opts: RestoreOptions) -> AsyncIterator[bytes]:
-    """A backup stored decoded (in a thread): blocks → Snappy framing → restore chunks."""
-
-    def produce() -> Iterator[bytes]:
-        return payload.rechunk(payload.server_stream(reader.blocks(), encoding), opts.transfer.restore_chunk)
-
-    async for chunk in _threaded(produce, max(2, opts.transfer.in_flight * 2)):
-        yield chunk
-
-
-async def _threaded(make: Callable[[], Iterator[bytes]], depth: int) -> AsyncIterator[bytes]:
-    """The items of a blocking iterator, produced in a thread with at most ``depth`` waiting."""
-    q: queue.Queue = queue.Queue(depth)
-    stop = threading.Event()
-
-    def run() -> None:
-        try:
-            for item in make():
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(_END)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put(e)
-
-    thread = threading.Thread(target=run, name="rewrite", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = await asyncio.to_thread(q.get)
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        # the producer may be blocked putting into a full queue: take what it puts until it has ended
-        await until(lambda running: not running, pause=DRAIN_PAUSE)(_drain, q, thread)
-
-
-async def _drain(q: queue.Queue, thread: threading.Thread) -> bool:
-    """Empty ``q``; whether ``thread`` still runs."""
-    with contextlib.suppress(queue.Empty):
-        while True:
-            q.get_nowait()
-    return thread.is_alive()
 
 
 async def _remove_partial(js: JetStream, stream: str, restore_id: str) -> str:
