@@ -189,7 +189,7 @@ def seeds(tmp_path_factory: pytest.TempPathFactory) -> Seeds:
         _WORLD["w"] = build_world(tmp_path_factory.mktemp("fuzz-world"))
     w = _WORLD["w"]
     repo = Repository.open(str(w.archive))
-    (slot_key,) = repo.keys(repo.keyslot_prefix(w.enc))
+    (slot_key,) = repo.object_names(repo.keyslot_prefix(w.enc))
     s2_v2, s2_v1 = _payload(repo, w.plain), _payload(repo, w.v1)
     m = repo.load_manifest(w.plain)
     data = (w.archive / m.data_object).read_bytes()

@@ -235,7 +235,7 @@ class Repository:
     def extra_slot_objects(self, manifest: mf.Manifest) -> list[ExtraSlot]:
         """Every object under ``keyslots/<manifest id>/``, parsed; invalid ones carry the reason."""
         out = []
-        for key in self.keys(self.keyslot_prefix(manifest.id)):
+        for key in self.object_names(self.keyslot_prefix(manifest.id)):
             try:
                 raw = self.get_small(key, objects.MAX_KEYSLOT)
             except objects.TooLarge:
@@ -277,8 +277,8 @@ class Repository:
         """Every slot that may open ``manifest``: its own, then the ones added later (:meth:`load_extra_slots`)."""
         return list(manifest.key_slots) + self.load_extra_slots(manifest)
 
-    def keys(self, prefix: str) -> list[str]:
-        """Every key under ``prefix``, sorted."""
+    def object_names(self, prefix: str) -> list[str]:
+        """The name (object key) of every object under ``prefix``, sorted."""
         try:
             return sorted(i.key for i in self.sink.list(prefix))
         except SinkError as e:
@@ -296,7 +296,7 @@ class Repository:
 
     def list_sets(self) -> list[str]:
         """The ids of every set in the archive (unordered: order by their content, e.g. ``finished``)."""
-        return [k[len(SETS) :] for k in self.keys(SETS) if _HEX64.fullmatch(k[len(SETS) :])]
+        return [k[len(SETS) :] for k in self.object_names(SETS) if _HEX64.fullmatch(k[len(SETS) :])]
 
     def load_set(self, set_id: str) -> bytes:
         """The bytes of set ``set_id``, checked against their name (parse them with pipeline.ops.account_backup)."""

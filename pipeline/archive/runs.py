@@ -241,7 +241,7 @@ def record_plan(
 ) -> dict | None:
     """Write this shard's plan (``streams`` of ``account``, ``mine`` its share); if an earlier attempt wrote one,
     return that one instead (it stays the truth)."""
-    for key in repo.keys(f"{RUNS}{run}/plan/"):
+    for key in repo.object_names(f"{RUNS}{run}/plan/"):
         m = _PLAN_LEAF.fullmatch(key.rpartition("/")[2])
         if m and int(m.group(2)) != shard.count:
             raise UsageError(
@@ -273,7 +273,7 @@ def record_plan(
 def done_records(repo: Repository, run: str) -> dict[str, dict]:
     prefix = f"{RUNS}{run}/done/"
     out = {}
-    for key in repo.keys(prefix):
+    for key in repo.object_names(prefix):
         doc = get_json(repo, key)
         if doc is not None and doc.get("format") == DONE_FORMAT:
             out[key[len(prefix) :]] = doc
@@ -392,7 +392,7 @@ def _read_plans(repo: Repository, run: str) -> tuple[dict[int, dict], int]:
     prefix = f"{RUNS}{run}/"
     plans: dict[int, dict] = {}
     count = None
-    for key in repo.keys(f"{prefix}plan/"):
+    for key in repo.object_names(f"{prefix}plan/"):
         m = _PLAN_LEAF.fullmatch(key.rpartition("/")[2])
         if not m:
             continue
@@ -456,8 +456,8 @@ def _incomplete(repo: Repository, run: str, count: int, missing: list[str], abse
 def last_failures(repo: Repository, run: str, streams: list[str]) -> dict[str, str]:
     out = {}
     for s in streams:
-        keys = repo.keys(f"{RUNS}{run}/failed/{s}/")
-        if keys:
-            doc = get_json(repo, keys[-1]) or {}  # leaves start with a UTC time: the last is the newest
+        names = repo.object_names(f"{RUNS}{run}/failed/{s}/")
+        if names:
+            doc = get_json(repo, names[-1]) or {}  # leaves start with a UTC time: the last is the newest
             out[s] = str((doc.get("error") or {}).get("message") or "failed")
     return out

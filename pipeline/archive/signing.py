@@ -206,7 +206,7 @@ def signature_status(
     keys = {signature_key(object_id, t.fingerprint) for t in trusted}
     if listing:
         try:
-            keys |= set(repo.keys(prefix))
+            keys |= set(repo.object_names(prefix))
         except PermissionDenied:
             status.listed = False
     wanted = {t.fingerprint for t in trusted}

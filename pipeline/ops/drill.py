@@ -457,10 +457,10 @@ class ReportEntry:
 def list_reports(url: str, sink: SinkOptions | None = None, public_key_pem: bytes | None = None) -> list[ReportEntry]:
     """Every drill report in the archive, newest first, with its signature checked."""
     repo = Repository.open(url, sink)
-    keys = repo.keys(DRILLS)
-    sigs = {k for k in keys if k.endswith(".sig")}
+    names = repo.object_names(DRILLS)
+    sigs = {k for k in names if k.endswith(".sig")}
     out = []
-    for k in sorted((k for k in keys if k.endswith(".json")), reverse=True):
+    for k in sorted((k for k in names if k.endswith(".json")), reverse=True):
         try:
             raw = repo.get_small(k) or b""
             doc = objects.parse_json(raw, k, objects.MAX_SMALL)  # archive bytes: bounded before they are parsed

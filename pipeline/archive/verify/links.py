@@ -163,13 +163,13 @@ def _archive_warnings(
             )
     if stream is None:
         used = {x.manifest.data_object for x in loaded.values() if x.manifest is not None}
-        for key in repo.keys(DATA):
+        for key in repo.object_names(DATA):
             if key not in used:
                 report.warnings.append(
                     f"{key} is not referenced by any valid manifest (an abandoned upload; `jsarchive prune` "
                     "collects it after its grace period)"
                 )
         valid = {r.key for r in refs}
-        for key in repo.keys(REFS):
+        for key in repo.object_names(REFS):
             if key not in valid:
                 report.warnings.append(f"{key} is not named like a ref; readers ignore it")

@@ -169,7 +169,7 @@ def load_quietly(repo: Repository, mid: str) -> LoadedManifest:
 def manifest_names(repo: Repository) -> tuple[list[str], list[str]]:
     """The ids under ``manifests/``, and the keys there that are not named like a manifest."""
     ids, stray = [], []
-    for key in repo.keys(MANIFESTS):
+    for key in repo.object_names(MANIFESTS):
         name = key[len(MANIFESTS) :]
         if len(name) == 64 and all(c in "0123456789abcdef" for c in name):
             ids.append(name)
