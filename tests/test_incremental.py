@@ -329,3 +329,27 @@ def test_drill_restores_the_newest_point_of_each_chain(nats_server, tmp_path, en
     (s,) = report["streams"]
     assert s["got"]["messages"] == s["expected"]["messages"] == 65, s
     assert s["rpo_s"] >= 0
+
+
+def test_prune_keeps_the_base_a_locked_delta_needs(aws_env, moto, s3, lock_bucket, nats_server, tmp_path):
+    """A delta under Object Lock stays (the lock), and so does the base it cannot be restored without (the chain),
+    though the policy keeps neither; the unlocked full backup after them is what the policy keeps."""
+    url, archive = nats_server.url, f"s3://{lock_bucket}/arch"
+    env = {**cli_env(tmp_path), "AWS_ENDPOINT_URL": moto.endpoint}
+    asyncio.run(_publish(url, 1, 30, create=True))
+    base = backup(url, archive, env, "--incremental")
+    asyncio.run(_publish(url, 31, 10))
+    delta = backup(url, archive, env, "--incremental", "--lock-mode", "GOVERNANCE", "--retain-days", "1")
+    assert delta["chain"]["parent"] == base["manifest_id"]
+    backup(url, archive, env)  # a full backup of its own: the newest
+
+    out = json.loads(ok(jsarchive("prune", archive, "--keep-last", "1", "--confirm", "--json", env=env)).stdout)
+    plan = {b["manifest_id"]: b for b in out["backups"]}
+    assert plan[delta["manifest_id"]]["action"] == "locked" and not plan[delta["manifest_id"]]["deleted"]
+    kept = plan[base["manifest_id"]]
+    assert kept["action"] == "keep" and not kept["deleted"], kept
+    assert any(r.startswith("needed by") for r in kept["reasons"]), kept
+
+    asyncio.run(_drop(url))
+    ok(restore(url, archive, env, "--backup", delta["manifest_id"]))
+    assert live(url)["state"][:3] == (40, 1, 40)
