@@ -152,6 +152,9 @@ def test_base_and_three_deltas_restore_each_point(nats_server, second_server, tm
     # a delta stores its own range only: the empty one no message, the others far less than the base
     assert points[2][0]["messages"] == 0
     assert points[1][0]["stored_bytes"] < base["stored_bytes"]
+    # a delta's size is what it captured (headers and payloads of its range), not the whole stream's
+    payloads = sum(len(m[3]) for m in points[1][1]["messages"] if m[0] > 100)
+    assert payloads < points[1][0]["bytes"] < base["bytes"] and points[2][0]["bytes"] == 0
 
     for manifest, expected in points:
         ok(restore(dst, root, env, "--backup", manifest["manifest_id"]))
@@ -353,3 +356,25 @@ def test_prune_keeps_the_base_a_locked_delta_needs(aws_env, moto, s3, lock_bucke
     asyncio.run(_drop(url))
     ok(restore(url, archive, env, "--backup", delta["manifest_id"]))
     assert live(url)["state"][:3] == (40, 1, 40)
+
+
+def test_a_delta_committed_without_its_ref_is_captured_again(nats_server, second_server, tmp_path, env):
+    """A crash between a delta's manifest and its ref (the last step of a commit) leaves a manifest no ref names.
+    The next incremental backup starts from the newest listed point, so it captures that range again: the archive
+    then holds two children of one point, which verify accepts and restore resolves to the newest."""
+    src, dst, root = nats_server.url, second_server.url, tmp_path / "archive"
+    asyncio.run(_publish(src, 1, 30, create=True))
+    base = backup(src, root, env, "--incremental")
+    asyncio.run(_publish(src, 31, 10))
+    orphan = backup(src, root, env, "--incremental")
+    for ref in root.glob(f"refs/{STREAM}/*{orphan['backup_id']}*"):
+        ref.unlink()
+    asyncio.run(_publish(src, 41, 5))
+    again = backup(src, root, env, "--incremental")
+    assert again["chain"]["parent"] == base["manifest_id"] and again["chain"]["first_seq"] == 31, again["chain"]
+
+    out = json.loads(ok(jsarchive("verify", root, "--all", "--json", env=env)).stdout)
+    assert [link["ok"] for link in out["links"] if link["kind"] == "chain"] == [True], out["links"]
+    expected = live(src)
+    ok(restore(dst, root, env))
+    assert live(dst) == expected

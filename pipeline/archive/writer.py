@@ -251,6 +251,7 @@ class BackupWriter:
         point: dict | None = None,
         sign_key: object | None = None,
         chain: dict | None = None,
+        range_bytes: int | None = None,
     ) -> Committed:
         """Write the manifest (the commit point), its signature with ``sign_key`` (pipeline/archive/signing.py), then
         the ref.
@@ -260,6 +261,7 @@ class BackupWriter:
         sequence the archive is consistent as of, and what was appended after the snapshot
         (pipeline/jetstream/livetail.py). ``chain``: the clear envelope of a restore point of a chain (a delta, or
         the base an incremental backup starts; docs/design/incremental.md); its ``id`` None means this backup's.
+        ``range_bytes``: a delta's captured headers and payloads, its summary's size.
         """
         offsets, off = [], 0
         for b in self._blocks:
@@ -270,7 +272,8 @@ class BackupWriter:
         counted = held or state
         summary = {
             "messages": int(counted.get("messages", 0) or 0),
-            "bytes": int(state.get("bytes", 0) or 0),
+            # a delta's size is what it captured (``range_bytes``), not the whole stream's
+            "bytes": range_bytes if range_bytes is not None else int(state.get("bytes", 0) or 0),
             "first_seq": int(counted.get("first_seq", 0) or 0),
             "last_seq": int(counted.get("last_seq", 0) or 0),
             "consumers": int(state.get("consumer_count", 0) or 0) if include_consumers else 0,

@@ -429,6 +429,7 @@ async def _run_delta(
         point=tail.to_json(),
         sign_key=opts.sign_key,
         chain=chain,
+        range_bytes=tail.bytes,
     )
     result = BackupResult.from_commit(c, opts.stream, server.version, opts.retention)
     result.point, result.chain = tail.point, c.chain

@@ -46,6 +46,7 @@ class Tail:
     first_seq: int = 0
     last_seq: int = 0
     gone: int = 0  # sequences after the snapshot that were already deleted when read
+    bytes: int = 0  # headers + payloads of the messages appended
     rounds: int = 0
 
     def to_json(self) -> dict:
@@ -65,19 +66,21 @@ def parse_time_ns(text: str) -> int:
     return int(when.timestamp()) * 1_000_000_000 + int(digits)
 
 
-def _entry(stream: str, resp: dict) -> bytes:
+def _entry(stream: str, resp: dict) -> tuple[bytes, int]:
+    """The NATSARC1 entry of a STREAM.MSG.GET answer, and its header + payload size."""
     msg = resp.get("message")
     if not isinstance(msg, dict):
         raise IntegrityError(f"stream {stream!r}: a message read after the snapshot came back without a message")
     try:
         hdrs = base64.b64decode(msg["hdrs"], validate=True) if msg.get("hdrs") else b""
         data = base64.b64decode(msg["data"], validate=True) if msg.get("data") else b""
-        return encode_entry(str(msg["subject"]), parse_time_ns(str(msg["time"])), int(msg["seq"]), hdrs, data)
+        entry = encode_entry(str(msg["subject"]), parse_time_ns(str(msg["time"])), int(msg["seq"]), hdrs, data)
+        return entry, len(hdrs) + len(data)
     except (KeyError, TypeError, ValueError, binascii.Error) as e:
         raise IntegrityError(f"stream {stream!r}: a message read after the snapshot is malformed ({e})") from None
 
 
-async def _get(js: JetStream, stream: str, seq: int) -> bytes | None:
+async def _get(js: JetStream, stream: str, seq: int) -> tuple[bytes, int] | None:
     subject = f"{js.prefix}.STREAM.MSG.GET.{stream}"
     for attempt in range(3):
         try:
@@ -135,11 +138,13 @@ async def read_tail(
                     ahead.append((nxt, asyncio.ensure_future(_get(js, stream, nxt))))
                     nxt += 1
                 seq, task = ahead.popleft()
-                entry = await task
-                if entry is None:
+                got = await task
+                if got is None:
                     tail.gone += 1
                     continue
+                entry, size = got
                 tail.messages += 1
+                tail.bytes += size
                 tail.first_seq = tail.first_seq or seq
                 tail.last_seq = seq
                 buf.append(entry)
