@@ -182,6 +182,13 @@ def test_base_and_three_deltas_restore_each_point(nats_server, second_server, tm
     assert got["messages"][-1][0] == 145
     assert got["billing"][0] == points[2][1]["billing"][0]  # ack floor of the capture before T
 
+    # ls says which backups are full and which are deltas of what
+    listed = ok(jsarchive("ls", root, env=env)).stdout
+    assert f"delta 101-130 after {base['manifest_id'][:12]}" in listed and " full" in listed, listed
+    rows = json.loads(ok(jsarchive("ls", root, "--json", env=env)).stdout)
+    rows = rows["backups"] if isinstance(rows, dict) else rows
+    assert sorted(r["chain"]["last_seq"] for r in rows) == [100, 130, 130, 155]
+
     # cat of a delta reads the stream up to its point through the chain, with no server
     lines = ok(jsarchive("cat", root, points[1][0]["manifest_id"], env=env)).stdout.splitlines()
     assert [json.loads(x)["sequence"] for x in lines] == [m[0] for m in points[1][1]["messages"]]

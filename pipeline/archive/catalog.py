@@ -30,11 +30,21 @@ class BackupEntry:
     problem: str | None = None  # a ref whose manifest is missing or invalid, or a missing data object
     backup_id: str = ""
     origin: str | None = None  # the manifest's clear origin type: "natscli" (import), "pre-restore" (safety backup)
+    chain: dict | None = None  # a restore point of a chain: its clear envelope (id, parent, first_seq, last_seq, ...)
     # from a HEAD of the data object (None when it could not be read)
     storage_class: str | None = None
     lock_mode: str | None = None  # GOVERNANCE | COMPLIANCE | BUCKET (GCS retention policy) | "" (legal hold only)
     retain_until: str | None = None
     legal_hold: bool = False
+
+    @property
+    def point(self) -> str:
+        """How this backup sits in its chain, for a listing: "" (no chain), "full" (a base), or the delta's range."""
+        if not self.chain:
+            return ""
+        if not self.chain.get("parent"):
+            return "full"
+        return f"delta {self.chain['first_seq']}-{self.chain['last_seq']} after {str(self.chain['parent'])[:12]}"
 
     @property
     def ratio(self) -> float:
@@ -67,6 +77,7 @@ def _entry(repo: Repository, ref: Ref, head: bool) -> BackupEntry:
         key_slots=len(m.key_slots),
         backup_id=m.backup_id,
         origin=_origin_type(m.envelope.get("origin")),
+        chain=m.chain,
     )
     if head:
         try:

@@ -46,7 +46,7 @@ def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
 
     table = Table(box=None, pad_edge=False)
     columns = ("ID", "STREAM", "CREATED (UTC)", "MESSAGES", "SIZE", "STORED", "RATIO", "FORMAT", "ENCRYPTED")
-    for col in (*columns, "CLASS", "LOCK", "RETAIN UNTIL", "ORIGIN"):
+    for col in (*columns, "CLASS", "LOCK", "RETAIN UNTIL", "ORIGIN", "CHAIN"):
         table.add_column(col, justify="right" if col in ("MESSAGES", "SIZE", "STORED", "RATIO") else "left")
     # Every cell is a Text: names and problems come from the archive and must not be read as rich markup.
     for r in rows:
@@ -69,6 +69,7 @@ def ls_cmd(url: str, stream: str | None, as_json: bool, **kw: object) -> None:
             (r.lock_mode or "") + (" +hold" if r.legal_hold else ""),
             (r.retain_until or "").replace("T", " ")[:19],
             r.origin or "",
+            r.point,
         )
         storage = cell("data missing", "red") if r.problem else cell(r.storage_class or "")
         table.add_row(*(cell(v) for v in first), storage, *(cell(v) for v in last))
