@@ -15,7 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.archive.repository import Repository
 from pipeline.base.errors import IntegrityError, NotFoundError, UsageError
+from pipeline.flows.delta import after, chain_start
 from pipeline.format import s2
 from pipeline.format.chain import (
     ChainHole,
@@ -534,3 +536,30 @@ def _state_ts(archive: list[bytes]) -> int:
 def _seq_ts(entry: bytes) -> tuple[int, int]:
     m = next(ArchiveReader([b"NATSARC1", encode_entry(STATE_ENTRY, 0, 0, b"", b"{}"), entry, END_MARKER]).messages())
     return m.sequence, m.timestamp
+
+
+def test_chain_start_after_a_known_point_reads_no_archive() -> None:
+    """``stream follow`` hands each segment the point it just committed: the next start comes from it, against an
+    empty archive, and still falls back to a full backup when the stream was re-created or the chain is long."""
+    created = "2026-12-01T10:00:00.000000001Z"
+    envelope = {
+        "id": "ab" * 16,
+        "parent": None,
+        "first_seq": 1,
+        "last_seq": 50,
+        "captured": "2026-12-01T11:00:00Z",
+        "stream_created": created,
+    }
+    known = after("cd" * 32, "S", envelope, None)
+    assert (known.parent.id, known.chain_id, known.points) == ("cd" * 32, "ab" * 16, 1)
+    empty = Repository.open("mem://chain-start-hint")
+    live = {"created": created, "state": {"first_seq": 1, "last_seq": 60}}
+    nxt = chain_start(empty, "S", live, None, known)
+    assert nxt.parent == known.parent and nxt.points == 1 and nxt.why_full is None
+    # without the hand-over the same empty archive starts a new chain
+    assert chain_start(empty, "S", live, None).parent is None
+    recreated = chain_start(empty, "S", {**live, "created": "2026-12-01T12:00:00Z"}, None, known)
+    assert recreated.parent is None and "re-created" in recreated.why_full
+    longer = after("ef" * 32, "S", {**envelope, "parent": "cd" * 32, "first_seq": 51, "last_seq": 60}, nxt)
+    assert longer.points == 2
+    assert "full-every" in chain_start(empty, "S", live, 2, longer).why_full

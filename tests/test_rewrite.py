@@ -13,8 +13,15 @@ from pipeline.base.errors import ConflictError, ServerRefused, UsageError
 from pipeline.base.transfer import TransferConfig
 from pipeline.flows.backup import BackupOptions, backup_stream
 from pipeline.flows.restore import RestoreOptions, restore_stream
-from pipeline.format.natsarc import encode_entry, iter_entries
-from pipeline.format.rewrite import SubjectMap, filters_overlap, snappy_framed
+from pipeline.format.natsarc import END_MARKER, encode_entry, encode_head, iter_entries
+from pipeline.format.rewrite import (
+    RewriteSpec,
+    SubjectMap,
+    filters_overlap,
+    plan_rewrite,
+    rewrite_archive,
+    snappy_framed,
+)
 from pipeline.format.s2 import iter_decode
 from pipeline.format.selection import subject_matches
 from pipeline.jetstream.client import ConnectOptions, connect
@@ -218,3 +225,15 @@ def test_old_server_refused(nats_server, tmp_path, keyring):
             _restore(srv.url, archive, keyring, until_seq=10)
         assert e.value.exit_code == 8
         assert asyncio.run(_names(srv.url)) == []
+
+
+def test_entries_appended_past_the_heads_last_seq_are_kept() -> None:
+    """A client-written archive (a backup's catch-up read, a merged chain) holds messages past its state.json's
+    last_seq; a rewrite keeps them and its state runs to the last of them."""
+    head = encode_head({"messages": 2, "first_seq": 1, "last_seq": 2}, [], 0)
+    entries = b"".join(encode_entry(f"s.{i}", 1_000 + i, i, b"", b"m%d" % i) for i in (1, 2, 3, 4))
+    archive = [head + entries + END_MARKER]
+    plan = plan_rewrite(archive, {"name": "S", "subjects": ["s.>"]}, RewriteSpec(new_name="T"))
+    assert plan.expected_state()["last_seq"] == 4 and plan.expected_state()["messages"] == 4
+    kept = [e.sequence for e in iter_entries(rewrite_archive(archive, plan)) if e.sequence]
+    assert kept == [1, 2, 3, 4]

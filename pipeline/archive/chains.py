@@ -47,22 +47,21 @@ def restore_point(m: mf.Manifest) -> RestorePoint:
             last_seq=int(summary.get("last_seq", 0) or 0),
             captured_ns=captured,
         )
+    return chain_point(m.id, m.stream, ch)
+
+
+def chain_point(manifest_id: str, stream: str, ch: dict) -> RestorePoint:
+    """The restore point a ``chain`` envelope (as pipeline/format/manifest.py checks it) describes."""
     return RestorePoint(
-        id=m.id,
+        id=manifest_id,
         parent=ch.get("parent"),
         chain=ch["id"],
-        stream=m.stream,
+        stream=stream,
         stream_created=ch["stream_created"],
         first_seq=ch["first_seq"],
         last_seq=ch["last_seq"],
         captured_ns=_ns(ch["captured"]),
     )
-
-
-def is_chained(m: mf.Manifest) -> bool:
-    """Whether ``m`` belongs to a chain of more than itself as far as its own fields say (a delta, or a base an
-    incremental backup wrote)."""
-    return m.chain is not None
 
 
 def points_by_stream(manifests: Iterable[mf.Manifest]) -> dict[str, list[RestorePoint]]:
@@ -86,6 +85,19 @@ def stream_points(repo: Repository, stream: str) -> tuple[list[RestorePoint], di
         if m.stream == stream and m.backup_id == ref.backup_id:
             manifests[m.id] = m
     return [restore_point(m) for m in manifests.values()], manifests
+
+
+def chained_points(
+    repo: Repository, stream: str, also: mf.Manifest | None = None
+) -> tuple[list[RestorePoint], dict[str, mf.Manifest]]:
+    """The points of ``stream`` that incremental backups wrote (a plain full backup is no chain's point), with
+    ``also`` among them even if no ref names it (asked for by its id after its ref was lost)."""
+    points, manifests = stream_points(repo, stream)
+    chained = [p for p in points if manifests[p.id].chain is not None]
+    if also is not None and also.chain is not None and also.id not in manifests:
+        chained.append(restore_point(also))
+        manifests[also.id] = also
+    return chained, manifests
 
 
 class _Decoded:
@@ -140,17 +152,13 @@ def open_chain(
     (trust) before its key is asked for."""
     if m.chain is None:
         return None
-    points, manifests = stream_points(repo, m.stream)
-    chained = [p for p in points if manifests[p.id].chain is not None]
     if named:
         own = restore_point(m)
         if own.is_base and until_seq is None:
             return None  # a base asked for by its id is a full backup
         until_seq = min(until_seq, own.last_seq) if until_seq is not None else own.last_seq
         at_ns = None
-        if m.id not in manifests:  # named but no ref lists it (e.g. a ref was lost): still plan through it
-            chained.append(own)
-            manifests[m.id] = m
+    chained, manifests = chained_points(repo, m.stream, also=m if named else None)
     plan = plan_chain(chained, until_seq=until_seq, at_ns=at_ns)
     whole_base = len(plan.path) == 1 and plan.at_ns is None and plan.until_seq >= plan.point.last_seq
     if whole_base and plan.point.id == m.id:
@@ -170,12 +178,8 @@ def point_totals(repo: Repository, m: mf.Manifest) -> tuple[int, int] | None:
     for a backup of its own, or a point whose path does not restore."""
     if m.chain is None:
         return None
-    points, manifests = stream_points(repo, m.stream)
     own = restore_point(m)
-    chained = [p for p in points if manifests[p.id].chain is not None]
-    if m.id not in manifests:
-        chained.append(own)
-        manifests[m.id] = m
+    chained, manifests = chained_points(repo, m.stream, also=m)
     try:
         plan = plan_chain(chained, until_seq=own.last_seq)
     except JsArchiveError:

@@ -36,6 +36,7 @@ from pipeline.format import payload
 from pipeline.format.blocks import choose_block_size
 from pipeline.format.census import Census, Held
 from pipeline.format.compress import Compression
+from pipeline.format.manifest import is_chain_time
 from pipeline.format.s2meter import DecodedLength
 from pipeline.format.snapshot import V2
 from pipeline.jetstream.client import (
@@ -70,6 +71,9 @@ class BackupOptions:
     )
     incremental: bool = False  # a delta after the stream's newest restore point when it can be (flows/delta.py)
     full_every: int | None = None  # with incremental: a full backup once a chain has this many restore points
+    # with incremental: where the chain stands, from a caller that committed its newest point itself (stream follow:
+    # BackupResult.next_start); None: found in the archive
+    chain_hint: delta.ChainStart | None = None
 
 
 @dataclass
@@ -100,9 +104,12 @@ class BackupResult:
     warnings: list[str] = field(default_factory=list)  # how the stream changed while it was backed up
     chain: dict | None = None  # incremental: the manifest's chain envelope (its parent None for a full backup)
     full_reason: str | None = None  # incremental: why this backup is a full one
+    next_start: delta.ChainStart | None = field(default=None, repr=False)  # incremental: where the next one starts
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("next_start")  # the library's hand-over to the next capture, not part of the result
+        return out
 
     @classmethod
     def from_commit(cls, c: Committed, stream: str, server_version: str, retention: Retention | None) -> BackupResult:
@@ -210,7 +217,9 @@ async def backup_stream_async(opts: BackupOptions, progress: Progress | None = N
         start: delta.ChainStart | None = None
         if opts.incremental:
             delta.check_server(server)
-            start = await asyncio.to_thread(delta.chain_start, repo, opts.stream, info, opts.full_every)
+            start = await asyncio.to_thread(
+                delta.chain_start, repo, opts.stream, info, opts.full_every, opts.chain_hint
+            )
         consumers, server.api_level = await asyncio.gather(
             js.consumers(opts.stream) if opts.consumers else asyncio.sleep(0, []), api_level()
         )
@@ -310,16 +319,11 @@ async def _run(
             stream_created=str((info or {}).get("created") or ""),
             first_seq=held.first_seq or tail.point + 1,
             last_seq=tail.point,
-            captured=await _captured(js, opts.stream),
+            captured=_captured(tail),
         )
         warnings.append(phrase(f"a full backup starts a chain of restore points: {start.why_full}"))
     c = await w.commit(
-        server={
-            "version": server.version,
-            "name": server.name,
-            "cluster": server.cluster,
-            "api_level": server.api_level,
-        },
+        server=_server_json(server),
         config=snap.config,
         state=snap.state,
         consumers=consumers,
@@ -342,9 +346,16 @@ async def _run(
     result.warnings = warnings
     result.point = tail.point if tail is not None else None
     result.chain = c.chain
-    result.full_reason = phrase(start.why_full) if start is not None and start.why_full else None
+    if start is not None and c.chain is not None:
+        result.full_reason = phrase(start.why_full) if start.why_full else None
+        result.next_start = delta.after(c.manifest_id, opts.stream, c.chain, start)
     progress.finish(f"{human_bytes(c.stored_bytes)} stored in {c.blocks} block(s)", what="stream")
     return result
+
+
+def _server_json(server: ServerInfo) -> dict:
+    """The manifest's ``server``: who took the backup."""
+    return {"version": server.version, "name": server.name, "cluster": server.cluster, "api_level": server.api_level}
 
 
 def _write_settings(opts: BackupOptions, inner_encoding: str, *, open_end: bool) -> WriteSettings:
@@ -360,12 +371,10 @@ def _write_settings(opts: BackupOptions, inner_encoding: str, *, open_end: bool)
     )
 
 
-async def _captured(js: JetStream, stream: str) -> str:
-    """The server's time now (STREAM.INFO ``ts``), RFC 3339: a capture's time is after every message it holds."""
-    info = await js.stream_info(stream)
-    ts = (info or {}).get("ts")
-    if isinstance(ts, str) and ts:
-        return ts
+def _captured(tail: Tail) -> str:
+    """A capture's time, RFC 3339: the server's at the catch-up read's last look, else this host's now."""
+    if is_chain_time(tail.server_time):
+        return tail.server_time
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -408,16 +417,11 @@ async def _run_delta(
         stream_created=str(info.get("created") or ""),
         first_seq=start.parent.last_seq + 1,
         last_seq=tail.point,
-        captured=await _captured(js, opts.stream),
+        captured=_captured(tail),
     )
-    state["consumer_count"] = len([c for c in consumers if (c.get("config") or {}).get("durable_name")])
+    state["consumer_count"] = len(delta.durables(consumers))
     c = await w.commit(
-        server={
-            "version": server.version,
-            "name": server.name,
-            "cluster": server.cluster,
-            "api_level": server.api_level,
-        },
+        server=_server_json(server),
         config=info.get("config") or {},
         state=state,
         consumers=consumers,
@@ -433,6 +437,7 @@ async def _run_delta(
     )
     result = BackupResult.from_commit(c, opts.stream, server.version, opts.retention)
     result.point, result.chain = tail.point, c.chain
+    result.next_start = delta.after(c.manifest_id, opts.stream, c.chain, start)
     if tail.gone:
         result.warnings.append(
             f"{tail.gone:,} sequence(s) after {start.parent.last_seq} were deleted before they "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.archive.chains import stream_points
+from pipeline.archive.chains import chain_point, chained_points
 from pipeline.archive.repository import Repository
 from pipeline.base.errors import JsArchiveError, ServerRefused, setting
 from pipeline.format import s2
@@ -47,17 +47,24 @@ def check_server(server: ServerInfo) -> None:
         )
 
 
-def chain_start(repo: Repository, stream: str, info: dict, full_every: int | None) -> ChainStart:
-    """Where the next capture of ``stream`` (``info``: its STREAM.INFO now) starts, from the archive's points."""
-    points, manifests = stream_points(repo, stream)
-    chained = [p for p in points if manifests[p.id].chain is not None]
-    if not chained:
-        return ChainStart(None, None, 0, f"the archive holds no incremental backup of stream {stream!r} yet")
-    try:
-        plan = plan_chain(chained)
-    except JsArchiveError as e:
-        return ChainStart(None, None, 0, f"the newest restore point does not restore ({e})")
-    parent = plan.point
+def chain_start(
+    repo: Repository, stream: str, info: dict, full_every: int | None, known: ChainStart | None = None
+) -> ChainStart:
+    """Where the next capture of ``stream`` (``info``: its STREAM.INFO now) starts: after the newest point of the
+    archive, or after ``known`` (a caller that committed the previous point itself: ``stream follow``, whose lease
+    makes it the only writer of the chain), so that a long run does not list and read the whole chain every time.
+    """
+    if known is not None and known.parent is not None:
+        parent, points = known.parent, known.points
+    else:
+        chained, _ = chained_points(repo, stream)
+        if not chained:
+            return ChainStart(None, None, 0, f"the archive holds no incremental backup of stream {stream!r} yet")
+        try:
+            plan = plan_chain(chained)
+        except JsArchiveError as e:
+            return ChainStart(None, None, 0, f"the newest restore point does not restore ({e})")
+        parent, points = plan.point, len(plan.path)
     state = info.get("state") or {}
     why = why_full(
         parent,
@@ -65,11 +72,24 @@ def chain_start(repo: Repository, stream: str, info: dict, full_every: int | Non
         first_seq=int(state.get("first_seq", 0) or 0),
         last_seq=int(state.get("last_seq", 0) or 0),
     )
-    if why is None and full_every is not None and len(plan.path) >= full_every:
-        why = f"its chain has {len(plan.path)} restore point(s) ({setting('full-every', full_every)})"
+    if why is None and full_every is not None and points >= full_every:
+        why = f"its chain has {points} restore point(s) ({setting('full-every', full_every)})"
     if why is not None:
         return ChainStart(None, None, 0, why)
-    return ChainStart(parent, parent.chain, len(plan.path))
+    return ChainStart(parent, parent.chain, points)
+
+
+def after(manifest_id: str, stream: str, chain: dict, start: ChainStart | None) -> ChainStart:
+    """The start of the capture after the point just committed (``chain``: its envelope; ``start``: where that
+    capture started, None or parentless for a full backup)."""
+    points = start.points + 1 if start is not None and start.parent is not None else 1
+    return ChainStart(chain_point(manifest_id, stream, chain), chain["id"], points)
+
+
+def durables(consumers: list[dict]) -> list[dict]:
+    """The durable consumers among CONSUMER.LIST's answers: what a delta's head holds, as the server's own snapshot
+    does (an ephemeral consumer's state is not kept on disk)."""
+    return [c for c in consumers if (c.get("config") or {}).get("durable_name")]
 
 
 def delta_consumer(info: dict) -> Consumer:
@@ -91,9 +111,7 @@ def delta_consumer(info: dict) -> Consumer:
 def delta_head(state: dict, consumers: list[dict], timestamp_ns: int) -> bytes:
     """The head of a delta's archive, S2-framed as a server's snapshot stream is, with its end marker: the writer
     takes it like a snapshot with no messages and then appends the messages read after the parent's point."""
-    # Only durables, as in the server's own snapshot (an ephemeral consumer's state is not kept on disk).
-    durable = [delta_consumer(c) for c in consumers if (c.get("config") or {}).get("durable_name")]
-    archive = encode_head(state, durable, timestamp_ns) + END_MARKER
+    archive = encode_head(state, [delta_consumer(c) for c in durables(consumers)], timestamp_ns) + END_MARKER
     return s2.S2_STREAM_IDENTIFIER + b"".join(bytes(c) for c in s2.uncompressed_chunks(archive))
 
 

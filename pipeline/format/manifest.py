@@ -136,6 +136,11 @@ MAX_SEQ = (1 << 64) - 1
 MAX_CHAIN_TEXT = 64  # "captured" and "stream_created" are RFC 3339 times; nothing longer is read
 
 
+def is_chain_time(text: str) -> bool:
+    """Whether ``text`` is a time a ``chain`` envelope may hold (what :func:`parse` accepts)."""
+    return len(text) <= MAX_CHAIN_TEXT and _RFC3339.fullmatch(text) is not None
+
+
 def _chain_envelope(env: dict) -> None:
     """The ``chain`` envelope (docs/design/incremental.md): bounded, strictly typed, and consistent with the
     backup it is in, so that planning, prune and verify can trust its shape without a key."""
@@ -156,7 +161,7 @@ def _chain_envelope(env: dict) -> None:
         raise objects.Invalid(f"chain range {ch['first_seq']}-{ch['last_seq']} is not a range of sequences")
     for f in ("captured", "stream_created"):
         text = objects.string(ch.get(f), f"chain.{f}", nonempty=True)
-        if len(text) > MAX_CHAIN_TEXT or not _RFC3339.fullmatch(text):
+        if not is_chain_time(text):
             raise objects.Invalid(f"chain.{f} is not an RFC 3339 time")
 
 

@@ -47,6 +47,9 @@ class Tail:
     last_seq: int = 0
     gone: int = 0  # sequences after the snapshot that were already deleted when read
     bytes: int = 0  # headers + payloads of the messages appended
+    # the server's clock (STREAM.INFO ``ts``) at the last look, "" if it did not say: every message up to the point
+    # was stored before it, so it is the capture's time
+    server_time: str = ""
     rounds: int = 0
 
     def to_json(self) -> dict:
@@ -128,6 +131,8 @@ async def read_tail(
         if info is None:
             raise JsArchiveError(f"stream {stream!r} was deleted while it was backed up")
         upto = int((info.get("state") or {}).get("last_seq", 0) or 0)
+        ts = info.get("ts")
+        tail.server_time = ts if isinstance(ts, str) else ""
         if upto < nxt:
             break
         tail.rounds += 1

@@ -76,6 +76,8 @@ async def follow_async(
                     report.skipped += 1
                 else:
                     res = await backup_stream_async(each)
+                    # the next segment continues from this one without reading the chain back from the archive
+                    each = replace(each, chain_hint=res.next_start)
                     _count(report, res)
                     say(_segment_line(res))
                 if lost:
